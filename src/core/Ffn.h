@@ -1,0 +1,24 @@
+/*
+moescope - core/Ffn.h
+The FFN forward pass of SPEC §1 on blocks of rows, through cblas:
+  h = act(w_in x + b_in)                              (plain)
+  h = act(w_gate x) * (w_in x + b_in)                 (gated)
+  y = w_out h (+ b_out when with_bias)
+SPDX-License-Identifier: MIT
+*/
+#ifndef MOESCOPE_FFN_H
+#define MOESCOPE_FFN_H
+
+#include <stdbool.h>
+
+#include "util/FfnWeights.h"
+#include "util/Status.h"
+
+/* h[rows][d_ff] from x[rows][d_model]. Gated layers need a scratch of rows*d_ff floats,
+   allocated here; MS_ERR_NOMEM when that fails. */
+MsStatus Ffn_hidden(const FfnWeights *w, const float *x, long rows, float *h);
+
+/* y[rows][d_model] = h w_out^T (+ b_out). */
+void Ffn_output(const FfnWeights *w, const float *h, long rows, bool with_bias, float *y);
+
+#endif
