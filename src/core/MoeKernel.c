@@ -1,0 +1,506 @@
+/*
+moescope - core/MoeKernel.c
+The MoE FFN kernel and its wall-time measurement against the dense FFN.
+
+DESIGN: gathered weights are stored expert after expert. Rows of w_in / w_gate / b_in of
+expert e occupy gathered rows [offset[e], offset[e+1]) in ascending neuron order; the w_out
+block of expert e starts at w_out + offset[e] * d_model and is row-major [d_model][G_e],
+so both sgemm and sgemv read it with leading dimension G_e. A batch run sorts the (token,
+slot) pairs by expert with a counting sort, so each expert's tokens are gathered once and
+go through two (three when gated) sgemm calls; the gate scales the hidden rows (G_e
+multiplies instead of d_model) before the output sgemm, whose rows are added into y.
+
+Timing: both paths run with buffers allocated before the clock starts, so neither side
+pays for allocation; the dense side repeats Ffn.c's cblas calls with that scratch.
+SPDX-License-Identifier: MIT
+*/
+#include "config.h"
+#include "core/MoeKernel.h"
+
+#include <cblas.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/XUtils.h"
+
+struct MoeKernel {
+    int d_model;
+    int d_ff;
+    int E;
+    int max_g;        /* largest expert */
+    Activation act;
+    int *offset;      /* [E + 1] first gathered row of each expert */
+    float *w_in;      /* [d_ff][d_model] gathered rows */
+    float *w_gate;    /* [d_ff][d_model] or NULL */
+    float *b_in;      /* [d_ff] or NULL */
+    float *w_out;     /* per expert [d_model][G_e], expert e at offset[e] * d_model */
+    /* scratch, grown by runs */
+    long cap;         /* tokens the batch scratch holds */
+    int cap_k;
+    int *count;       /* [E + 1] */
+    int *order;       /* [cap * cap_k] (token, slot) pairs sorted by expert */
+    float *xg;        /* [cap][d_model] gathered x rows */
+    float *hid;       /* [cap][max_g] */
+    float *up;        /* [cap][max_g], gated layers */
+    float *out;       /* [cap][d_model] */
+    float *tok_hid;   /* [max_g] one-token path */
+    float *tok_up;    /* [max_g] */
+};
+
+/* Copies the expert blocks out of the dense weights; false when an allocation fails. */
+static bool gather(MoeKernel *this, const FfnWeights *w, const int32_t *part) {
+    int D = w->d_model, N = w->d_ff, E = this->E;
+    size_t rows = (size_t)N * (size_t)D;
+    this->w_in = tryMallocArray(rows, sizeof(float));
+    this->w_out = tryMallocArray(rows, sizeof(float));
+    this->w_gate = w->w_gate ? tryMallocArray(rows, sizeof(float)) : NULL;
+    this->b_in = w->b_in ? tryMallocArray((size_t)N, sizeof(float)) : NULL;
+    if (!this->w_in || !this->w_out || (w->w_gate && !this->w_gate) || (w->b_in && !this->b_in))
+        return false;
+    int *next = xMallocArray((size_t)E, sizeof(int));
+    memcpy(next, this->offset, (size_t)E * sizeof(int));
+    for (int j = 0; j < N; j++) {
+        int e = part[j], r = next[e]++;
+        memcpy(this->w_in + (size_t)r * D, w->w_in + (size_t)j * D, (size_t)D * sizeof(float));
+        if (this->w_gate)
+            memcpy(this->w_gate + (size_t)r * D, w->w_gate + (size_t)j * D,
+                   (size_t)D * sizeof(float));
+        if (this->b_in)
+            this->b_in[r] = w->b_in[j];
+        int g = this->offset[e + 1] - this->offset[e], col = r - this->offset[e];
+        float *blk = this->w_out + (size_t)this->offset[e] * D;
+        for (int i = 0; i < D; i++)
+            blk[(size_t)i * g + col] = w->w_out[(size_t)i * N + j];
+    }
+    free(next);
+    return true;
+}
+
+MsStatus MoeKernel_new(const FfnWeights *w, const int32_t *part, int E, MoeKernel **out,
+                       char **cause) {
+    *out = NULL;
+    if (E < 1) {
+        setCause(cause, "the number of experts must be at least 1, got %d", E);
+        return MS_ERR_RANGE;
+    }
+    for (int j = 0; j < w->d_ff; j++) {
+        if (part[j] < 0 || part[j] >= E) {
+            setCause(cause, "neuron %d is in expert %d, outside 0..%d", j, (int)part[j], E - 1);
+            return MS_ERR_RANGE;
+        }
+    }
+    MoeKernel *this = xCalloc(1, sizeof(*this));
+    this->d_model = w->d_model;
+    this->d_ff = w->d_ff;
+    this->E = E;
+    this->act = w->act;
+    this->offset = xCalloc((size_t)E + 1, sizeof(int));
+    for (int j = 0; j < w->d_ff; j++)
+        this->offset[part[j] + 1]++;
+    for (int e = 0; e < E; e++) {
+        int g = this->offset[e + 1];
+        if (g > this->max_g)
+            this->max_g = g;
+        this->offset[e + 1] += this->offset[e];
+    }
+    this->count = xCalloc((size_t)E + 1, sizeof(int));
+    this->tok_hid = xCalloc((size_t)this->max_g + 1, sizeof(float));
+    this->tok_up = xCalloc((size_t)this->max_g + 1, sizeof(float));
+    if (!gather(this, w, part)) {
+        setCause(cause, "out of memory gathering the expert weights (%zu bytes)",
+                 (size_t)w->d_ff * (size_t)w->d_model * sizeof(float) * 3);
+        MoeKernel_delete(this);
+        return MS_ERR_NOMEM;
+    }
+    *out = this;
+    return MS_OK;
+}
+
+static void freeScratch(MoeKernel *this) {
+    free(this->order);
+    free(this->xg);
+    free(this->hid);
+    free(this->up);
+    free(this->out);
+    this->order = NULL;
+    this->xg = this->hid = this->up = this->out = NULL;
+    this->cap = 0;
+    this->cap_k = 0;
+}
+
+void MoeKernel_delete(MoeKernel *this) {
+    if (!this)
+        return;
+    freeScratch(this);
+    free(this->offset);
+    free(this->count);
+    free(this->w_in);
+    free(this->w_gate);
+    free(this->b_in);
+    free(this->w_out);
+    free(this->tok_hid);
+    free(this->tok_up);
+    free(this);
+}
+
+int MoeKernel_expertSize(const MoeKernel *this, int e) {
+    return this->offset[e + 1] - this->offset[e];
+}
+
+/* Makes the batch scratch hold n tokens with k slots each. */
+static MsStatus reserve(MoeKernel *this, long n, int k, char **cause) {
+    if (n <= this->cap && k <= this->cap_k)
+        return MS_OK;
+    long cap = n > this->cap ? n : this->cap;
+    int cap_k = k > this->cap_k ? k : this->cap_k;
+    freeScratch(this);
+    size_t G = (size_t)this->max_g, D = (size_t)this->d_model, c = (size_t)cap;
+    this->order = tryMallocArray(c * (size_t)cap_k, sizeof(int));
+    this->xg = tryMallocArray(c * D, sizeof(float));
+    this->hid = tryMallocArray(c * G + 1, sizeof(float));
+    this->up = this->w_gate ? tryMallocArray(c * G + 1, sizeof(float)) : NULL;
+    this->out = tryMallocArray(c * D, sizeof(float));
+    if (!this->order || !this->xg || !this->hid || (this->w_gate && !this->up) || !this->out) {
+        freeScratch(this);
+        setCause(cause, "out of memory for the MoE kernel's scratch (%zu bytes)",
+                 c * (2 * D + 2 * G) * sizeof(float));
+        return MS_ERR_NOMEM;
+    }
+    this->cap = cap;
+    this->cap_k = cap_k;
+    return MS_OK;
+}
+
+/* out[rows][n_out] = x[rows][n_in] W^T (+ bias), W row-major [n_out][n_in]. */
+static void linear(const float *x, int rows, const float *W, const float *bias, int n_in,
+                   int n_out, float *out) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, n_out, n_in, 1.0f, x, n_in, W,
+                n_in, 0.0f, out, n_out);
+    if (!bias)
+        return;
+    for (int r = 0; r < rows; r++) {
+        float *o = out + (size_t)r * n_out;
+        for (int j = 0; j < n_out; j++)
+            o[j] += bias[j];
+    }
+}
+
+/* The hidden activations hid[rows][g] of expert e for the gathered rows xg. */
+static void expertHidden(MoeKernel *this, int e, const float *xg, int rows, float *hid,
+                         float *up) {
+    int D = this->d_model, o = this->offset[e], g = this->offset[e + 1] - o;
+    const float *bias = this->b_in ? this->b_in + o : NULL;
+    size_t n = (size_t)rows * g;
+    if (!this->w_gate) {
+        linear(xg, rows, this->w_in + (size_t)o * D, bias, D, g, hid);
+        Activation_applyArray(this->act, hid, (long)n);
+        return;
+    }
+    linear(xg, rows, this->w_gate + (size_t)o * D, NULL, D, g, hid);
+    Activation_applyArray(this->act, hid, (long)n);
+    linear(xg, rows, this->w_in + (size_t)o * D, bias, D, g, up);
+    for (size_t i = 0; i < n; i++)
+        hid[i] *= up[i];
+}
+
+/* Sorts the (token, slot) pairs by expert: count[e] becomes expert e's start in order. */
+static void sortByExpert(MoeKernel *this, long n, int k, const int *sel) {
+    int E = this->E;
+    memset(this->count, 0, ((size_t)E + 1) * sizeof(int));
+    long pairs = n * k;
+    for (long p = 0; p < pairs; p++)
+        this->count[sel[p] + 1]++;
+    for (int e = 0; e < E; e++)
+        this->count[e + 1] += this->count[e];
+    for (long p = 0; p < pairs; p++)
+        this->order[this->count[sel[p]]++] = (int)p;
+    /* count[e] now holds the end of expert e; shift back to starts. */
+    memmove(this->count + 1, this->count, (size_t)E * sizeof(int));
+    this->count[0] = 0;
+}
+
+MsStatus MoeKernel_run(MoeKernel *this, const float *x, long n, int k, const int *sel,
+                       const float *gates, float *y, char **cause) {
+    int D = this->d_model;
+    for (long p = 0; p < n * k; p++) {
+        if (sel[p] < 0 || sel[p] >= this->E) {
+            setCause(cause, "token %ld selects expert %d, outside 0..%d", p / k, sel[p],
+                     this->E - 1);
+            return MS_ERR_RANGE;
+        }
+    }
+    memset(y, 0, (size_t)n * D * sizeof(float));
+    if (n == 0 || k == 0)
+        return MS_OK;
+    MsStatus st = reserve(this, n, k, cause);
+    if (st != MS_OK)
+        return st;
+    sortByExpert(this, n, k, sel);
+    for (int e = 0; e < this->E; e++) {
+        int first = this->count[e], rows = this->count[e + 1] - first;
+        int g = this->offset[e + 1] - this->offset[e];
+        if (rows == 0 || g == 0)
+            continue;
+        const int *pairs = this->order + first;
+        for (int r = 0; r < rows; r++)
+            memcpy(this->xg + (size_t)r * D, x + (size_t)(pairs[r] / k) * D,
+                   (size_t)D * sizeof(float));
+        expertHidden(this, e, this->xg, rows, this->hid, this->up);
+        if (gates) {
+            for (int r = 0; r < rows; r++) {
+                float gv = gates[pairs[r]], *hr = this->hid + (size_t)r * g;
+                for (int i = 0; i < g; i++)
+                    hr[i] *= gv;
+            }
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, D, g, 1.0f, this->hid, g,
+                    this->w_out + (size_t)this->offset[e] * D, g, 0.0f, this->out, D);
+        for (int r = 0; r < rows; r++) {
+            float *yr = y + (size_t)(pairs[r] / k) * D;
+            const float *orow = this->out + (size_t)r * D;
+            for (int i = 0; i < D; i++)
+                yr[i] += orow[i];
+        }
+    }
+    return MS_OK;
+}
+
+void MoeKernel_runToken(MoeKernel *this, const float *x, int k, const int *sel,
+                        const float *gates, float *y) {
+    int D = this->d_model;
+    memset(y, 0, (size_t)D * sizeof(float));
+    for (int j = 0; j < k; j++) {
+        int e = sel[j], o = this->offset[e], g = this->offset[e + 1] - o;
+        if (g == 0)
+            continue;
+        float *hid = this->tok_hid, *up = this->tok_up;
+        const float *wk = this->w_gate ? this->w_gate : this->w_in;
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, g, D, 1.0f, wk + (size_t)o * D, D, x, 1, 0.0f,
+                    hid, 1);
+        float *lin = this->w_gate ? up : hid;
+        if (this->w_gate) {
+            Activation_applyArray(this->act, hid, g);
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, g, D, 1.0f, this->w_in + (size_t)o * D, D,
+                        x, 1, 0.0f, up, 1);
+        }
+        if (this->b_in)
+            for (int i = 0; i < g; i++)
+                lin[i] += this->b_in[o + i];
+        if (this->w_gate)
+            for (int i = 0; i < g; i++)
+                hid[i] *= up[i];
+        else
+            Activation_applyArray(this->act, hid, g);
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, D, g, gates ? gates[j] : 1.0f,
+                    this->w_out + (size_t)o * D, g, hid, 1, 1.0f, y, 1);
+    }
+}
+
+/* ---- timing ---- */
+
+/* One timed workload: run(ctx) does the whole unit of work once. */
+typedef void (*WorkFn)(void *ctx);
+
+static int cmpDouble(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Warm-up run, then clamp(budget / warm-up, 1, max_reps) timed runs; the median in *sec. */
+static MsStatus timeWork(WorkFn fn, void *ctx, const MoeTimingOptions *opt,
+                         const Cancel *cancel, double *sec, int *reps) {
+    double t0 = XUtils_now();
+    fn(ctx);
+    double warm = XUtils_now() - t0;
+    int max_reps = opt->max_reps > 0 ? opt->max_reps : 1;
+    int n = warm > 0 ? (int)(opt->budget_s / warm) : max_reps;
+    n = n < 1 ? 1 : n > max_reps ? max_reps : n;
+    double *t = xMallocArray((size_t)n, sizeof(double));
+    for (int r = 0; r < n; r++) {
+        if (Cancel_requested(cancel)) {
+            free(t);
+            return MS_ERR_CANCELED;
+        }
+        t0 = XUtils_now();
+        fn(ctx);
+        t[r] = XUtils_now() - t0;
+    }
+    qsort(t, (size_t)n, sizeof(double), cmpDouble);
+    *sec = n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
+    *reps = n;
+    free(t);
+    return MS_OK;
+}
+
+typedef struct DenseWork {
+    const FfnWeights *w;
+    const float *x;
+    long rows;
+    float *h, *up, *y;
+} DenseWork;
+
+/* The dense FFN on a batch, as Ffn_hidden + Ffn_output without b_out. */
+static void denseBatch(void *ctx) {
+    DenseWork *d = ctx;
+    const FfnWeights *w = d->w;
+    int D = w->d_model, N = w->d_ff, rows = (int)d->rows;
+    size_t n = (size_t)rows * N;
+    if (!w->w_gate) {
+        linear(d->x, rows, w->w_in, w->b_in, D, N, d->h);
+        Activation_applyArray(w->act, d->h, (long)n);
+    } else {
+        linear(d->x, rows, w->w_gate, NULL, D, N, d->h);
+        Activation_applyArray(w->act, d->h, (long)n);
+        linear(d->x, rows, w->w_in, w->b_in, D, N, d->up);
+        for (size_t i = 0; i < n; i++)
+            d->h[i] *= d->up[i];
+    }
+    linear(d->h, rows, w->w_out, NULL, N, D, d->y);
+}
+
+/* The dense FFN one token at a time (sgemv). */
+static void denseTokens(void *ctx) {
+    DenseWork *d = ctx;
+    const FfnWeights *w = d->w;
+    int D = w->d_model, N = w->d_ff;
+    const float *wk = w->w_gate ? w->w_gate : w->w_in;
+    for (long t = 0; t < d->rows; t++) {
+        const float *xt = d->x + (size_t)t * D;
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, N, D, 1.0f, wk, D, xt, 1, 0.0f, d->h, 1);
+        float *lin = w->w_gate ? d->up : d->h;
+        if (w->w_gate) {
+            Activation_applyArray(w->act, d->h, N);
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, N, D, 1.0f, w->w_in, D, xt, 1, 0.0f,
+                        d->up, 1);
+        }
+        if (w->b_in)
+            for (int j = 0; j < N; j++)
+                lin[j] += w->b_in[j];
+        if (w->w_gate)
+            for (int j = 0; j < N; j++)
+                d->h[j] *= d->up[j];
+        else
+            Activation_applyArray(w->act, d->h, N);
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, D, N, 1.0f, w->w_out, N, d->h, 1, 0.0f,
+                    d->y + (size_t)t * D, 1);
+    }
+}
+
+static void usedTokens(long n, const MoeTimingOptions *opt, MoeTimes *out) {
+    memset(out, 0, sizeof(*out));
+    out->batch_tokens = opt->batch_tokens < n ? opt->batch_tokens : n;
+    out->token_tokens = opt->token_tokens < n ? opt->token_tokens : n;
+}
+
+MsStatus MoeKernel_timeDense(const FfnWeights *w, const float *x, long n,
+                             const MoeTimingOptions *opt, const Cancel *cancel, MoeTimes *out,
+                             char **cause) {
+    usedTokens(n, opt, out);
+    long rows = out->batch_tokens > out->token_tokens ? out->batch_tokens : out->token_tokens;
+    if (rows < 1) {
+        setCause(cause, "no tokens to time the dense FFN on");
+        return MS_ERR_RANGE;
+    }
+    size_t N = (size_t)w->d_ff, D = (size_t)w->d_model;
+    DenseWork d = {.w = w, .x = x};
+    d.h = tryMallocArray((size_t)rows * N, sizeof(float));
+    d.up = w->w_gate ? tryMallocArray((size_t)rows * N, sizeof(float)) : NULL;
+    d.y = tryMallocArray((size_t)rows * D, sizeof(float));
+    MsStatus st = MS_OK;
+    if (!d.h || (w->w_gate && !d.up) || !d.y) {
+        setCause(cause, "out of memory timing the dense FFN (%zu bytes)",
+                 (size_t)rows * (2 * N + D) * sizeof(float));
+        st = MS_ERR_NOMEM;
+        goto done;
+    }
+    d.rows = out->batch_tokens;
+    if (d.rows > 0)
+        st = timeWork(denseBatch, &d, opt, cancel, &out->batch_s, &out->batch_reps);
+    d.rows = out->token_tokens;
+    if (st == MS_OK && d.rows > 0) {
+        st = timeWork(denseTokens, &d, opt, cancel, &out->token_s, &out->token_reps);
+        out->token_s /= (double)d.rows;
+    }
+    if (st == MS_ERR_CANCELED)
+        setCause(cause, "canceled");
+done:
+    free(d.h);
+    free(d.up);
+    free(d.y);
+    return st;
+}
+
+typedef struct MoeWork {
+    MoeKernel *kernel;
+    const float *x;
+    long rows;
+    int k;
+    const int *sel;
+    const float *gates;
+    float *y;
+} MoeWork;
+
+static void moeBatch(void *ctx) {
+    MoeWork *m = ctx;
+    /* Scratch was reserved and the routing checked before timing: this cannot fail. */
+    MoeKernel_run(m->kernel, m->x, m->rows, m->k, m->sel, m->gates, m->y, NULL);
+}
+
+static void moeTokens(void *ctx) {
+    MoeWork *m = ctx;
+    int D = m->kernel->d_model, k = m->k;
+    for (long t = 0; t < m->rows; t++)
+        MoeKernel_runToken(m->kernel, m->x + (size_t)t * D, k, m->sel + (size_t)t * k,
+                           m->gates ? m->gates + (size_t)t * k : NULL, m->y + (size_t)t * D);
+}
+
+MsStatus MoeKernel_time(MoeKernel *this, const float *x, long n, int k, const int *sel,
+                        const float *gates, const MoeTimingOptions *opt, const Cancel *cancel,
+                        MoeTimes *out, char **cause) {
+    usedTokens(n, opt, out);
+    long rows = out->batch_tokens > out->token_tokens ? out->batch_tokens : out->token_tokens;
+    if (rows < 1) {
+        setCause(cause, "no tokens to time the MoE kernel on");
+        return MS_ERR_RANGE;
+    }
+    float *y = tryMallocArray((size_t)rows * this->d_model, sizeof(float));
+    if (!y) {
+        setCause(cause, "out of memory timing the MoE kernel (%zu bytes)",
+                 (size_t)rows * this->d_model * sizeof(float));
+        return MS_ERR_NOMEM;
+    }
+    /* A first checked run validates the routing and reserves the scratch. */
+    MsStatus st = MoeKernel_run(this, x, rows, k, sel, gates, y, cause);
+    MoeWork m = {.kernel = this, .x = x, .k = k, .sel = sel, .gates = gates, .y = y};
+    m.rows = out->batch_tokens;
+    if (st == MS_OK && m.rows > 0)
+        st = timeWork(moeBatch, &m, opt, cancel, &out->batch_s, &out->batch_reps);
+    m.rows = out->token_tokens;
+    if (st == MS_OK && m.rows > 0) {
+        st = timeWork(moeTokens, &m, opt, cancel, &out->token_s, &out->token_reps);
+        out->token_s /= (double)m.rows;
+    }
+    if (st == MS_ERR_CANCELED)
+        setCause(cause, "canceled");
+    free(y);
+    return st;
+}
+
+MsStatus MoeKernel_measure(MoeKernel *this, const FfnWeights *w, const float *x, long n, int k,
+                           const int *sel, const float *gates, const MoeTimingOptions *opt,
+                           const MoeTimes *dense_cached, const Cancel *cancel, MoeSpeedup *out,
+                           char **cause) {
+    memset(out, 0, sizeof(*out));
+    MsStatus st = MS_OK;
+    if (dense_cached)
+        out->dense = *dense_cached;
+    else
+        st = MoeKernel_timeDense(w, x, n, opt, cancel, &out->dense, cause);
+    if (st == MS_OK)
+        st = MoeKernel_time(this, x, n, k, sel, gates, opt, cancel, &out->moe, cause);
+    if (st != MS_OK)
+        return st;
+    out->batch = out->moe.batch_s > 0 ? out->dense.batch_s / out->moe.batch_s : 0.0;
+    out->token = out->moe.token_s > 0 ? out->dense.token_s / out->moe.token_s : 0.0;
+    return MS_OK;
+}
