@@ -1,0 +1,624 @@
+/*
+moescope - jobs/Batch.c
+The batch run: for each selected layer (one at a time), for each tau, strategy and E,
+build the partition, then each router, evaluate every k on the test split (and the train
+split when asked) and write one CSV row per number.
+
+DESIGN
+Work that does not depend on an inner knob is hoisted out of its loop: the layer's tau
+quantiles, the top-K neuron bound and the dense FFN timing are computed once per layer;
+co-activation counts once per tau; a router once per partition; an Eval and a Meo once
+per (router, split) and then queried for every k (their per-k cost is small by design).
+SPDX-License-Identifier: MIT
+*/
+#include "config.h"
+#include "jobs/Batch.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/Coact.h"
+#include "core/Cost.h"
+#include "core/Eval.h"
+#include "core/Meo.h"
+#include "core/MoeKernel.h"
+#include "core/NeuronBound.h"
+#include "core/Sparsity.h"
+#include "core/TopK.h"
+#include "io/Writer.h"
+#include "jobs/LayerLoad.h"
+#include "util/Args.h"
+#include "util/XUtils.h"
+#include "views/Csv.h"
+
+static const int defaultExperts[] = {8};
+static const int defaultKs[] = {1, 2};
+static const double defaultQuantiles[] = {0.5, 0.8, 0.9};
+
+void BatchConfig_init(BatchConfig *this) {
+    memset(this, 0, sizeof *this);
+    this->n_experts = 1;
+    this->experts = xMallocArray(1, sizeof(int));
+    memcpy(this->experts, defaultExperts, sizeof defaultExperts);
+    this->n_ks = 2;
+    this->ks = xMallocArray(2, sizeof(int));
+    memcpy(this->ks, defaultKs, sizeof defaultKs);
+    this->n_strategies = 3;
+    this->strategies = xMallocArray(3, sizeof(PartitionStrategy));
+    this->strategies[0] = PARTITION_RANDOM;
+    this->strategies[1] = PARTITION_PARAM;
+    this->strategies[2] = PARTITION_COACT;
+    this->n_routers = ROUTER_KINDS;
+    this->routers = xMallocArray(ROUTER_KINDS, sizeof(RouterKind));
+    for (int i = 0; i < ROUTER_KINDS; i++)
+        this->routers[i] = (RouterKind)i;
+    this->n_taus = 1;
+    this->taus = xCalloc(1, sizeof(double));
+    this->n_quantiles = 3;
+    this->quantiles = xMallocArray(3, sizeof(double));
+    memcpy(this->quantiles, defaultQuantiles, sizeof defaultQuantiles);
+    this->test_fraction = 0.1;
+    this->meo_block = 64;
+    this->mlp_epochs = 30;
+    this->measure = true;
+    this->threads = 2;
+}
+
+void BatchConfig_done(BatchConfig *this) {
+    free(this->experts);
+    free(this->ks);
+    free(this->strategies);
+    free(this->routers);
+    free(this->taus);
+    free(this->quantiles);
+    free(this->layers);
+    memset(this, 0, sizeof *this);
+}
+
+MsStatus BatchConfig_setStrategies(BatchConfig *this, const char *list, char **cause) {
+    char **words;
+    int n;
+    MsStatus st = Args_splitWords("--strategy", list, &words, &n, cause);
+    if (st != MS_OK)
+        return st;
+    PartitionStrategy *s = xMallocArray((size_t)n, sizeof *s);
+    for (int i = 0; i < n && st == MS_OK; i++) {
+        if (!Partition_parseStrategy(words[i], &s[i])) {
+            setCause(cause, "--strategy: unknown strategy '%s' (random, param, coact, file)",
+                     words[i]);
+            st = MS_ERR_RANGE;
+        }
+    }
+    Args_freeWords(words, n);
+    if (st != MS_OK) {
+        free(s);
+        return st;
+    }
+    free(this->strategies);
+    this->strategies = s;
+    this->n_strategies = n;
+    return MS_OK;
+}
+
+MsStatus BatchConfig_setRouters(BatchConfig *this, const char *list, char **cause) {
+    char **words;
+    int n;
+    MsStatus st = Args_splitWords("--router", list, &words, &n, cause);
+    if (st != MS_OK)
+        return st;
+    RouterKind *r = xMallocArray((size_t)n, sizeof *r);
+    for (int i = 0; i < n && st == MS_OK; i++) {
+        if (!RouterKind_parse(words[i], &r[i])) {
+            setCause(cause, "--router: unknown router '%s' (%s)", words[i],
+                     RouterKind_allNames());
+            st = MS_ERR_RANGE;
+        }
+    }
+    Args_freeWords(words, n);
+    if (st != MS_OK) {
+        free(r);
+        return st;
+    }
+    free(this->routers);
+    this->routers = r;
+    this->n_routers = n;
+    return MS_OK;
+}
+
+/* One run over all layers. */
+typedef struct BatchRun {
+    const BatchConfig *cfg;
+    Dump *dump;
+    Csv csv;
+    Writer *parts;     /* --partitions, or NULL */
+    bool progress;     /* a progress line on stderr */
+    int layer_pos, layer_count;
+} BatchRun;
+
+/* One layer of a run, with what is cached across its inner loops. */
+typedef struct LayerRun {
+    BatchRun *run;
+    int pos;                 /* position in the Dump */
+    const DumpLayer *info;
+    LayerLoad load;
+    float tau;
+    Coact coact;             /* at tau, train rows */
+    bool have_coact;
+    PartitionGraph graph;
+    bool have_graph;
+    bool saved_default;      /* /layers/<i>/partition written */
+    MoeTimes dense;          /* dense FFN timing on the test rows */
+    bool have_dense;
+} LayerRun;
+
+static void emit(LayerRun *lr, const char *strategy, const char *router, int E, int k,
+                 const char *split, const char *metric, double value) {
+    CsvRow row = {
+        .layer = lr->info->index,
+        .layer_name = lr->info->name,
+        .strategy = strategy,
+        .router = router,
+        .E = E,
+        .k = k,
+        .tau = lr->tau,
+        .split = split,
+        .metric = metric,
+        .value = value,
+        .file = lr->info->x_file,
+    };
+    Csv_row(&lr->run->csv, &row);
+}
+
+static void progress(LayerRun *lr, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void progress(LayerRun *lr, const char *fmt, ...) {
+    if (!lr->run->progress)
+        return;
+    char what[160];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\r\033[Kmoescope: layer %d (%d/%d): %s", lr->info->index,
+            lr->run->layer_pos + 1, lr->run->layer_count, what);
+    fflush(stderr);
+}
+
+static MsStatus layerRows(LayerRun *lr, const float *tau_q, char **cause) {
+    const LayerData *d = &lr->load.data;
+    const BatchConfig *cfg = lr->run->cfg;
+    Sparsity s;
+    MsStatus st = Sparsity_compute(&s, d->h, d->T, d->w->d_ff, lr->tau, cfg->threads, NULL,
+                                   cause);
+    if (st != MS_OK)
+        return st;
+    emit(lr, NULL, NULL, 0, 0, "all", "sparsity", s.sparsity);
+    emit(lr, NULL, NULL, 0, 0, "all", "dead_fraction", s.dead_fraction);
+    emit(lr, NULL, NULL, 0, 0, "all", "active_per_token_mean", s.active_per_token_mean);
+    Sparsity_done(&s);
+    for (int i = 0; i < cfg->n_quantiles; i++) {
+        char metric[64];
+        snprintf(metric, sizeof metric, "tau_for_sparsity_%g", cfg->quantiles[i]);
+        emit(lr, NULL, NULL, 0, 0, "all", metric, tau_q[i]);
+    }
+    return MS_OK;
+}
+
+static MsStatus ensureCoact(LayerRun *lr, char **cause) {
+    if (lr->have_coact)
+        return MS_OK;
+    const LayerData *d = &lr->load.data;
+    progress(lr, "co-activation counts");
+    MsStatus st = Coact_compute(&lr->coact, d->h, d->T_train, d->w->d_ff, lr->tau,
+                                lr->run->cfg->threads, NULL, cause);
+    lr->have_coact = st == MS_OK;
+    return st;
+}
+
+static MsStatus ensureGraph(LayerRun *lr, char **cause) {
+    if (lr->have_graph)
+        return MS_OK;
+    MsStatus st = ensureCoact(lr, cause);
+    if (st == MS_OK)
+        st = PartitionGraph_fromCoact(&lr->graph, &lr->coact, NULL, cause);
+    lr->have_graph = st == MS_OK;
+    return st;
+}
+
+static void dropTauCaches(LayerRun *lr) {
+    if (lr->have_graph)
+        PartitionGraph_done(&lr->graph);
+    if (lr->have_coact)
+        Coact_done(&lr->coact);
+    lr->have_graph = lr->have_coact = false;
+}
+
+/* The experts of a file partition: its largest value + 1. */
+static int fileExperts(const int32_t *part, int N) {
+    int E = 0;
+    for (int j = 0; j < N; j++)
+        if (part[j] + 1 > E)
+            E = part[j] + 1;
+    return E;
+}
+
+static MsStatus makePartition(LayerRun *lr, PartitionStrategy strategy, int E, int32_t *part,
+                              int *fallback, char **cause) {
+    const LayerData *d = &lr->load.data;
+    const FfnWeights *w = d->w;
+    unsigned long seed = lr->run->cfg->seed;
+    *fallback = 0;
+    switch (strategy) {
+    case PARTITION_RANDOM:
+        Partition_random(part, w->d_ff, E, seed);
+        return MS_OK;
+    case PARTITION_PARAM:
+        return Partition_param(part, FfnWeights_keys(w), w->d_ff, w->d_model, E, seed, 30, NULL,
+                               NULL, cause);
+    case PARTITION_COACT: {
+        MsStatus st = ensureGraph(lr, cause);
+        if (st == MS_OK)
+            st = Partition_coact(part, &lr->graph, E, seed, fallback, NULL, cause);
+        return st;
+    }
+    case PARTITION_FILE:
+        return Dump_readLayerInts(lr->run->dump, lr->pos, "partition", part, cause);
+    }
+    return MS_ERR_RANGE;
+}
+
+static MsStatus savePartition(LayerRun *lr, PartitionStrategy strategy, int E,
+                              const int32_t *part, char **cause) {
+    Writer *wr = lr->run->parts;
+    if (!wr || strategy == PARTITION_FILE)
+        return MS_OK;
+    const char *name = Partition_strategyName(strategy);
+    char path[160];
+    snprintf(path, sizeof path, "/layers/%d/partitions/%s_E%d_tau%g", lr->info->index, name, E,
+             (double)lr->tau);
+    int N = lr->load.data.w->d_ff;
+    MsStatus st = MS_OK;
+    for (int pass = 0; pass < 2 && st == MS_OK; pass++) {
+        st = Writer_writeInt32(wr, path, part, N, cause);
+        if (st == MS_OK)
+            st = Writer_setAttrString(wr, path, "strategy", name, cause);
+        if (st == MS_OK)
+            st = Writer_setAttrInt(wr, path, "experts", E, cause);
+        if (st == MS_OK)
+            st = Writer_setAttrInt(wr, path, "seed", (long)lr->run->cfg->seed, cause);
+        if (st == MS_OK && strategy == PARTITION_COACT)
+            st = Writer_setAttrDouble(wr, path, "tau", lr->tau, cause);
+        if (st == MS_OK)
+            st = Writer_setAttrString(wr, path, "source", lr->info->x_file, cause);
+        /* The first partition of a layer is also its default `partition`, so the file
+           can be given back to moescope --strategy file. */
+        if (pass == 1 || lr->saved_default)
+            break;
+        lr->saved_default = true;
+        snprintf(path, sizeof path, "/layers/%d/partition", lr->info->index);
+    }
+    return st;
+}
+
+/* The experts each of the first n test tokens selects, for the measured speedup. */
+static void selectTokens(const Router *router, const LayerData *d, long row0, long n, int E,
+                         int k, int *sel, float *gates) {
+    float *scores = xMallocArray((size_t)n * (size_t)E, sizeof(float));
+    Router_score(router, d->x + row0 * d->w->d_model, d->h + row0 * d->w->d_ff, n, scores);
+    for (long t = 0; t < n; t++) {
+        TopK_select(scores + t * E, E, k, sel + t * k);
+        for (int i = 0; i < k; i++)
+            gates[t * k + i] = Router_gate(router, scores[t * E + sel[t * k + i]]);
+    }
+    free(scores);
+}
+
+static MsStatus measureRows(LayerRun *lr, const char *strategy, const Router *router,
+                            const int32_t *part, int E, char **cause) {
+    const LayerData *d = &lr->load.data;
+    const BatchConfig *cfg = lr->run->cfg;
+    MoeTimingOptions opt = {.batch_tokens = 1024, .token_tokens = 64, .budget_s = 0.02,
+                            .max_reps = 3};
+    long row0 = d->T_train, n = d->T - d->T_train;
+    n = n < opt.batch_tokens ? n : opt.batch_tokens;
+    MoeKernel *kernel = NULL;
+    MsStatus st = MoeKernel_new(d->w, part, E, &kernel, cause);
+    for (int i = 0; i < cfg->n_ks && st == MS_OK; i++) {
+        int k = cfg->ks[i];
+        int *sel = xMallocArray((size_t)n * (size_t)k, sizeof(int));
+        float *gates = xMallocArray((size_t)n * (size_t)k, sizeof(float));
+        selectTokens(router, d, row0, n, E, k, sel, gates);
+        MoeSpeedup sp;
+        st = MoeKernel_measure(kernel, d->w, d->x + row0 * d->w->d_model, n, k, sel,
+                               Router_scalesOutput(router) ? gates : NULL, &opt,
+                               lr->have_dense ? &lr->dense : NULL, NULL, &sp, cause);
+        if (st == MS_OK) {
+            lr->dense = sp.dense;
+            lr->have_dense = true;
+            const char *rname = RouterKind_name(Router_kind(router));
+            emit(lr, strategy, rname, E, k, "test", "measured_speedup_batch", sp.batch);
+            emit(lr, strategy, rname, E, k, "test", "measured_speedup_token", sp.token);
+        }
+        free(sel);
+        free(gates);
+    }
+    MoeKernel_delete(kernel);
+    return st;
+}
+
+static void evalRows(LayerRun *lr, const char *strategy, const char *rname, int E,
+                     const char *split, const Eval *ev) {
+    const BatchConfig *cfg = lr->run->cfg;
+    for (int i = 0; i < cfg->n_ks; i++) {
+        int k = cfg->ks[i];
+        EvalMetrics m;
+        Eval_metrics(ev, k, &m);
+        emit(lr, strategy, rname, E, k, split, "mass_recall", m.mass_recall);
+        emit(lr, strategy, rname, E, k, split, "overlap", m.overlap);
+        emit(lr, strategy, rname, E, k, split, "output_rel_err", m.output_rel_err);
+        emit(lr, strategy, rname, E, k, split, "load_max_over_mean", m.load_max_over_mean);
+        emit(lr, strategy, rname, E, k, split, "load_entropy_norm", m.load_entropy_norm);
+        emit(lr, strategy, rname, E, k, split, "flops_fraction", m.flops_fraction);
+        emit(lr, strategy, rname, E, k, split, "ideal_speedup", m.ideal_speedup);
+    }
+}
+
+static MsStatus meoRows(LayerRun *lr, const char *strategy, const Router *router,
+                        const int32_t *part, int E, Split split, char **cause) {
+    const BatchConfig *cfg = lr->run->cfg;
+    const char *rname = RouterKind_name(Router_kind(router));
+    Meo *meo = NULL;
+    MsStatus st = Meo_new(&meo, &lr->load.data, part, E, router, split, cfg->meo_block, NULL,
+                          cause);
+    for (int i = 0; i < cfg->n_ks && st == MS_OK; i++) {
+        int k = cfg->ks[i];
+        MeoMetrics m;
+        st = Meo_metrics(meo, k, NULL, &m, cause);
+        if (st != MS_OK)
+            break;
+        const char *sp = Split_name(split);
+        emit(lr, strategy, rname, E, k, sp, "meo_mass_recall", m.mass_recall);
+        emit(lr, strategy, rname, E, k, sp, "meo_seqsel_output_rel_err", m.seqsel_output_rel_err);
+        for (int g = 0; g < MEO_GATES; g++) {
+            for (int s = 0; s < MEO_SLOTS; s++) {
+                char metric[64];
+                snprintf(metric, sizeof metric, "meo_output_rel_err_%s_%s",
+                         MeoGates_name((MeoGates)g), MeoSlots_name((MeoSlots)s));
+                emit(lr, strategy, rname, E, k, sp, metric, m.output_rel_err[g][s]);
+            }
+        }
+        emit(lr, strategy, rname, E, k, sp, "meo_flops_fraction", m.flops_fraction);
+    }
+    Meo_delete(meo);
+    return st;
+}
+
+static MsStatus routerRows(LayerRun *lr, PartitionStrategy strategy, RouterKind kind,
+                           const int32_t *part, int E, char **cause) {
+    const BatchConfig *cfg = lr->run->cfg;
+    const char *sname = Partition_strategyName(strategy);
+    const char *rname = RouterKind_name(kind);
+    RouterOptions ropt;
+    RouterOptions_default(&ropt);
+    ropt.epochs = cfg->mlp_epochs;
+    ropt.seed = cfg->seed;
+    ropt.threads = cfg->threads;
+    progress(lr, "%s E=%d router %s", sname, E, rname);
+    Router *router = NULL;
+    MsStatus st = Router_new(&router, kind, &lr->load.data, part, E, &ropt, NULL, cause);
+    Split splits[2] = {SPLIT_TEST, SPLIT_TRAIN};
+    for (int i = 0; i < (cfg->train_too ? 2 : 1) && st == MS_OK; i++) {
+        Eval *ev = NULL;
+        st = Eval_new(&ev, &lr->load.data, part, E, router, splits[i], cfg->threads, NULL,
+                      cause);
+        if (st == MS_OK)
+            evalRows(lr, sname, rname, E, Split_name(splits[i]), ev);
+        Eval_delete(ev);
+        if (st == MS_OK)
+            st = meoRows(lr, sname, router, part, E, splits[i], cause);
+    }
+    if (st == MS_OK && cfg->measure)
+        st = measureRows(lr, sname, router, part, E, cause);
+    Router_delete(router);
+    return st;
+}
+
+static MsStatus strategyRows(LayerRun *lr, PartitionStrategy strategy, int E, char **cause) {
+    const BatchConfig *cfg = lr->run->cfg;
+    int N = lr->load.data.w->d_ff;
+    int32_t *part = xMallocArray((size_t)N, sizeof(int32_t));
+    int fallback = 0;
+    progress(lr, "%s partition E=%d", Partition_strategyName(strategy), E);
+    MsStatus st = makePartition(lr, strategy, E, part, &fallback, cause);
+    if (st == MS_OK && strategy == PARTITION_FILE)
+        E = fileExperts(part, N);
+    if (st == MS_OK)
+        st = Partition_validate(part, N, E, cause);
+    if (st == MS_OK)
+        st = ensureCoact(lr, cause);
+    if (st == MS_OK) {
+        const char *sname = Partition_strategyName(strategy);
+        emit(lr, sname, NULL, E, 0, "train", "intra_coact", Coact_intra(&lr->coact, part));
+        if (strategy == PARTITION_COACT)
+            emit(lr, sname, NULL, E, 0, "train", "coact_fallback_random", fallback);
+        st = savePartition(lr, strategy, E, part, cause);
+    }
+    for (int r = 0; r < cfg->n_routers && st == MS_OK; r++) {
+        if (cfg->routers[r] == ROUTER_TOPK_NEURONS)
+            continue;
+        bool fits = true;
+        for (int i = 0; i < cfg->n_ks; i++)
+            fits = fits && cfg->ks[i] <= E;
+        if (!fits) {
+            setCause(cause, "layer %d: the file partition has %d experts, fewer than a k asked for",
+                     lr->info->index, E);
+            st = MS_ERR_RANGE;
+            break;
+        }
+        st = routerRows(lr, strategy, cfg->routers[r], part, E, cause);
+    }
+    free(part);
+    return st;
+}
+
+static MsStatus boundRows(LayerRun *lr, NeuronBound *const *bound) {
+    const BatchConfig *cfg = lr->run->cfg;
+    Split splits[2] = {SPLIT_TEST, SPLIT_TRAIN};
+    for (int i = 0; i < 2; i++) {
+        if (!bound[i])
+            continue;
+        for (int e = 0; e < cfg->n_experts; e++) {
+            for (int j = 0; j < cfg->n_ks; j++) {
+                long K = 0;
+                double err = NeuronBound_errorAt(bound[i], cfg->experts[e], cfg->ks[j], &K);
+                const char *sp = Split_name(splits[i]);
+                emit(lr, NULL, "topk_neurons", cfg->experts[e], cfg->ks[j], sp, "output_rel_err",
+                     err);
+                emit(lr, NULL, "topk_neurons", cfg->experts[e], cfg->ks[j], sp, "K", (double)K);
+            }
+        }
+    }
+    return MS_OK;
+}
+
+static bool wantsRouter(const BatchConfig *cfg, RouterKind kind) {
+    for (int i = 0; i < cfg->n_routers; i++)
+        if (cfg->routers[i] == kind)
+            return true;
+    return false;
+}
+
+static MsStatus tauRows(LayerRun *lr, const float *tau_q, NeuronBound *const *bound,
+                        char **cause) {
+    const BatchConfig *cfg = lr->run->cfg;
+    MsStatus st = layerRows(lr, tau_q, cause);
+    for (int s = 0; s < cfg->n_strategies && st == MS_OK; s++) {
+        bool file = cfg->strategies[s] == PARTITION_FILE;
+        for (int e = 0; e < (file ? 1 : cfg->n_experts) && st == MS_OK; e++)
+            st = strategyRows(lr, cfg->strategies[s], file ? 0 : cfg->experts[e], cause);
+    }
+    if (st == MS_OK)
+        st = boundRows(lr, bound);
+    dropTauCaches(lr);
+    return st;
+}
+
+static MsStatus runLayer(BatchRun *run, int pos, char **cause) {
+    const BatchConfig *cfg = run->cfg;
+    LayerRun lr = {.run = run, .pos = pos, .info = Dump_layer(run->dump, pos)};
+    progress(&lr, "loading");
+    MsStatus st = LayerLoad_init(&lr.load, run->dump, pos, cfg->test_fraction, NULL, cause);
+    if (st != MS_OK)
+        return st;
+    const LayerData *d = &lr.load.data;
+    float *tau_q = xCalloc((size_t)cfg->n_quantiles + 1, sizeof(float));
+    NeuronBound *bound[2] = {NULL, NULL};
+    progress(&lr, "sparsity quantiles");
+    for (int i = 0; i < cfg->n_quantiles && st == MS_OK; i++)
+        st = Sparsity_tauForSparsity(d->h, d->T, d->w->d_ff, cfg->quantiles[i], cfg->threads,
+                                     NULL, &tau_q[i], cause);
+    if (st == MS_OK && wantsRouter(cfg, ROUTER_TOPK_NEURONS)) {
+        progress(&lr, "top-K neuron bound");
+        st = NeuronBound_new(&bound[0], d, SPLIT_TEST, cfg->threads, NULL, cause);
+        if (st == MS_OK && cfg->train_too)
+            st = NeuronBound_new(&bound[1], d, SPLIT_TRAIN, cfg->threads, NULL, cause);
+    }
+    for (int t = 0; t < cfg->n_taus && st == MS_OK; t++) {
+        lr.tau = (float)cfg->taus[t];
+        st = tauRows(&lr, tau_q, bound, cause);
+    }
+    if (st != MS_OK)
+        prefixCause(cause, "%s: layer %d", lr.info->x_file, lr.info->index);
+    NeuronBound_delete(bound[0]);
+    NeuronBound_delete(bound[1]);
+    free(tau_q);
+    dropTauCaches(&lr);
+    LayerLoad_done(&lr.load);
+    return st;
+}
+
+/* The positions (in the Dump) of the layers to run; checks the grid against each. */
+static MsStatus selectLayers(const BatchConfig *cfg, const Dump *dump, int **pos, int *n,
+                             char **cause) {
+    int count = Dump_layerCount(dump);
+    *pos = xMallocArray((size_t)count + 1, sizeof(int));
+    *n = 0;
+    for (int i = 0; i < count; i++) {
+        int index = Dump_layer(dump, i)->index;
+        bool want = !cfg->layers;
+        for (int j = 0; cfg->layers && j < cfg->n_layers; j++)
+            want = want || cfg->layers[j] == index;
+        if (want)
+            (*pos)[(*n)++] = i;
+    }
+    for (int j = 0; cfg->layers && j < cfg->n_layers; j++) {
+        bool found = false;
+        for (int i = 0; i < count; i++)
+            found = found || Dump_layer(dump, i)->index == cfg->layers[j];
+        if (!found) {
+            setCause(cause, "--layers: no layer %d in the files", cfg->layers[j]);
+            return MS_ERR_RANGE;
+        }
+    }
+    for (int i = 0; i < *n; i++) {
+        const DumpLayer *L = Dump_layer(dump, (*pos)[i]);
+        for (int e = 0; e < cfg->n_experts; e++) {
+            if (cfg->experts[e] > L->d_ff) {
+                setCause(cause, "--experts: E = %d is more than layer %d's d_ff = %d",
+                         cfg->experts[e], L->index, L->d_ff);
+                return MS_ERR_RANGE;
+            }
+        }
+    }
+    return MS_OK;
+}
+
+static MsStatus checkGrid(const BatchConfig *cfg, char **cause) {
+    for (int e = 0; e < cfg->n_experts; e++) {
+        for (int i = 0; i < cfg->n_ks; i++) {
+            if (cfg->ks[i] > cfg->experts[e]) {
+                setCause(cause, "--k: k = %d is more than E = %d (k experts of E per token)",
+                         cfg->ks[i], cfg->experts[e]);
+                return MS_ERR_RANGE;
+            }
+        }
+    }
+    return MS_OK;
+}
+
+MsStatus Batch_run(const BatchConfig *cfg, Dump *dump, char **cause) {
+    int *pos = NULL, n = 0;
+    MsStatus st = checkGrid(cfg, cause);
+    if (st == MS_OK)
+        st = selectLayers(cfg, dump, &pos, &n, cause);
+    BatchRun run = {.cfg = cfg, .dump = dump, .layer_count = n};
+    run.progress = !cfg->quiet && isatty(STDERR_FILENO);
+    if (st == MS_OK)
+        st = Csv_open(&run.csv, cfg->out_path, cause);
+    if (st != MS_OK) {
+        free(pos);
+        return st;
+    }
+    if (cfg->partitions_path)
+        st = Writer_create(&run.parts, cfg->partitions_path, cause);
+    for (int i = 0; i < n && st == MS_OK; i++) {
+        run.layer_pos = i;
+        st = runLayer(&run, pos[i], cause);
+    }
+    if (run.progress)
+        fputs("\r\033[K", stderr);
+    if (st == MS_OK && run.parts) {
+        st = Writer_close(run.parts, cause);
+        run.parts = NULL;
+    }
+    Writer_delete(run.parts);
+    if (st == MS_OK)
+        st = Csv_close(&run.csv, cause);
+    else
+        Csv_abort(&run.csv);
+    free(pos);
+    return st;
+}
