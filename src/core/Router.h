@@ -85,7 +85,7 @@ float Router_gate(const Router *this, float score);
 
 /* scores[rows][E] for rows tokens. x[rows][d_model] is read by similarity, sigmoid and
    mlp; h[rows][d_ff] by the oracle (the other pointer may be NULL). Any thread; the
-   router is read-only. Each row's scores depend only on that row. */
+   router is read-only. Allocates a small scratch (blocks of 256 rows). */
 void Router_score(const Router *this, const float *x, const float *h, long rows,
                   float *scores);
 
@@ -109,6 +109,10 @@ int Router_lossHistory(const Router *this, const double **loss);
    counts as zero). keys is [N][d_model]. Experts without neurons get a zero center. */
 void Router_expertCenters(const float *keys, int N, int d_model, const int32_t *part, int E,
                           float *c);
+
+/* MS_OK when part[N] holds experts 0..E-1 with every expert non-empty and 1 <= E <= N;
+   else MS_ERR_RANGE with a sentence naming the first problem. */
+MsStatus Router_checkPartition(const int32_t *part, int N, int E, char **cause);
 
 /* s[rows][E] = per-expert sums of |h[t,j]| (the oracle's mass scores), accumulated in
    double. */

@@ -1,0 +1,580 @@
+/*
+moescope - core/Router.c
+Routers of SPEC §4: scoring through cblas, and the MoEfication mlp router's training.
+
+DESIGN: mlp training is plain minibatch Adam written out by hand (forward, backward,
+update) so that every number is reproducible. A minibatch is cut into fixed chunks of
+rows for the forward/backward pass and into fixed column blocks of W1 for the gradient
+and the update; chunk boundaries depend only on the shapes, never on the thread count,
+and every chunk writes its own slots, so the weights are bitwise the same for any
+opt->threads. Per-chunk losses are summed in chunk order.
+SPDX-License-Identifier: MIT
+*/
+#include "config.h"
+#include "core/Router.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/Parallel.h"
+#include "util/XUtils.h"
+
+enum {
+    SCORE_BLOCK = 256, /* rows per scoring step (bounds the scratch) */
+    FWD_ROWS = 64,     /* rows per forward/backward chunk of a minibatch */
+    GRAD_COLS = 64,    /* W1 columns per gradient/update chunk */
+};
+
+struct Router {
+    RouterKind kind;
+    int E, d_model, N;
+    int32_t *part;   /* oracle: copy of the partition */
+    float *centers;  /* [E][d_model] */
+    double *cnorm2;  /* [E] ||c_e||^2 */
+    float *W1, *W2;  /* mlp */
+    double *loss;    /* mlp: [epochs] */
+    int epochs;
+};
+
+static const char *const kindNames[ROUTER_KINDS] = {
+    [ROUTER_ORACLE] = "oracle",
+    [ROUTER_SIMILARITY] = "similarity",
+    [ROUTER_MLP] = "mlp",
+    [ROUTER_SIGMOID] = "sigmoid",
+    [ROUTER_TOPK_NEURONS] = "topk_neurons",
+};
+
+const char *RouterKind_name(RouterKind kind) {
+    return (unsigned)kind < ROUTER_KINDS ? kindNames[kind] : "?";
+}
+
+bool RouterKind_parse(const char *name, RouterKind *out) {
+    for (int i = 0; i < ROUTER_KINDS; i++) {
+        if (name && strcmp(name, kindNames[i]) == 0) {
+            *out = (RouterKind)i;
+            return true;
+        }
+    }
+    return false;
+}
+
+const char *RouterKind_allNames(void) {
+    return "oracle | similarity | mlp | sigmoid | topk_neurons";
+}
+
+void RouterOptions_default(RouterOptions *o) {
+    *o = (RouterOptions){
+        .epochs = 30,
+        .batch = 512,
+        .lr = 0.01,
+        .beta1 = 0.9,
+        .beta2 = 0.999,
+        .eps = 1e-8,
+        .seed = 1,
+        .train_split = SPLIT_TRAIN,
+        .threads = 2,
+    };
+}
+
+MsStatus Router_checkPartition(const int32_t *part, int N, int E, char **cause) {
+    if (E < 1 || E > N) {
+        setCause(cause, "the number of experts must lie in [1, d_ff = %d] (got %d)", N, E);
+        return MS_ERR_RANGE;
+    }
+    int *size = xCalloc((size_t)E, sizeof *size);
+    MsStatus st = MS_OK;
+    for (int j = 0; j < N; j++) {
+        if (part[j] < 0 || part[j] >= E) {
+            setCause(cause, "neuron %d is assigned to expert %d, outside 0..%d", j,
+                     (int)part[j], E - 1);
+            st = MS_ERR_RANGE;
+            break;
+        }
+        size[part[j]]++;
+    }
+    for (int e = 0; e < E && st == MS_OK; e++) {
+        if (size[e] == 0) {
+            setCause(cause, "expert %d of %d has no neurons", e, E);
+            st = MS_ERR_RANGE;
+        }
+    }
+    free(size);
+    return st;
+}
+
+void Router_expertCenters(const float *keys, int N, int d_model, const int32_t *part, int E,
+                          float *c) {
+    double *acc = xCalloc((size_t)E * (size_t)d_model, sizeof *acc);
+    int *size = xCalloc((size_t)E, sizeof *size);
+    for (int j = 0; j < N; j++) {
+        const float *k = keys + (size_t)j * (size_t)d_model;
+        double nn = 0.0;
+        for (int i = 0; i < d_model; i++)
+            nn += (double)k[i] * k[i];
+        double inv = nn > 0.0 ? 1.0 / sqrt(nn) : 0.0;
+        double *a = acc + (size_t)part[j] * (size_t)d_model;
+        for (int i = 0; i < d_model; i++)
+            a[i] += k[i] * inv;
+        size[part[j]]++;
+    }
+    for (int e = 0; e < E; e++)
+        for (int i = 0; i < d_model; i++) {
+            size_t at = (size_t)e * (size_t)d_model + (size_t)i;
+            c[at] = size[e] ? (float)(acc[at] / size[e]) : 0.0f;
+        }
+    free(size);
+    free(acc);
+}
+
+void Router_oracleScores(const float *h, long rows, int N, const int32_t *part, int E,
+                         float *s) {
+    double *acc = xMallocArray((size_t)E, sizeof *acc);
+    for (long t = 0; t < rows; t++) {
+        const float *row = h + t * (long)N;
+        memset(acc, 0, (size_t)E * sizeof *acc);
+        for (int j = 0; j < N; j++)
+            if (row[j] != 0.0f)
+                acc[part[j]] += fabsf(row[j]);
+        for (int e = 0; e < E; e++)
+            s[t * E + e] = (float)acc[e];
+    }
+    free(acc);
+}
+
+/* out[rows][n] = a[rows][k] b[n][k]^T */
+static void gemmNT(const float *a, long rows, const float *b, int n, int k, float *out) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, n, k, 1.0f, a, k, b, k,
+                0.0f, out, n);
+}
+
+static double rowNorm(const float *x, int d) {
+    double nn = 0.0;
+    for (int i = 0; i < d; i++)
+        nn += (double)x[i] * x[i];
+    return sqrt(nn);
+}
+
+/* The mlp forward pass on xhat rows: A = tanh(xhat W1^T), Z = A W2^T. */
+static void mlpForward(const float *W1, const float *W2, int E, int d, const float *xhat,
+                       long rows, float *A, float *Z) {
+    gemmNT(xhat, rows, W1, E, d, A);
+    for (long i = 0; i < rows * E; i++)
+        A[i] = tanhf(A[i]);
+    gemmNT(A, rows, W2, E, E, Z);
+}
+
+static void scoreBlock(const Router *this, const float *x, long rows, float *out, bool logits,
+                       float *scratch) {
+    int E = this->E, d = this->d_model;
+    if (this->kind == ROUTER_MLP) {
+        float *xhat = scratch, *A = scratch + (size_t)rows * (size_t)d;
+        for (long t = 0; t < rows; t++) {
+            double n = rowNorm(x + t * d, d);
+            float inv = n > 0.0 ? (float)(1.0 / n) : 0.0f;
+            for (int i = 0; i < d; i++)
+                xhat[t * d + i] = x[t * d + i] * inv;
+        }
+        mlpForward(this->W1, this->W2, E, d, xhat, rows, A, out);
+        return;
+    }
+    gemmNT(x, rows, this->centers, E, d, out); /* x . c_e */
+    for (long t = 0; t < rows; t++) {
+        float *o = out + t * E;
+        if (this->kind == ROUTER_SIGMOID) {
+            if (!logits)
+                for (int e = 0; e < E; e++)
+                    o[e] = (float)(1.0 / (1.0 + exp(-(double)o[e])));
+            continue;
+        }
+        /* ||xhat - c||^2 = ||xhat||^2 + ||c||^2 - 2 xhat . c, with xhat = 0 for x = 0 */
+        double n = rowNorm(x + t * d, d);
+        double xx = n > 0.0 ? 1.0 : 0.0, inv = n > 0.0 ? 1.0 / n : 0.0;
+        for (int e = 0; e < E; e++) {
+            double dist2 = xx + this->cnorm2[e] - 2.0 * (double)o[e] * inv;
+            o[e] = (float)-sqrt(dist2 > 0.0 ? dist2 : 0.0);
+        }
+    }
+}
+
+static void scoreRows(const Router *this, const float *x, const float *h, long rows,
+                      float *out, bool logits) {
+    if (this->kind == ROUTER_ORACLE) {
+        Router_oracleScores(h, rows, this->N, this->part, this->E, out);
+        return;
+    }
+    long block = rows < SCORE_BLOCK ? rows : SCORE_BLOCK;
+    float *scratch = this->kind == ROUTER_MLP
+                         ? xMallocArray((size_t)block * (size_t)(this->d_model + this->E),
+                                        sizeof(float))
+                         : NULL;
+    for (long r0 = 0; r0 < rows; r0 += SCORE_BLOCK) {
+        long n = rows - r0 < SCORE_BLOCK ? rows - r0 : SCORE_BLOCK;
+        scoreBlock(this, x + r0 * this->d_model, n, out + r0 * this->E, logits, scratch);
+    }
+    free(scratch);
+}
+
+void Router_score(const Router *this, const float *x, const float *h, long rows,
+                  float *scores) {
+    scoreRows(this, x, h, rows, scores, false);
+}
+
+void Router_logits(const Router *this, const float *x, const float *h, long rows,
+                   float *logits) {
+    scoreRows(this, x, h, rows, logits, true);
+}
+
+RouterKind Router_kind(const Router *this) {
+    return this->kind;
+}
+
+int Router_experts(const Router *this) {
+    return this->E;
+}
+
+bool Router_scalesOutput(const Router *this) {
+    return this->kind == ROUTER_SIGMOID;
+}
+
+float Router_gate(const Router *this, float score) {
+    return this->kind == ROUTER_SIGMOID ? score : 1.0f;
+}
+
+const float *Router_centers(const Router *this) {
+    return this->centers;
+}
+
+const float *Router_mlpW1(const Router *this) {
+    return this->W1;
+}
+
+const float *Router_mlpW2(const Router *this) {
+    return this->W2;
+}
+
+int Router_lossHistory(const Router *this, const double **loss) {
+    *loss = this->loss;
+    return this->loss ? this->epochs : 0;
+}
+
+void Router_delete(Router *this) {
+    if (!this)
+        return;
+    free(this->part);
+    free(this->centers);
+    free(this->cnorm2);
+    free(this->W1);
+    free(this->W2);
+    free(this->loss);
+    free(this);
+}
+
+/* ---- mlp training ---- */
+
+/* splitmix64: tiny, seedable, and the same on every platform. */
+static uint64_t rngNext(uint64_t *state) {
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* Uniform in [0, n) without modulo bias. */
+static uint64_t rngBelow(uint64_t *state, uint64_t n) {
+    uint64_t limit = UINT64_MAX - UINT64_MAX % n;
+    uint64_t v;
+    do
+        v = rngNext(state);
+    while (v >= limit);
+    return v % n;
+}
+
+static void shuffle(long *perm, long n, uint64_t *state) {
+    for (long i = n - 1; i > 0; i--) {
+        long j = (long)rngBelow(state, (uint64_t)i + 1);
+        long tmp = perm[i];
+        perm[i] = perm[j];
+        perm[j] = tmp;
+    }
+}
+
+typedef struct Adam {
+    double lr, b1, b2, eps;
+    long step;
+} Adam;
+
+/* One Adam update of p[n] with gradient g (PyTorch's formulation, bias-corrected). */
+static void adamUpdate(const Adam *a, float *p, const float *g, float *m, float *v, long n) {
+    double bc1 = 1.0 - pow(a->b1, (double)a->step);
+    double bc2 = 1.0 - pow(a->b2, (double)a->step);
+    double sbc2 = sqrt(bc2);
+    for (long i = 0; i < n; i++) {
+        double gi = g[i];
+        double mi = a->b1 * m[i] + (1.0 - a->b1) * gi;
+        double vi = a->b2 * v[i] + (1.0 - a->b2) * gi * gi;
+        m[i] = (float)mi;
+        v[i] = (float)vi;
+        p[i] = (float)(p[i] - a->lr * (mi / bc1) / (sqrt(vi) / sbc2 + a->eps));
+    }
+}
+
+typedef struct Trainer {
+    int E, d;
+    const float *x;       /* train rows of x */
+    const float *S;       /* [n][E] oracle scores of train rows */
+    const float *invNorm; /* [n] */
+    const long *perm;
+    long off, B;          /* current minibatch: perm[off .. off + B) */
+    float invMax;         /* 1 / max of S over the minibatch (0 when all zero) */
+    float *W1, *W2, *m1, *v1, *m2, *v2;
+    float *Xb, *A, *G2, *G1, *dW1, *dW2; /* [batch][d], [batch][E] x3, [E][d], [E][E] */
+    double *chunkLoss;    /* [batch chunks] */
+    int colBlocks;
+    Adam adam;
+} Trainer;
+
+/* BCE-with-logits of one entry; *grad = sigmoid(z) - y. */
+static inline double bce(float z, float y, float *grad) {
+    float e = expf(-fabsf(z));
+    float sig = z >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
+    *grad = sig - y;
+    return (double)(fmaxf(z, 0.0f) - z * y + log1pf(e));
+}
+
+static void forwardChunk(void *ctx, long chunk, int worker) {
+    Trainer *tr = ctx;
+    int E = tr->E, d = tr->d;
+    long r0 = chunk * FWD_ROWS, rows = tr->B - r0 < FWD_ROWS ? tr->B - r0 : FWD_ROWS;
+    for (long i = r0; i < r0 + rows; i++) {
+        long t = tr->perm[tr->off + i];
+        const float *src = tr->x + t * d;
+        float inv = tr->invNorm[t], *dst = tr->Xb + i * d;
+        for (int c = 0; c < d; c++)
+            dst[c] = src[c] * inv;
+    }
+    float *A = tr->A + r0 * E, *G2 = tr->G2 + r0 * E, *G1 = tr->G1 + r0 * E;
+    float *Z = G1; /* the logits live in G1 until dA overwrites them */
+    mlpForward(tr->W1, tr->W2, E, d, tr->Xb + r0 * d, rows, A, Z);
+    double loss = 0.0;
+    float scale = 1.0f / (float)((double)tr->B * E);
+    for (long i = 0; i < rows; i++) {
+        const float *s = tr->S + tr->perm[tr->off + r0 + i] * E;
+        for (int e = 0; e < E; e++) {
+            float g;
+            loss += bce(Z[i * E + e], s[e] * tr->invMax, &g);
+            G2[i * E + e] = g * scale;
+        }
+    }
+    tr->chunkLoss[chunk] = loss;
+    /* dA = G2 W2, then through tanh: G1 = dA (1 - A^2) */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, E, E, 1.0f, G2, E, tr->W2,
+                E, 0.0f, G1, E);
+    for (long i = 0; i < rows * E; i++)
+        G1[i] *= 1.0f - A[i] * A[i];
+}
+
+/* Chunks 0..colBlocks-1: dW1 columns and their Adam step; chunk colBlocks: W2. */
+static void updateChunk(void *ctx, long chunk, int worker) {
+    Trainer *tr = ctx;
+    int E = tr->E, d = tr->d;
+    if (chunk == tr->colBlocks) {
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, E, E, (int)tr->B, 1.0f, tr->G2, E,
+                    tr->A, E, 0.0f, tr->dW2, E);
+        adamUpdate(&tr->adam, tr->W2, tr->dW2, tr->m2, tr->v2, (long)E * E);
+        return;
+    }
+    int c0 = (int)chunk * GRAD_COLS, cols = d - c0 < GRAD_COLS ? d - c0 : GRAD_COLS;
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, E, cols, (int)tr->B, 1.0f, tr->G1, E,
+                tr->Xb + c0, d, 0.0f, tr->dW1 + c0, d);
+    for (int e = 0; e < E; e++) {
+        long at = (long)e * d + c0;
+        adamUpdate(&tr->adam, tr->W1 + at, tr->dW1 + at, tr->m1 + at, tr->v1 + at, cols);
+    }
+}
+
+typedef struct PrepJob {
+    const LayerData *L;
+    long row0, n;
+    const int32_t *part;
+    int E;
+    float *S, *invNorm;
+} PrepJob;
+
+static void prepChunk(void *ctx, long chunk, int worker) {
+    PrepJob *p = ctx;
+    int d = p->L->w->d_model, N = p->L->w->d_ff;
+    long t0 = chunk * SCORE_BLOCK, rows = p->n - t0 < SCORE_BLOCK ? p->n - t0 : SCORE_BLOCK;
+    Router_oracleScores(p->L->h + (p->row0 + t0) * N, rows, N, p->part, p->E, p->S + t0 * p->E);
+    for (long t = t0; t < t0 + rows; t++) {
+        double nn = rowNorm(p->L->x + (p->row0 + t) * d, d);
+        p->invNorm[t] = nn > 0.0 ? (float)(1.0 / nn) : 0.0f;
+    }
+}
+
+static MsStatus checkOptions(const RouterOptions *o, char **cause) {
+    if (o->epochs < 0 || o->batch < 1 || !(o->lr > 0.0) || !(o->beta1 >= 0.0 && o->beta1 < 1.0) ||
+        !(o->beta2 >= 0.0 && o->beta2 < 1.0) || !(o->eps > 0.0)) {
+        setCause(cause, "mlp router options out of range (epochs >= 0, batch >= 1, lr > 0, "
+                        "betas in [0, 1), eps > 0)");
+        return MS_ERR_RANGE;
+    }
+    return MS_OK;
+}
+
+static MsStatus trainMlp(Router *this, const LayerData *L, const int32_t *part,
+                         const RouterOptions *o, const Cancel *cancel, char **cause) {
+    int E = this->E, d = this->d_model;
+    long row0, row1;
+    Split_rows(L, o->train_split, &row0, &row1);
+    long n = row1 - row0;
+    if (n < 1) {
+        setCause(cause, "the mlp router has no %s tokens to train on", Split_name(o->train_split));
+        return MS_ERR_RANGE;
+    }
+    int threads = o->threads < 1 ? 1 : o->threads;
+    long batch = o->batch < n ? o->batch : n;
+    this->W1 = xMallocArray((size_t)E * d, sizeof(float));
+    memcpy(this->W1, this->centers, (size_t)E * d * sizeof(float));
+    this->W2 = xCalloc((size_t)E * E, sizeof(float));
+    for (int e = 0; e < E; e++)
+        this->W2[e * E + e] = 1.0f;
+    this->epochs = o->epochs;
+    this->loss = xCalloc((size_t)(o->epochs > 0 ? o->epochs : 1), sizeof(double));
+    if (o->epochs == 0)
+        return MS_OK;
+
+    float *S = tryMallocArray((size_t)n * E, sizeof(float));
+    float *invNorm = tryMallocArray((size_t)n, sizeof(float));
+    long *perm = tryMallocArray((size_t)n, sizeof(long));
+    float *work = tryMallocArray((size_t)batch * (d + 3 * E), sizeof(float));
+    if (!S || !invNorm || !perm || !work) {
+        setCause(cause, "no memory for mlp router training (%zu bytes)",
+                 (size_t)n * (E * sizeof(float) + sizeof(float) + sizeof(long)) +
+                     (size_t)batch * (d + 3 * E) * sizeof(float));
+        free(S);
+        free(invNorm);
+        free(perm);
+        free(work);
+        return MS_ERR_NOMEM;
+    }
+    PrepJob prep = {.L = L, .row0 = row0, .n = n, .part = part, .E = E, .S = S,
+                    .invNorm = invNorm};
+    MsStatus st = Parallel_run(threads, Parallel_chunks(n, SCORE_BLOCK), prepChunk, &prep,
+                               cancel, -1.0, -1.0);
+    Trainer tr = {
+        .E = E, .d = d, .x = L->x + row0 * d, .S = S, .invNorm = invNorm, .perm = perm,
+        .W1 = this->W1, .W2 = this->W2,
+        .m1 = xCalloc((size_t)E * d, sizeof(float)), .v1 = xCalloc((size_t)E * d, sizeof(float)),
+        .m2 = xCalloc((size_t)E * E, sizeof(float)), .v2 = xCalloc((size_t)E * E, sizeof(float)),
+        .Xb = work, .A = work + batch * d, .G2 = work + batch * (d + E),
+        .G1 = work + batch * (d + 2 * E),
+        .dW1 = xMallocArray((size_t)E * d, sizeof(float)),
+        .dW2 = xMallocArray((size_t)E * E, sizeof(float)),
+        .chunkLoss = xCalloc((size_t)Parallel_chunks(batch, FWD_ROWS), sizeof(double)),
+        .colBlocks = (int)Parallel_chunks(d, GRAD_COLS),
+        .adam = {.lr = o->lr, .b1 = o->beta1, .b2 = o->beta2, .eps = o->eps},
+    };
+    for (long t = 0; t < n; t++)
+        perm[t] = t;
+    uint64_t rng = (uint64_t)o->seed;
+    long batches = Parallel_chunks(n, batch);
+    for (int ep = 0; ep < o->epochs && st == MS_OK; ep++) {
+        shuffle(perm, n, &rng);
+        double epochLoss = 0.0;
+        for (long b = 0; b < batches && st == MS_OK; b++) {
+            tr.off = b * batch;
+            tr.B = n - tr.off < batch ? n - tr.off : batch;
+            float mx = 0.0f;
+            for (long i = 0; i < tr.B; i++) {
+                const float *s = S + perm[tr.off + i] * E;
+                for (int e = 0; e < E; e++)
+                    mx = s[e] > mx ? s[e] : mx;
+            }
+            tr.invMax = mx > 0.0f ? 1.0f / mx : 0.0f;
+            long chunks = Parallel_chunks(tr.B, FWD_ROWS);
+            st = Parallel_run(threads, chunks, forwardChunk, &tr, cancel, -1.0, -1.0);
+            if (st != MS_OK)
+                break;
+            for (long c = 0; c < chunks; c++)
+                epochLoss += tr.chunkLoss[c];
+            tr.adam.step++;
+            st = Parallel_run(threads, tr.colBlocks + 1, updateChunk, &tr, NULL, -1.0, -1.0);
+            Cancel_progress(cancel, (double)(ep * batches + b + 1) / (double)(o->epochs * batches));
+        }
+        this->loss[ep] = epochLoss / ((double)n * E);
+    }
+    free(tr.m1);
+    free(tr.v1);
+    free(tr.m2);
+    free(tr.v2);
+    free(tr.dW1);
+    free(tr.dW2);
+    free(tr.chunkLoss);
+    free(S);
+    free(invNorm);
+    free(perm);
+    free(work);
+    if (st != MS_OK)
+        setCause(cause, "mlp router training canceled");
+    return st;
+}
+
+/* ---- construction ---- */
+
+static MsStatus checkLayer(const LayerData *L, RouterKind kind, char **cause) {
+    if (!L || !L->w || L->T < 1 || !L->x || !L->h || L->w->d_model < 1 || L->w->d_ff < 1) {
+        setCause(cause, "the %s router needs a layer with tokens, x and h", RouterKind_name(kind));
+        return MS_ERR_RANGE;
+    }
+    return MS_OK;
+}
+
+MsStatus Router_new(Router **out, RouterKind kind, const LayerData *L, const int32_t *part,
+                    int E, const RouterOptions *opt, const Cancel *cancel, char **cause) {
+    *out = NULL;
+    RouterOptions defaults;
+    RouterOptions_default(&defaults);
+    const RouterOptions *o = opt ? opt : &defaults;
+    if ((unsigned)kind >= ROUTER_KINDS || kind == ROUTER_TOPK_NEURONS) {
+        setCause(cause, "%s is not an expert router (choose oracle, similarity, mlp or sigmoid)",
+                 RouterKind_name(kind));
+        return MS_ERR_RANGE;
+    }
+    MsStatus st = checkLayer(L, kind, cause);
+    if (st == MS_OK)
+        st = Router_checkPartition(part, L->w->d_ff, E, cause);
+    if (st == MS_OK && kind == ROUTER_MLP)
+        st = checkOptions(o, cause);
+    if (st != MS_OK)
+        return st;
+    Router *this = xCalloc(1, sizeof *this);
+    this->kind = kind;
+    this->E = E;
+    this->d_model = L->w->d_model;
+    this->N = L->w->d_ff;
+    if (kind == ROUTER_ORACLE) {
+        this->part = xMallocArray((size_t)this->N, sizeof *this->part);
+        memcpy(this->part, part, (size_t)this->N * sizeof *this->part);
+        *out = this;
+        return MS_OK;
+    }
+    int d = this->d_model;
+    this->centers = xMallocArray((size_t)E * d, sizeof(float));
+    Router_expertCenters(FfnWeights_keys(L->w), this->N, d, part, E, this->centers);
+    this->cnorm2 = xMallocArray((size_t)E, sizeof(double));
+    for (int e = 0; e < E; e++) {
+        double nn = rowNorm(this->centers + (size_t)e * d, d);
+        this->cnorm2[e] = nn * nn;
+    }
+    if (kind == ROUTER_MLP) {
+        st = trainMlp(this, L, part, o, cancel, cause);
+        if (st != MS_OK) {
+            Router_delete(this);
+            return st;
+        }
+    }
+    *out = this;
+    return MS_OK;
+}

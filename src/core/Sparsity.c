@@ -1,0 +1,360 @@
+/*
+moescope - core/Sparsity.c
+Counting passes over h for SPEC §2's sparsity figures.
+
+The tau quantile is a radix select on the bits of |h|: for non-negative floats the IEEE
+bit pattern orders like the value, so a 65536-bin histogram of the top 16 bits finds the
+bin holding the wanted rank, and a second histogram of the low 16 bits inside that bin
+finds the exact entry. Two streaming passes, no copy of the T*N entries, and integer
+counts, so the answer is exact and independent of the thread count.
+SPDX-License-Identifier: MIT
+*/
+#include "config.h"
+#include "core/Sparsity.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/Parallel.h"
+#include "util/XUtils.h"
+
+enum { CHUNK_ROWS = 64, BINS = 65536 };
+
+static inline uint32_t absBits(float v) {
+    uint32_t u;
+    memcpy(&u, &v, sizeof u);
+    return u & 0x7fffffffu;
+}
+
+static inline float bitsFloat(uint32_t u) {
+    float v;
+    memcpy(&v, &u, sizeof v);
+    return v;
+}
+
+static MsStatus checkShape(const float *h, long T, int N, char **cause) {
+    if (!h || T < 1 || N < 1) {
+        setCause(cause, "sparsity needs at least one token and one neuron (got %ld x %d)", T,
+                 N);
+        return MS_ERR_RANGE;
+    }
+    return MS_OK;
+}
+
+static int clampThreads(int threads) {
+    return threads < 1 ? 1 : threads > 64 ? 64 : threads;
+}
+
+/* ---- sparsity at one tau ---- */
+
+typedef struct CountJob {
+    const float *h;
+    long T;
+    int N;
+    float tau;
+    int32_t *token_active;
+    int32_t **neuronCount; /* [worker][N] */
+} CountJob;
+
+static void countChunk(void *ctx, long chunk, int worker) {
+    CountJob *job = ctx;
+    long r0 = chunk * CHUNK_ROWS, r1 = r0 + CHUNK_ROWS < job->T ? r0 + CHUNK_ROWS : job->T;
+    int N = job->N;
+    int32_t *cnt = job->neuronCount[worker];
+    float tau = job->tau;
+    for (long t = r0; t < r1; t++) {
+        const float *row = job->h + t * (long)N;
+        int32_t c = 0;
+        for (int j = 0; j < N; j++) {
+            int32_t a = fabsf(row[j]) > tau;
+            cnt[j] += a;
+            c += a;
+        }
+        job->token_active[t] = c;
+    }
+}
+
+static MsStatus checkTau(float tau, char **cause) {
+    if (!(tau >= 0.0f)) {
+        setCause(cause, "the activity threshold tau must be >= 0 (got %g)", (double)tau);
+        return MS_ERR_RANGE;
+    }
+    return MS_OK;
+}
+
+MsStatus Sparsity_compute(Sparsity *out, const float *h, long T, int N, float tau, int threads,
+                          const Cancel *cancel, char **cause) {
+    memset(out, 0, sizeof *out);
+    MsStatus st = checkShape(h, T, N, cause);
+    if (st == MS_OK)
+        st = checkTau(tau, cause);
+    if (st != MS_OK)
+        return st;
+    threads = clampThreads(threads);
+    int32_t *tokenActive = tryMallocArray((size_t)T, sizeof *tokenActive);
+    double *freq = tryMallocArray((size_t)N, sizeof *freq);
+    if (!tokenActive || !freq) {
+        free(tokenActive);
+        free(freq);
+        setCause(cause, "no memory for the per-token activity counts (%zu bytes)",
+                 (size_t)T * sizeof(int32_t) + (size_t)N * sizeof(double));
+        return MS_ERR_NOMEM;
+    }
+    CountJob job = {.h = h, .T = T, .N = N, .tau = tau + 0.0f, .token_active = tokenActive};
+    job.neuronCount = xCalloc((size_t)threads, sizeof *job.neuronCount);
+    for (int w = 0; w < threads; w++)
+        job.neuronCount[w] = xCalloc((size_t)N, sizeof(int32_t));
+    st = Parallel_run(threads, Parallel_chunks(T, CHUNK_ROWS), countChunk, &job, cancel, 0.0,
+                      1.0);
+    long dead = 0;
+    for (int j = 0; j < N && st == MS_OK; j++) {
+        long c = 0;
+        for (int w = 0; w < threads; w++)
+            c += job.neuronCount[w][j];
+        freq[j] = (double)c / (double)T;
+        dead += c == 0;
+    }
+    for (int w = 0; w < threads; w++)
+        free(job.neuronCount[w]);
+    free(job.neuronCount);
+    if (st != MS_OK) {
+        free(tokenActive);
+        free(freq);
+        setCause(cause, "sparsity computation canceled");
+        return st;
+    }
+    long long active = 0;
+    for (long t = 0; t < T; t++)
+        active += tokenActive[t];
+    *out = (Sparsity){
+        .T = T,
+        .N = N,
+        .tau = tau,
+        .active = active,
+        .sparsity = 1.0 - (double)active / ((double)T * (double)N),
+        .active_per_token_mean = (double)active / (double)T,
+        .dead_fraction = (double)dead / (double)N,
+        .neuron_freq = freq,
+        .token_active = tokenActive,
+    };
+    return MS_OK;
+}
+
+void Sparsity_done(Sparsity *this) {
+    if (!this)
+        return;
+    free(this->neuron_freq);
+    free(this->token_active);
+    memset(this, 0, sizeof *this);
+}
+
+/* ---- tau for a target sparsity ---- */
+
+typedef struct HistJob {
+    const float *h;
+    long T;
+    int N;
+    int pass;           /* 0: top 16 bits of all entries; 1: low 16 bits within `bin` */
+    uint32_t bin;
+    uint64_t **hist;    /* [worker][BINS] */
+} HistJob;
+
+static void histChunk(void *ctx, long chunk, int worker) {
+    HistJob *job = ctx;
+    long r0 = chunk * CHUNK_ROWS, r1 = r0 + CHUNK_ROWS < job->T ? r0 + CHUNK_ROWS : job->T;
+    const float *p = job->h + r0 * (long)job->N, *end = job->h + r1 * (long)job->N;
+    uint64_t *hist = job->hist[worker];
+    if (job->pass == 0) {
+        /* Zeros dominate ReLU layers: count them apart from the histogram, which would
+           otherwise serialize on one counter. */
+        uint64_t zeros = 0;
+        for (; p < end; p++) {
+            uint32_t u = absBits(*p);
+            if (u == 0)
+                zeros++;
+            else
+                hist[u >> 16]++;
+        }
+        hist[0] += zeros;
+    } else {
+        uint32_t bin = job->bin;
+        for (; p < end; p++) {
+            uint32_t u = absBits(*p);
+            if (u >> 16 == bin)
+                hist[u & 0xffffu]++;
+        }
+    }
+}
+
+static MsStatus histPass(HistJob *job, int threads, const Cancel *cancel, uint64_t *sum,
+                         double p0, double p1) {
+    for (int w = 0; w < threads; w++)
+        memset(job->hist[w], 0, BINS * sizeof(uint64_t));
+    MsStatus st = Parallel_run(threads, Parallel_chunks(job->T, CHUNK_ROWS), histChunk, job,
+                               cancel, p0, p1);
+    memset(sum, 0, BINS * sizeof(uint64_t));
+    for (int w = 0; w < threads; w++)
+        for (int b = 0; b < BINS; b++)
+            sum[b] += job->hist[w][b];
+    return st;
+}
+
+/* The 1-based rank of the answer: the smallest r with r / n >= q, at least 1. */
+static uint64_t targetRank(double q, uint64_t n) {
+    double nd = (double)n;
+    double c = ceil(q * nd);
+    uint64_t r = c <= 0.0 ? 0 : c >= nd ? n : (uint64_t)c;
+    /* q * n may round either way: settle on the definition itself. */
+    while (r > 0 && (double)(r - 1) / nd >= q)
+        r--;
+    while (r < n && (double)r / nd < q)
+        r++;
+    return r < 1 ? 1 : r;
+}
+
+/* The bin holding the entry of 1-based rank *rank; *rank becomes the rank inside it. */
+static uint32_t findBin(const uint64_t *hist, uint64_t *rank) {
+    uint64_t cum = 0;
+    for (uint32_t b = 0; b < BINS; b++) {
+        if (cum + hist[b] >= *rank) {
+            *rank -= cum;
+            return b;
+        }
+        cum += hist[b];
+    }
+    return BINS - 1; /* not reached: the ranks sum to n */
+}
+
+MsStatus Sparsity_tauForSparsity(const float *h, long T, int N, double q, int threads,
+                                 const Cancel *cancel, float *tau, char **cause) {
+    MsStatus st = checkShape(h, T, N, cause);
+    if (st != MS_OK)
+        return st;
+    if (!(q >= 0.0 && q <= 1.0)) {
+        setCause(cause, "a target sparsity must lie in [0, 1] (got %g)", q);
+        return MS_ERR_RANGE;
+    }
+    threads = clampThreads(threads);
+    uint64_t n = (uint64_t)T * (uint64_t)N;
+    uint64_t rank = targetRank(q, n);
+    HistJob job = {.h = h, .T = T, .N = N};
+    job.hist = xCalloc((size_t)threads, sizeof *job.hist);
+    for (int w = 0; w < threads; w++)
+        job.hist[w] = xMallocArray(BINS, sizeof(uint64_t));
+    uint64_t *sum = xMallocArray(BINS, sizeof *sum);
+    st = histPass(&job, threads, cancel, sum, 0.0, 0.5);
+    if (st == MS_OK) {
+        uint32_t hi = findBin(sum, &rank);
+        job.pass = 1;
+        job.bin = hi;
+        st = histPass(&job, threads, cancel, sum, 0.5, 1.0);
+        if (st == MS_OK)
+            *tau = bitsFloat(hi << 16 | findBin(sum, &rank));
+    }
+    for (int w = 0; w < threads; w++)
+        free(job.hist[w]);
+    free(job.hist);
+    free(sum);
+    if (st != MS_OK)
+        setCause(cause, "tau quantile computation canceled");
+    return st;
+}
+
+/* ---- tau -> sparsity curve ---- */
+
+typedef struct CurveJob {
+    const float *h;
+    long T;
+    int N;
+    const uint32_t *tauBits; /* ascending */
+    int n;
+    const int32_t *lut;      /* [BINS]: taus below every value of the bin, or -1: mixed */
+    uint64_t **hist;         /* [worker][n + 1]: entries by count of taus below them */
+} CurveJob;
+
+/* Number of taus strictly below the value with bits u (binary search). */
+static int tausBelow(const uint32_t *tb, int n, uint32_t u) {
+    int lo = 0, hi = n;
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (tb[mid] < u)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static void curveChunk(void *ctx, long chunk, int worker) {
+    CurveJob *job = ctx;
+    long r0 = chunk * CHUNK_ROWS, r1 = r0 + CHUNK_ROWS < job->T ? r0 + CHUNK_ROWS : job->T;
+    const float *p = job->h + r0 * (long)job->N, *end = job->h + r1 * (long)job->N;
+    uint64_t *hist = job->hist[worker];
+    for (; p < end; p++) {
+        uint32_t u = absBits(*p);
+        int c = job->lut[u >> 16];
+        if (c < 0)
+            c = tausBelow(job->tauBits, job->n, u);
+        hist[c]++;
+    }
+}
+
+static int cmpU32(const void *a, const void *b) {
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
+MsStatus Sparsity_curve(const float *h, long T, int N, const float *taus, int n, int threads,
+                        const Cancel *cancel, double *sparsity, char **cause) {
+    MsStatus st = checkShape(h, T, N, cause);
+    for (int i = 0; i < n && st == MS_OK; i++)
+        st = checkTau(taus[i], cause);
+    if (st != MS_OK || n < 1)
+        return st;
+    threads = clampThreads(threads);
+    uint32_t *tb = xMallocArray((size_t)n, sizeof *tb);
+    for (int i = 0; i < n; i++)
+        tb[i] = absBits(taus[i] + 0.0f);
+    qsort(tb, (size_t)n, sizeof *tb, cmpU32);
+    /* A bin's values all have the same count of taus below them unless a tau falls in
+       the bin; only those mixed bins need the binary search. */
+    int32_t *lut = xMallocArray(BINS, sizeof *lut);
+    int i = 0;
+    for (uint32_t b = 0; b < BINS; b++) {
+        while (i < n && tb[i] >> 16 < b)
+            i++;
+        lut[b] = i < n && tb[i] >> 16 == b ? -1 : i;
+    }
+    CurveJob job = {.h = h, .T = T, .N = N, .tauBits = tb, .n = n, .lut = lut};
+    job.hist = xCalloc((size_t)threads, sizeof *job.hist);
+    for (int w = 0; w < threads; w++)
+        job.hist[w] = xCalloc((size_t)n + 1, sizeof(uint64_t));
+    st = Parallel_run(threads, Parallel_chunks(T, CHUNK_ROWS), curveChunk, &job, cancel, 0.0,
+                      1.0);
+    if (st == MS_OK) {
+        /* hist[c]: entries above exactly c sorted taus; entry is active for tau #m < c. */
+        uint64_t *byC = xCalloc((size_t)n + 1, sizeof *byC);
+        for (int w = 0; w < threads; w++)
+            for (int c = 0; c <= n; c++)
+                byC[c] += job.hist[w][c];
+        double total = (double)T * (double)N;
+        for (int k = 0; k < n; k++) {
+            uint32_t u = absBits(taus[k] + 0.0f);
+            int m = tausBelow(tb, n, u); /* first sorted position of this tau's value */
+            uint64_t active = 0;
+            for (int c = m + 1; c <= n; c++)
+                active += byC[c];
+            sparsity[k] = 1.0 - (double)active / total;
+        }
+        free(byC);
+    } else {
+        setCause(cause, "sparsity curve computation canceled");
+    }
+    for (int w = 0; w < threads; w++)
+        free(job.hist[w]);
+    free(job.hist);
+    free(lut);
+    free(tb);
+    return st;
+}
