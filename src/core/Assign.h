@@ -30,7 +30,7 @@ double Assign_maxWeight(const float *w, int n, int *match);
    a previous call with similar scores (the last k-means iteration) make most points go
    straight to their group; any values give the same optimum.
    Errors: MS_ERR_RANGE (bad n, k or capacities), MS_ERR_NOMEM (scratch of about
-   n * k * 12 bytes), MS_ERR_CANCELED (cancel checked every few hundred points; assign is
+   20 * n * k bytes), MS_ERR_CANCELED (cancel checked every few hundred points; assign is
    then incomplete). Progress is not reported (callers report their own). Any thread. */
 MsStatus Assign_capacitated(const float *score, int n, int k, const int *cap, double *price,
                             int *assign, const Cancel *cancel, char **cause);
