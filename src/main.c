@@ -215,9 +215,10 @@ static char *defaultDataPath(void) {
         if (slash) {
             *slash = '\0';
             char *path = xAsprintf("%s/../data/" DEFAULT_DATA, exe);
-            if (access(path, R_OK) == 0)
-                return path;
+            char *real = realpath(path, NULL);
             free(path);
+            if (real)
+                return real;
         }
     }
     if (access("data/" DEFAULT_DATA, R_OK) == 0)
