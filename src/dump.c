@@ -359,6 +359,7 @@ int main(int argc, char **argv) {
     int rc = parseArgs(argc, argv, &o);
     if (rc >= 0)
         return rc;
+    Llama_useOneBlasThread();
     char *cause = NULL;
     Checkpoint *ck = NULL;
     MsStatus st = Checkpoint_new(&ck, o.checkpoint, &cause);

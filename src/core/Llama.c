@@ -1,7 +1,8 @@
 /*
 moescope - core/Llama.c
-Single-token forward pass after llama2.c's run.c (Karpathy, MIT), with cblas_sgemv for
-the matvecs, and the sampling loop of moescope-dump.
+Single-token forward pass after llama2.c's run.c (Copyright (c) 2023 Andrej Karpathy,
+MIT; notice in data/LICENSE.llama2c), with cblas_sgemv for the matvecs, and the sampling
+loop of moescope-dump.
 SPDX-License-Identifier: MIT
 */
 #include "config.h"
@@ -92,6 +93,10 @@ MsStatus Llama_new(Llama **out, const LlamaConfig *cfg, const LlamaWeights *w, c
     }
     *out = this;
     return MS_OK;
+}
+
+void Llama_useOneBlasThread(void) {
+    openblas_set_num_threads(1);
 }
 
 void Llama_delete(Llama *this) {
