@@ -20,6 +20,7 @@ SPDX-License-Identifier: MIT
 #define MOESCOPE_DUMP_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "util/Activation.h"
@@ -48,6 +49,12 @@ typedef enum DumpMember {
 } DumpMember;
 
 typedef struct Dump Dump;
+
+/* Caps any single read of weights, offsets, tokens or text, and any chunk size, at
+   bytes (process-wide, before Dump_open). A file claiming more fails with
+   MS_ERR_NOMEM and the byte count instead of allocating it. The default, 0, means the
+   machine's physical memory. The fuzz harness sets a small limit. */
+void Dump_setMemoryLimit(size_t bytes);
 
 /* Opens and validates n_paths files. On failure *out is NULL and *cause is set. */
 MsStatus Dump_open(Dump **out, const char *const *paths, int n_paths, char **cause);
@@ -94,5 +101,10 @@ MsStatus Dump_readText(Dump *this, char **text, char **cause);
    partition values must lie in 0..experts-1 when the `experts` attribute is present. */
 MsStatus Dump_readLayerInts(Dump *this, int i, const char *member, int32_t *out,
                             char **cause);
+
+/* The names under /layers/<i>/partitions/ of the i-th layer (across all files, first
+   seen first), each readable as "partitions/<name>" with Dump_readLayerInts. The array
+   and strings are owned by the Dump; *n is their count. */
+const char *const *Dump_partitionNames(const Dump *this, int i, int *n);
 
 #endif
