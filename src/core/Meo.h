@@ -1,0 +1,103 @@
+/*
+moescope - core/Meo.h
+MEO (Merging Experts into One, arXiv 2310.09832) at sequence level, SPEC §5: a sequence's
+router scores come from its mean x (the oracle: the mean of s[t,e] over the sequence), the
+top-k experts are selected for the whole sequence, and their weights are merged into one
+expert W' = sum_e g_e W_e (w_in, b_in, w_gate rows; w_out columns) that runs on every
+token of the sequence. Reported per (partition, router, E, k, split):
+  mass_recall            meo_mass_recall: mean over tokens (sum_e s > 0) of the token's
+                         mass in its sequence's selected experts / its total mass
+  seqsel_output_rel_err  meo_seqsel_output_rel_err: the sequence's experts kept unmerged
+                         (h masked, both outputs without b_out; sigmoid gates scale each
+                         selected expert by the sequence's gate, as per token)
+  output_rel_err[g][s]   meo_output_rel_err_<gates>_<slots>: the merged expert
+  flops_fraction         meo_flops_fraction (SPEC §5 MEO cost, L = mean sequence length)
+Sequences: the pieces of the split cut at every /seq_offsets entry; without seq_offsets,
+blocks of block_len tokens from the split's first token (the last block may be shorter).
+
+Experts of unequal size (E does not divide N): the merged expert has the size G_0 of the
+first (top-ranked) selected expert. Slot i takes the i-th neuron (position) or the aligned
+neuron of every other selected expert; a larger expert's extra neurons are dropped and a
+smaller expert's missing slots contribute 0.
+
+Merging unrelated neurons is lossy: with sum gates the error grows with k, with softmax
+gates it tends to 1 (a SPEC §5 finding, reported as is).
+SPDX-License-Identifier: MIT
+*/
+#ifndef MOESCOPE_MEO_H
+#define MOESCOPE_MEO_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/LayerData.h"
+#include "core/Router.h"
+#include "util/Cancel.h"
+#include "util/Status.h"
+
+typedef enum MeoGates {
+    MEO_GATES_SUM = 0, /* g_e = 1 (SPEC default) */
+    MEO_GATES_SOFTMAX, /* softmax over the selected experts' router logits */
+} MeoGates;
+
+typedef enum MeoSlots {
+    MEO_SLOTS_POSITION = 0, /* i-th neuron of each expert, ascending neuron index */
+    MEO_SLOTS_ALIGNED,      /* max-weight assignment on key-row cosines to the first expert */
+} MeoSlots;
+
+#define MEO_GATES 2
+#define MEO_SLOTS 2
+
+/* "sum" | "softmax" and "position" | "aligned" (SPEC §6 name parts). */
+const char *MeoGates_name(MeoGates gates);
+const char *MeoSlots_name(MeoSlots slots);
+
+typedef struct MeoMetrics {
+    double mass_recall;                              /* NaN when no token has mass */
+    double seqsel_output_rel_err;                    /* NaN when every ||y|| = 0 */
+    double output_rel_err[MEO_GATES][MEO_SLOTS];     /* NaN when every ||y|| = 0 */
+    double flops_fraction;                           /* MEO cost / dense */
+    double seq_len_mean;                             /* L of the cost: tokens / sequences */
+    long sequences;                                  /* sequences in the split */
+    long tokens;                                     /* tokens in the split */
+} MeoMetrics;
+
+typedef struct Meo Meo;
+
+/* Precomputes what does not depend on k for the rows of split in L: sequences, token
+   oracle scores, each sequence's router scores and logits and its expert order, the dense
+   output y = w_out h (no b_out) and the experts' gathered weights. L, its buffers and
+   router must outlive the Meo. router NULL or of kind ROUTER_ORACLE means the oracle.
+   part[d_ff] has experts 0..E-1 (empty experts are allowed here). block_len >= 1 is used
+   only when L has no seq_offsets. MS_ERR_RANGE for bad arguments or an empty split,
+   MS_ERR_NOMEM for input-sized buffers, MS_ERR_CANCELED. Runs in the calling thread. */
+MsStatus Meo_new(Meo **out, const LayerData *L, const int32_t *part, int E,
+                 const Router *router, Split split, long block_len, const Cancel *cancel,
+                 char **cause);
+
+/* Meo_delete(NULL) does nothing. */
+void Meo_delete(Meo *this);
+
+/* Every MEO metric at 1 <= k <= E (else MS_ERR_RANGE). Cost per call: about
+   (4 + k / 2) times the dense FFN on the split's tokens / E, plus, the first time an
+   (expert, expert) pair is merged with aligned slots, an O(G^3) assignment that is cached
+   for later calls (it does not depend on the sequence or k). Checks cancel and reports
+   progress per sequence. Not reentrant (uses the Meo's scratch): one thread at a time. */
+MsStatus Meo_metrics(Meo *this, int k, const Cancel *cancel, MeoMetrics *out, char **cause);
+
+/* Aligned slots are skipped (their errors are NaN) when an expert has more neurons than
+   this: the assignment is O(G^3) per expert pair (G = 2048: about 10 s per pair). */
+#define MEO_ALIGN_MAX_G 2048
+
+/* The aligned slots of expert b for merging into expert a's: map[i] = the neuron (global
+   index) of b in slot i of a, or -1 (i < G_a, a's neurons in ascending order). Computes and
+   caches the assignment when needed. a == b gives a's own neurons. false (map untouched)
+   when G_a or G_b exceeds MEO_ALIGN_MAX_G. */
+bool Meo_alignment(Meo *this, int a, int b, int *map);
+
+/* One-shot: Meo_new, Meo_metrics at k, Meo_delete. Prefer a Meo for several k. */
+MsStatus Meo_evaluate(const LayerData *L, const int32_t *part, int E, int k,
+                      const Router *router, Split split, long block_len, const Cancel *cancel,
+                      MeoMetrics *out, char **cause);
+
+#endif
