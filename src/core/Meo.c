@@ -184,8 +184,9 @@ static void scoreSequences(Meo *this) {
     free(xm);
 }
 
-/* Token oracle scores and the dense output of the split, with their per-row sums. */
-static void scoreTokens(Meo *this, const int32_t *part) {
+/* Token oracle scores and the dense output of the split, with their per-row sums;
+   false when canceled (checked per chunk: y costs as much as the dense FFN's output). */
+static bool scoreTokens(Meo *this, const int32_t *part, const Cancel *cancel) {
     int E = this->E, D = this->D, N = this->N;
     const float *h = this->L->h + (size_t)this->row0 * N;
     Router_oracleScores(h, this->rows, N, part, E, this->s);
@@ -196,6 +197,8 @@ static void scoreTokens(Meo *this, const int32_t *part) {
         this->s_total[t] = tot;
     }
     for (long t0 = 0; t0 < this->rows; t0 += CHUNK) {
+        if (Cancel_requested(cancel))
+            return false;
         int c = (int)(this->rows - t0 < CHUNK ? this->rows - t0 : CHUNK);
         linear(h + (size_t)t0 * N, c, this->w->w_out, NULL, N, D, this->y + (size_t)t0 * D);
     }
@@ -206,6 +209,7 @@ static void scoreTokens(Meo *this, const int32_t *part) {
             ss += (double)yt[r] * yt[r];
         this->y_norm[t] = sqrt(ss);
     }
+    return true;
 }
 
 static MsStatus checkArgs(const LayerData *L, const int32_t *part, int E, long block_len,
@@ -274,12 +278,11 @@ MsStatus Meo_new(Meo **out, const LayerData *L, const int32_t *part, int E,
     this->order = xMallocArray((size_t)this->n_seq * E, sizeof(int));
     this->align = xCalloc((size_t)E * E, sizeof(int *));
     gatherExperts(this, part);
-    if (Cancel_requested(cancel)) {
+    if (Cancel_requested(cancel) || !scoreTokens(this, part, cancel)) {
         setCause(cause, "canceled");
         Meo_delete(this);
         return MS_ERR_CANCELED;
     }
-    scoreTokens(this, part);
     scoreSequences(this);
     size_t G = (size_t)this->max_g; /* >= 1: N >= E >= 1 */
     this->m_in = xMallocArray(G * D, sizeof(float));
@@ -462,7 +465,8 @@ typedef struct Acc {
 } Acc;
 
 static void softmaxGates(const float *logit, const int *sel, int k, float *g) {
-    double mx = logit[sel[0]], sum = 0.0, e[k];
+    double e[k];
+    double mx = logit[sel[0]], sum = 0.0;
     for (int q = 1; q < k; q++)
         mx = fmax(mx, logit[sel[q]]);
     for (int q = 0; q < k; q++)

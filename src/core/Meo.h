@@ -78,15 +78,17 @@ MsStatus Meo_new(Meo **out, const LayerData *L, const int32_t *part, int E,
 /* Meo_delete(NULL) does nothing. */
 void Meo_delete(Meo *this);
 
-/* Every MEO metric at 1 <= k <= E (else MS_ERR_RANGE). Cost per call: about
-   (4 + k / 2) times the dense FFN on the split's tokens / E, plus, the first time an
-   (expert, expert) pair is merged with aligned slots, an O(G^3) assignment that is cached
-   for later calls (it does not depend on the sequence or k). Checks cancel and reports
-   progress per sequence. Not reentrant (uses the Meo's scratch): one thread at a time. */
+/* Every MEO metric at 1 <= k <= E (else MS_ERR_RANGE). Cost per call: about (4 + k / P) / E
+   times the dense FFN on the split's tokens (four merged experts of G = N / E neurons, one
+   unmerged selection through w_out; k = 1 merges once), plus, the first time an (expert,
+   expert) pair is merged with aligned slots, an O(G^3) assignment that is cached for later
+   calls (it does not depend on the sequence or k). Checks cancel and reports progress per
+   sequence. Not reentrant (uses the Meo's scratch): one thread at a time. */
 MsStatus Meo_metrics(Meo *this, int k, const Cancel *cancel, MeoMetrics *out, char **cause);
 
 /* Aligned slots are skipped (their errors are NaN) when an expert has more neurons than
-   this: the assignment is O(G^3) per expert pair (G = 2048: about 10 s per pair). */
+   this: the assignment is O(G^3) per expert pair (measured 0.9 s at G = 1536, so about
+   2 s at G = 2048, on one core of the development machine). */
 #define MEO_ALIGN_MAX_G 2048
 
 /* The aligned slots of expert b for merging into expert a's: map[i] = the neuron (global
