@@ -459,6 +459,36 @@ static void test_router_mean_x(void **state) {
     randLayerDone(&r);
 }
 
+/* Experts above MEO_ALIGN_MAX_G neurons: aligned errors are NaN at k >= 2 (k = 1 needs no
+   assignment), position errors are still reported. */
+static void test_align_cap(void **state) {
+    int D = 2, G = MEO_ALIGN_MAX_G + 1, N = 2 * G;
+    long T = 4;
+    FfnWeights w = {.d_model = D, .d_ff = N, .act = ACTIVATION_RELU};
+    w.w_in = randArray((size_t)N * D);
+    w.w_out = randArray((size_t)N * D);
+    float *x = randArray((size_t)T * D), *h = xMallocArray((size_t)T * N, sizeof(float));
+    assert_int_equal(Ffn_hidden(&w, x, T, h), MS_OK);
+    int32_t *part = randPartition(N, 2);
+    LayerData L = {.w = &w, .T = T, .x = x, .h = h, .T_train = 0};
+    Meo *meo = NULL;
+    assert_int_equal(Meo_new(&meo, &L, part, 2, NULL, SPLIT_ALL, 2, NULL, NULL), MS_OK);
+    MeoMetrics m;
+    assert_int_equal(Meo_metrics(meo, 2, NULL, &m, NULL), MS_OK);
+    assert_true(isnan(m.SUM_ALI) && isnan(m.SOFT_ALI));
+    assert_true(isfinite(m.SUM_POS) && isfinite(m.SOFT_POS));
+    assert_int_equal(Meo_metrics(meo, 1, NULL, &m, NULL), MS_OK);
+    assert_true(isfinite(m.SUM_ALI));
+    int *map = xMallocArray((size_t)G, sizeof(int));
+    assert_false(Meo_alignment(meo, 0, 1, map));
+    free(map);
+    Meo_delete(meo);
+    free(part);
+    free(x);
+    free(h);
+    FfnWeights_done(&w);
+}
+
 static void test_errors(void **state) {
     FfnWeights w;
     LayerData L;
@@ -491,7 +521,8 @@ int main(void) {
         cmocka_unit_test(test_hand_worked),        cmocka_unit_test(test_unequal_sizes),
         cmocka_unit_test(test_identities),         cmocka_unit_test(test_relabel),
         cmocka_unit_test(test_offsets_vs_blocks),  cmocka_unit_test(test_aligned_duplicates),
-        cmocka_unit_test(test_router_mean_x),      cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_router_mean_x),      cmocka_unit_test(test_align_cap),
+        cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
