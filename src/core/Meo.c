@@ -461,6 +461,7 @@ static void runSelected(Meo *this, int k, const int *sel, const float *gate, lon
 /* The sum-of-errors accumulators of one Meo_metrics call. */
 typedef struct Acc {
     double recall, seqsel, merged[MEO_GATES][MEO_SLOTS];
+    double merged_k1; /* k = 1: sequence's error of the one merge all variants share */
     long recall_n, err_n;
 } Acc;
 
@@ -475,12 +476,11 @@ static void softmaxGates(const float *logit, const int *sel, int k, float *g) {
         g[q] = (float)(e[q] / sum);
 }
 
-/* All accumulators for sequence q. */
-static void evalSequence(Meo *this, long q, int k, bool aligned, Acc *acc) {
+/* Sequence q's share of meo_mass_recall: its tokens scored against its selection. */
+static void addRecall(const Meo *this, long q, int k, Acc *acc) {
     int E = this->E;
     const int *sel = this->order + q * E;
-    long t0 = this->seq[q], t1 = this->seq[q + 1];
-    for (long t = t0; t < t1; t++) {
+    for (long t = this->seq[q]; t < this->seq[q + 1]; t++) {
         if (this->s_total[t] <= 0.0)
             continue;
         double in = 0.0;
@@ -489,49 +489,57 @@ static void evalSequence(Meo *this, long q, int k, bool aligned, Acc *acc) {
         acc->recall += in / this->s_total[t];
         acc->recall_n++;
     }
+}
+
+/* Sum of the merged expert's token errors over sequence q (weights already merged). */
+static double mergedError(Meo *this, long q, int G0) {
+    long t0 = this->seq[q], t1 = this->seq[q + 1], counted = 0;
+    double sum = 0.0;
+    for (long c0 = t0; c0 < t1; c0 += CHUNK) {
+        int c = (int)(t1 - c0 < CHUNK ? t1 - c0 : CHUNK);
+        runMerged(this, G0, c0, c);
+        sum += chunkError(this, c0, c, &counted);
+    }
+    return sum;
+}
+
+/* All accumulators for sequence q. */
+static void evalSequence(Meo *this, long q, int k, bool aligned, Acc *acc) {
+    int E = this->E;
+    const int *sel = this->order + q * E;
+    long t0 = this->seq[q], t1 = this->seq[q + 1];
+    addRecall(this, q, k, acc);
     float gate[k], soft[k], ones[k];
     const int *maps[k];
     for (int j = 0; j < k; j++) {
         ones[j] = 1.0f;
         gate[j] = this->router ? Router_gate(this->router, this->score[q * E + sel[j]]) : 1.0f;
     }
-    softmaxGates(this->logit + q * E, sel, k, soft);
-    int G0 = expertSize(this, sel[0]);
-    long dummy = 0; /* the merged errors count the same tokens as seqsel */
     for (long c0 = t0; c0 < t1; c0 += CHUNK) {
         int c = (int)(t1 - c0 < CHUNK ? t1 - c0 : CHUNK);
         runSelected(this, k, sel, gate, c0, c);
         acc->seqsel += chunkError(this, c0, c, &acc->err_n);
     }
-    if (k == 1) {
-        /* One expert: softmax gate 1 and the aligned map is the identity, so the four
-           merges are the same floats; compute one. */
-        double e1 = 0.0;
-        maps[0] = this->pos_map + (size_t)sel[0] * this->max_g;
-        mergeWeights(this, 1, ones, maps, G0);
-        for (long c0 = t0; c0 < t1; c0 += CHUNK) {
-            int c = (int)(t1 - c0 < CHUNK ? t1 - c0 : CHUNK);
-            runMerged(this, G0, c0, c);
-            e1 += chunkError(this, c0, c, &dummy);
-        }
-        for (int g = 0; g < MEO_GATES; g++)
-            for (int s = 0; s < MEO_SLOTS; s++)
-                acc->merged[g][s] += e1;
-        return;
-    }
+    softmaxGates(this->logit + q * E, sel, k, soft);
+    int G0 = expertSize(this, sel[0]);
     for (int s = 0; s < MEO_SLOTS; s++) {
         if (s == MEO_SLOTS_ALIGNED && !aligned)
             continue;
         for (int j = 0; j < k; j++)
             maps[j] = s == MEO_SLOTS_ALIGNED ? alignedMap(this, sel[0], sel[j])
                                              : this->pos_map + (size_t)sel[j] * this->max_g;
-        for (int gi = 0; gi < MEO_GATES; gi++) {
-            mergeWeights(this, k, gi == MEO_GATES_SUM ? ones : soft, maps, G0);
-            for (long c0 = t0; c0 < t1; c0 += CHUNK) {
-                int c = (int)(t1 - c0 < CHUNK ? t1 - c0 : CHUNK);
-                runMerged(this, G0, c0, c);
-                acc->merged[gi][s] += chunkError(this, c0, c, &dummy);
+        for (int g = 0; g < MEO_GATES; g++) {
+            if (k == 1 && (g || s)) {
+                /* One expert: its softmax gate is 1 and its aligned map the identity, so
+                   all four merges are the same floats. */
+                acc->merged[g][s] += acc->merged_k1;
+                continue;
             }
+            mergeWeights(this, k, g == MEO_GATES_SUM ? ones : soft, maps, G0);
+            double err = mergedError(this, q, G0);
+            acc->merged[g][s] += err;
+            if (k == 1)
+                acc->merged_k1 = err;
         }
     }
 }
