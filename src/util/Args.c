@@ -62,7 +62,7 @@ MsStatus Args_splitWords(const char *opt, const char *s, char ***out, int *n, ch
         words = xReallocArray(words, (size_t)count + 1, sizeof *words);
         words[count++] = strndup(p, len);
         if (!words[count - 1])
-            fail();
+            XUtils_fail();
         if (!comma)
             break;
         p = comma + 1;

@@ -18,7 +18,7 @@ void XUtils_setFailHook(void (*hook)(void)) {
     failHook = hook;
 }
 
-void fail(void) {
+void XUtils_fail(void) {
     if (failHook)
         failHook();
     fputs("moescope: out of memory\n", stderr);
@@ -32,44 +32,44 @@ static bool overflows(size_t nmemb, size_t size) {
 void *xMalloc(size_t size) {
     void *p = malloc(size ? size : 1);
     if (!p)
-        fail();
+        XUtils_fail();
     return p;
 }
 
 void *xMallocArray(size_t nmemb, size_t size) {
     if (overflows(nmemb, size))
-        fail();
+        XUtils_fail();
     return xMalloc(nmemb * size);
 }
 
 void *xCalloc(size_t nmemb, size_t size) {
     void *p = calloc(nmemb ? nmemb : 1, size ? size : 1);
     if (!p)
-        fail();
+        XUtils_fail();
     return p;
 }
 
 void *xReallocArray(void *ptr, size_t nmemb, size_t size) {
     if (overflows(nmemb, size))
-        fail();
+        XUtils_fail();
     size_t bytes = nmemb * size;
     void *p = realloc(ptr, bytes ? bytes : 1);
     if (!p)
-        fail();
+        XUtils_fail();
     return p;
 }
 
 char *xStrdup(const char *str) {
     char *p = strdup(str);
     if (!p)
-        fail();
+        XUtils_fail();
     return p;
 }
 
 char *xVasprintf(const char *fmt, va_list ap) {
     char *s = NULL;
     if (vasprintf(&s, fmt, ap) < 0)
-        fail();
+        XUtils_fail();
     return s;
 }
 

@@ -15,7 +15,7 @@ SPDX-License-Identifier: MIT
 /* Called before abort() on allocation failure; the UI sets one that ends curses. */
 void XUtils_setFailHook(void (*hook)(void));
 
-_Noreturn void fail(void);
+_Noreturn void XUtils_fail(void);
 
 void *xMalloc(size_t size);
 void *xMallocArray(size_t nmemb, size_t size);
