@@ -1,0 +1,24 @@
+#!/bin/sh
+# moescope - bench/bench_batch.sh
+# The engine issue's batch targets on T5-base-shaped layers from moescope-synth
+# (d_model 768, d_ff 3072, 32768 tokens, 90% sparse): wall time of --batch over LAYERS
+# layers with three strategies and all routers (target: 12 layers in under 60 s), and
+# peak resident memory against 1.5 x one layer's h plus the N x N co-activation matrix.
+# usage: bench/bench_batch.sh [LAYERS] (run from the build directory; default 12)
+set -eu
+layers=${1:-12}
+file=${MOESCOPE_BENCH_FILE:-/tmp/moescope-bench-t5-$layers.h5}
+if [ ! -f "$file" ]; then
+    echo "writing $file ($layers T5-base layers)..."
+    src/moescope-synth -o "$file" --layers "$layers"
+fi
+cmd="src/moescope --batch -q --experts 32 --k 1,2,4 --strategy random,param,coact \
+--router oracle,similarity,mlp,sigmoid,topk_neurons --out /tmp/moescope-bench.csv $file"
+echo "command: /usr/bin/time -f '%e s %M KiB' $cmd"
+/usr/bin/time -f '%e %M' -o /tmp/moescope-bench.time $cmd
+read secs kib </tmp/moescope-bench.time
+h_mib=$((32768 * 3072 * 4 / 1048576))
+c_mib=$((3072 * 3072 * 4 / 1048576))
+limit=$(( (h_mib * 3 / 2) + c_mib ))
+echo "batch over $layers layers: $secs s (target: 12 layers < 60 s)"
+echo "peak RSS: $((kib / 1024)) MiB (target <= 1.5 x h ($h_mib MiB) + C ($c_mib MiB) = $limit MiB)"
