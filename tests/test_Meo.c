@@ -284,6 +284,26 @@ static void checkIdentities(int D, int N, int E, bool gated, Activation act) {
     randLayerDone(&r);
 }
 
+/* E = 1: the one expert is the dense layer, so every error is 0 and the cost is dense plus
+   the merge (a copy of the layer per sequence): 1 + 1 / L. */
+static void test_one_expert(void **state) {
+    for (int gated = 0; gated < 2; gated++) {
+        RandLayer r;
+        randLayer(&r, 5, 12, gated, gated ? ACTIVATION_SILU : ACTIVATION_RELU);
+        int32_t part[12] = {0};
+        MeoMetrics m;
+        assert_int_equal(Meo_evaluate(&r.L, part, 1, 1, NULL, SPLIT_TEST, 8, NULL, &m, NULL),
+                         MS_OK);
+        assertNear(m.mass_recall, 1.0, 1e-12);
+        assert_true(m.seqsel_output_rel_err < 1e-5);
+        for (int g = 0; g < MEO_GATES; g++)
+            for (int s = 0; s < MEO_SLOTS; s++)
+                assert_true(m.output_rel_err[g][s] < 1e-5);
+        assertNear(m.flops_fraction, 1.0 + 1.0 / 12.0, 1e-12);
+        randLayerDone(&r);
+    }
+}
+
 static void test_identities(void **state) {
     checkIdentities(6, 24, 4, false, ACTIVATION_RELU);
     checkIdentities(5, 26, 4, false, ACTIVATION_GELU); /* unequal experts */
@@ -519,7 +539,8 @@ static void test_errors(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hand_worked),        cmocka_unit_test(test_unequal_sizes),
-        cmocka_unit_test(test_identities),         cmocka_unit_test(test_relabel),
+        cmocka_unit_test(test_one_expert),         cmocka_unit_test(test_identities),
+        cmocka_unit_test(test_relabel),
         cmocka_unit_test(test_offsets_vs_blocks),  cmocka_unit_test(test_aligned_duplicates),
         cmocka_unit_test(test_router_mean_x),      cmocka_unit_test(test_align_cap),
         cmocka_unit_test(test_errors),
