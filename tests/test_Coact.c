@@ -115,7 +115,9 @@ static float *randomH(long T, int N) {
 
 static void test_popcount_equals_dense_and_naive(void **state) {
     (void)state;
-    const long T = 517, Ttrain = 453;
+    /* 8255 train tokens = 129 words: 32 AVX2 steps (past the 31-step byte-counter fold)
+       and a 1-word tail; rows past T_train carry activity that must not count */
+    const long T = 8300, Ttrain = 8255;
     const int N = 75;
     float *h = randomH(T, N);
     const float taus[] = {0.0f, 0.005f, 0.5f, 1.5f};
@@ -132,14 +134,21 @@ static void test_popcount_equals_dense_and_naive(void **state) {
         Coact dense;
         assert_int_equal(Coact_computeDense(&dense, h, Ttrain, N, tau, NULL), MS_OK);
         assert_memory_equal(dense.C, naive, (size_t)N * N * sizeof(uint32_t));
-        for (int threads = 0; threads <= 3; threads++) {
-            Coact c;
-            assert_int_equal(Coact_compute(&c, h, Ttrain, N, tau, threads, NULL, NULL), MS_OK);
-            assert_memory_equal(c.C, naive, (size_t)N * N * sizeof(uint32_t));
-            for (int i = 0; i < N; i++)
-                assert_int_equal(c.n[i], naive[i * N + i]);
-            Coact_done(&c);
+        /* every kernel (the CPU may lack some: they then fall back) and thread count */
+        const char *kernels[] = {"generic", "popcnt", "avx2"};
+        for (int kern = 0; kern < 3; kern++) {
+            setenv("MOESCOPE_COACT_KERNEL", kernels[kern], 1);
+            for (int threads = 0; threads <= 3; threads++) {
+                Coact c;
+                assert_int_equal(Coact_compute(&c, h, Ttrain, N, tau, threads, NULL, NULL),
+                                 MS_OK);
+                assert_memory_equal(c.C, naive, (size_t)N * N * sizeof(uint32_t));
+                for (int i = 0; i < N; i++)
+                    assert_int_equal(c.n[i], naive[i * N + i]);
+                Coact_done(&c);
+            }
         }
+        unsetenv("MOESCOPE_COACT_KERNEL");
         Coact_done(&dense);
     }
     free(naive);
@@ -178,6 +187,28 @@ static void test_edge_sizes(void **state) {
     free(h);
 }
 
+/* Every neuron active on every token: every count is T_train, which overflows byte
+   counters that are folded too late (each AVX2 step adds 8 per byte). */
+static void test_all_active(void **state) {
+    (void)state;
+    const long T = 8255 + 64 * 40;
+    const int N = 9;
+    float *h = malloc((size_t)T * N * sizeof(float));
+    for (long c = 0; c < T * N; c++)
+        h[c] = -1.0f;
+    const char *kernels[] = {"generic", "popcnt", "avx2"};
+    for (int kern = 0; kern < 3; kern++) {
+        setenv("MOESCOPE_COACT_KERNEL", kernels[kern], 1);
+        Coact c;
+        assert_int_equal(Coact_compute(&c, h, T, N, 0.0f, 2, NULL, NULL), MS_OK);
+        for (int k = 0; k < N * N; k++)
+            assert_int_equal(c.C[k], T);
+        Coact_done(&c);
+    }
+    unsetenv("MOESCOPE_COACT_KERNEL");
+    free(h);
+}
+
 static void test_cancel_and_errors(void **state) {
     (void)state;
     float *h = randomH(200, 16);
@@ -209,6 +240,7 @@ int main(void) {
         cmocka_unit_test(test_hand_intra),
         cmocka_unit_test(test_popcount_equals_dense_and_naive),
         cmocka_unit_test(test_edge_sizes),
+        cmocka_unit_test(test_all_active),
         cmocka_unit_test(test_cancel_and_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

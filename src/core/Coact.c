@@ -70,18 +70,98 @@ static void tileGeneric(const uint64_t *a, const uint64_t *b, long W, uint64_t o
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
 /* Without -mpopcnt, __builtin_popcountll is a library call; this copy uses the
    instruction and is picked at run time when the CPU has it. */
 __attribute__((target("popcnt"))) static void tilePopcnt(const uint64_t *a, const uint64_t *b,
                                                          long W, uint64_t out[16]) {
     TILE_BODY
 }
+
+/* Per-byte popcount of 32 bytes by nibble table lookup (Mula's vpshufb method). */
+__attribute__((target("avx2"))) static inline __m256i popcnt8(__m256i v, __m256i lut,
+                                                              __m256i low) {
+    __m256i lo = _mm256_and_si256(v, low);
+    __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+    return _mm256_add_epi8(_mm256_shuffle_epi8(lut, lo), _mm256_shuffle_epi8(lut, hi));
+}
+
+/* Columns a0, a1 against b0..b3 (eight pairs), 256 bits a step. Byte counters take at
+   most 8 per step, so they are folded into 64-bit sums (vpsadbw) every 31 steps. */
+__attribute__((target("avx2"))) static void pairs2x4(const uint64_t *a, const uint64_t *b,
+                                                     long W, uint64_t out[8]) {
+    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1,
+                                         1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i low = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
+    const uint64_t *a0 = a, *a1 = a + W;
+    const uint64_t *b0 = b, *b1 = b + W, *b2 = b + 2 * W, *b3 = b + 3 * W;
+    __m256i sum[8];
+    for (int k = 0; k < 8; k++)
+        sum[k] = zero;
+    long V = W / 4;
+    for (long v0 = 0; v0 < V; v0 += 31) {
+        long v1 = v0 + 31 < V ? v0 + 31 : V;
+        __m256i c0 = zero, c1 = zero, c2 = zero, c3 = zero;
+        __m256i c4 = zero, c5 = zero, c6 = zero, c7 = zero;
+        for (long v = v0; v < v1; v++) {
+            __m256i x0 = _mm256_loadu_si256((const __m256i *)(a0 + 4 * v));
+            __m256i x1 = _mm256_loadu_si256((const __m256i *)(a1 + 4 * v));
+            __m256i y = _mm256_loadu_si256((const __m256i *)(b0 + 4 * v));
+            c0 = _mm256_add_epi8(c0, popcnt8(_mm256_and_si256(x0, y), lut, low));
+            c4 = _mm256_add_epi8(c4, popcnt8(_mm256_and_si256(x1, y), lut, low));
+            y = _mm256_loadu_si256((const __m256i *)(b1 + 4 * v));
+            c1 = _mm256_add_epi8(c1, popcnt8(_mm256_and_si256(x0, y), lut, low));
+            c5 = _mm256_add_epi8(c5, popcnt8(_mm256_and_si256(x1, y), lut, low));
+            y = _mm256_loadu_si256((const __m256i *)(b2 + 4 * v));
+            c2 = _mm256_add_epi8(c2, popcnt8(_mm256_and_si256(x0, y), lut, low));
+            c6 = _mm256_add_epi8(c6, popcnt8(_mm256_and_si256(x1, y), lut, low));
+            y = _mm256_loadu_si256((const __m256i *)(b3 + 4 * v));
+            c3 = _mm256_add_epi8(c3, popcnt8(_mm256_and_si256(x0, y), lut, low));
+            c7 = _mm256_add_epi8(c7, popcnt8(_mm256_and_si256(x1, y), lut, low));
+        }
+        sum[0] = _mm256_add_epi64(sum[0], _mm256_sad_epu8(c0, zero));
+        sum[1] = _mm256_add_epi64(sum[1], _mm256_sad_epu8(c1, zero));
+        sum[2] = _mm256_add_epi64(sum[2], _mm256_sad_epu8(c2, zero));
+        sum[3] = _mm256_add_epi64(sum[3], _mm256_sad_epu8(c3, zero));
+        sum[4] = _mm256_add_epi64(sum[4], _mm256_sad_epu8(c4, zero));
+        sum[5] = _mm256_add_epi64(sum[5], _mm256_sad_epu8(c5, zero));
+        sum[6] = _mm256_add_epi64(sum[6], _mm256_sad_epu8(c6, zero));
+        sum[7] = _mm256_add_epi64(sum[7], _mm256_sad_epu8(c7, zero));
+    }
+    for (int k = 0; k < 8; k++) {
+        uint64_t lane[4];
+        _mm256_storeu_si256((__m256i *)lane, sum[k]);
+        const uint64_t *x = k < 4 ? a0 : a1, *y = b + (long)(k % 4) * W;
+        uint64_t tail = 0;
+        for (long w = 4 * V; w < W; w++)
+            tail += (uint64_t)__builtin_popcountll(x[w] & y[w]);
+        out[k] = lane[0] + lane[1] + lane[2] + lane[3] + tail;
+    }
+}
+
+/* The 4 x 4 tile as two 2 x 4 halves (the four b columns stay in L1 between them). */
+__attribute__((target("avx2,popcnt"))) static void tileAvx2(const uint64_t *a,
+                                                             const uint64_t *b, long W,
+                                                             uint64_t out[16]) {
+    pairs2x4(a, b, W, out);
+    pairs2x4(a + 2 * W, b, W, out + 8);
+}
 #endif
 
+/* MOESCOPE_COACT_KERNEL = generic | popcnt | avx2 forces a kernel (tests compare them;
+   an unavailable one falls back to the next simpler one). */
 static TileFn pickTile(void) {
+    const char *want = getenv("MOESCOPE_COACT_KERNEL");
+    if (want && strcmp(want, "generic") == 0)
+        return tileGeneric;
 #if defined(__x86_64__) && defined(__GNUC__)
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("popcnt"))
+    bool popcnt = __builtin_cpu_supports("popcnt");
+    bool avx2 = popcnt && __builtin_cpu_supports("avx2");
+    if (avx2 && !(want && strcmp(want, "popcnt") == 0))
+        return tileAvx2;
+    if (popcnt)
         return tilePopcnt;
 #endif
     return tileGeneric;
