@@ -376,7 +376,8 @@ static void mergeWeights(Meo *this, int k, const float *g, const int *const *map
     const FfnWeights *w = this->w;
     int D = this->D;
     memset(this->m_in, 0, (size_t)G0 * D * sizeof(float));
-    memset(this->m_gate, 0, (size_t)G0 * D * sizeof(float));
+    if (w->w_gate)
+        memset(this->m_gate, 0, (size_t)G0 * D * sizeof(float));
     memset(this->m_b, 0, (size_t)G0 * sizeof(float));
     memset(this->m_outT, 0, (size_t)G0 * D * sizeof(float));
     for (int q = 0; q < k; q++) {
