@@ -115,6 +115,10 @@ typedef struct Flow {
     HeapEntry *heap;  /* heap (c, b) at heap + base[c] + b * cap[c], size count[c] */
     size_t *base;     /* [k] */
     int *pos;         /* [n * k]: pos[i*k + b] = index of i in heap (group[i], b) */
+    int *member;      /* group c's points at member + mbase[c], count[c] of them */
+    size_t *mbase;    /* [k] */
+    int *slot;        /* [n] index of each point in its group's member list */
+    bool *heaped;     /* [k] the group's heaps exist (it has been full once) */
     double *dist;     /* [k] Dijkstra scratch */
     int *prev;        /* [k] previous group on the path, -1 = the new point */
     bool *done;       /* [k] */
@@ -163,10 +167,41 @@ static void siftDown(Flow *f, HeapEntry *h, int b, int size, int at) {
     heapPlace(f, h, b, at, e);
 }
 
-/* Puts point i into group c: into every heap (c, b), b != c. */
-static void addPoint(Flow *f, int i, int c) {
-    const float *s = f->score + (size_t)i * f->k;
+/* Builds the heaps (c, b) of a group that just became full, by Floyd's heapify: cheaper
+   and far more cache-friendly than inserting each point into k - 1 heaps as it arrives.
+   Only full groups need heaps: Dijkstra expands a group only when it has no room (a
+   group with room ends the search), and a full group stays full. */
+static void buildHeaps(Flow *f, int c) {
+    const int *mem = f->member + f->mbase[c];
     int size = f->count[c];
+    for (int b = 0; b < f->k; b++) {
+        if (b == c)
+            continue;
+        HeapEntry *h = heapOf(f, c, b);
+        for (int at = 0; at < size; at++) {
+            const float *s = f->score + (size_t)mem[at] * f->k;
+            h[at] = (HeapEntry){(double)s[c] - (double)s[b], mem[at]};
+            f->pos[(size_t)mem[at] * f->k + b] = at;
+        }
+        for (int at = size / 2 - 1; at >= 0; at--)
+            siftDown(f, h, b, size, at);
+    }
+    f->heaped[c] = true;
+}
+
+/* Puts point i into group c (and into its heaps (c, b), b != c, once they exist). */
+static void addPoint(Flow *f, int i, int c) {
+    int size = f->count[c];
+    f->member[f->mbase[c] + size] = i;
+    f->slot[i] = size;
+    f->count[c] = size + 1;
+    f->group[i] = c;
+    if (!f->heaped[c]) {
+        if (size + 1 == f->cap[c])
+            buildHeaps(f, c);
+        return;
+    }
+    const float *s = f->score + (size_t)i * f->k;
     for (int b = 0; b < f->k; b++) {
         if (b == c)
             continue;
@@ -174,15 +209,16 @@ static void addPoint(Flow *f, int i, int c) {
         h[size] = (HeapEntry){(double)s[c] - (double)s[b], i};
         siftUp(f, h, b, size);
     }
-    f->count[c] = size + 1;
-    f->group[i] = c;
 }
 
-/* Takes point i out of its group's heaps. */
+/* Takes point i out of its group (only full, heaped groups ever lose points). */
 static void removePoint(Flow *f, int i) {
     int c = f->group[i];
     int last = f->count[c] - 1;
-    for (int b = 0; b < f->k; b++) {
+    int *mem = f->member + f->mbase[c];
+    mem[f->slot[i]] = mem[last];
+    f->slot[mem[last]] = f->slot[i];
+    for (int b = 0; f->heaped[c] && b < f->k; b++) {
         if (b == c)
             continue;
         HeapEntry *h = heapOf(f, c, b);
@@ -294,6 +330,10 @@ static void flowDone(Flow *f) {
     free(f->done);
     free(f->path);
     free(f->movers);
+    free(f->member);
+    free(f->mbase);
+    free(f->slot);
+    free(f->heaped);
 }
 
 MsStatus Assign_capacitated(const float *score, int n, int k, const int *cap, double *price,
@@ -320,10 +360,16 @@ MsStatus Assign_capacitated(const float *score, int n, int k, const int *cap, do
     f.done = xMallocArray((size_t)k, sizeof(bool));
     f.path = xMallocArray((size_t)k, sizeof(int));
     f.movers = xMallocArray((size_t)k, sizeof(int));
-    size_t at = 0;
+    f.member = xMallocArray((size_t)n, sizeof(int));
+    f.mbase = xMallocArray((size_t)k, sizeof(size_t));
+    f.slot = xMallocArray((size_t)n, sizeof(int));
+    f.heaped = xCalloc((size_t)k, sizeof(bool));
+    size_t at = 0, mat = 0;
     for (int c = 0; c < k; c++) {
         f.base[c] = at;
+        f.mbase[c] = mat;
         at += (size_t)k * (size_t)cap[c];
+        mat += (size_t)cap[c];
         f.pot[c] = price ? -price[c] : 0.0;
     }
     for (int i = 0; i < n; i++)

@@ -27,8 +27,9 @@ SPDX-License-Identifier: MIT
 _Static_assert(IDXTYPEWIDTH == 32, "moescope passes int32_t arrays to METIS as idx_t");
 
 #define PARAM_DEFAULT_ITER 30
-/* Keeps METIS's idx_t sums of edge weights (cuts, coarsened edges) below 2^31. */
-#define METIS_WEIGHT_LIMIT (1L << 29)
+/* Keeps METIS's idx_t sums of edge weights below 2^31: its cut computation sums the
+   weights of every crossing edge in both directions before halving. */
+#define METIS_WEIGHT_LIMIT (1L << 30)
 
 static const char *const strategyNames[] = {
     [PARTITION_RANDOM] = "random",

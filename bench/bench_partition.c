@@ -1,0 +1,86 @@
+/*
+moescope - bench/bench_partition.c
+Times the partition strategies at the T5-base shape (N = 3072 neurons, d_model = 768) for
+E = 8, 16, 32, 64, 128 on a moescope-synth layer (planted groups, 90% sparsity): random,
+param (balanced k-means, exact assignment) and coact (METIS + rebalance, from a graph
+built once per tau), plus the once-per-tau work (co-activation counts, the graph).
+Prints each figure next to the issue's budget and the ARI against the planted groups.
+Usage: bench/bench_partition [n_tokens]   (default 32768; train = the first 90%)
+SPDX-License-Identifier: MIT
+*/
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "core/Coact.h"
+#include "core/Partition.h"
+#include "core/Synth.h"
+#include "util/XUtils.h"
+
+static int fail(const char *what, MsStatus st, char *cause) {
+    fprintf(stderr, "bench_partition: %s: %s\n", what, cause ? cause : Status_name(st));
+    free(cause);
+    return 1;
+}
+
+int main(int argc, char **argv) {
+    SynthOptions o;
+    SynthOptions_default(&o);
+    if (argc > 1)
+        o.n_tokens = atol(argv[1]);
+    SynthLayer L;
+    char *cause = NULL;
+    MsStatus st = Synth_layer(&o, 0, &L, &cause);
+    if (st != MS_OK)
+        return fail("synth", st, cause);
+    int N = L.w.d_ff, d = L.w.d_model;
+    long Ttrain = (long)(0.9 * (double)L.T);
+    printf("bench_partition: synth layer %d x %d, %ld tokens (%ld train), %d planted groups\n",
+           d, N, L.T, Ttrain, o.n_groups);
+    printf("reproduce: make bench/bench_partition && bench/bench_partition %ld\n", o.n_tokens);
+
+    Coact c;
+    double t0 = XUtils_now();
+    st = Coact_compute(&c, L.h, Ttrain, N, 0.0f, 2, NULL, &cause);
+    double t1 = XUtils_now();
+    if (st != MS_OK)
+        return fail("coact", st, cause);
+    PartitionGraph g;
+    st = PartitionGraph_fromCoact(&g, &c, NULL, &cause);
+    double t2 = XUtils_now();
+    if (st != MS_OK)
+        return fail("graph", st, cause);
+    printf("once per tau: co-activation counts %.3f s, excess graph %.3f s (%ld edges)\n",
+           t1 - t0, t2 - t1, g.n_edges);
+    printf("%5s %10s %10s %6s %10s %8s %8s\n", "E", "random_s", "param_s", "iters", "coact_s",
+           "ARIparam", "ARIcoact");
+    int32_t *part = xMallocArray((size_t)N, sizeof(int32_t));
+    int32_t *pc = xMallocArray((size_t)N, sizeof(int32_t));
+    const int Es[] = {8, 16, 32, 64, 128};
+    for (size_t k = 0; k < sizeof(Es) / sizeof(Es[0]); k++) {
+        int E = Es[k], iters = 0, fallback = 0;
+        double a = XUtils_now();
+        Partition_random(part, N, E, 1);
+        double b = XUtils_now();
+        st = Partition_param(part, L.w.w_in, N, d, E, 1, 0, &iters, NULL, &cause);
+        double e = XUtils_now();
+        if (st != MS_OK)
+            return fail("param", st, cause);
+        st = Partition_coact(pc, &g, E, 1, &fallback, NULL, &cause);
+        double f = XUtils_now();
+        if (st != MS_OK)
+            return fail("coact", st, cause);
+        printf("%5d %10.4f %10.4f %6d %10.4f %8.3f %8.3f\n", E, b - a, e - b, iters, f - e,
+               Partition_adjustedRand(part, E, L.planted, o.n_groups, N),
+               Partition_adjustedRand(pc, E, L.planted, o.n_groups, N));
+    }
+    printf("(target: change of E: partition + all non-mlp metrics <= 1 s; param aimed at "
+           "~0.3 s)\n");
+    free(part);
+    free(pc);
+    PartitionGraph_done(&g);
+    Coact_done(&c);
+    SynthLayer_done(&L);
+    return 0;
+}
