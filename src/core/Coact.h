@@ -31,6 +31,8 @@ typedef struct Coact {
    between blocks of pairs, progress reported in [0, 1].
    Errors: MS_ERR_RANGE (N < 1, T_train < 0, T_train >= 2^32), MS_ERR_NOMEM (bit matrix
    N * T_train / 8 bytes plus C, 4 N^2 bytes), MS_ERR_CANCELED (*this left empty).
+   The kernel (AVX2, POPCNT or portable) is picked from the CPU; the environment variable
+   MOESCOPE_COACT_KERNEL = generic | popcnt | avx2 forces one (tests, benchmarks).
    Calling thread: a worker (spawns threads - 1 helpers and joins them). */
 MsStatus Coact_compute(Coact *this, const float *h, long T_train, int N, float tau,
                        int threads, const Cancel *cancel, char **cause);
