@@ -10,8 +10,10 @@ against four of j), so each loaded word serves four pairs. Three kernels: AVX2 (
 vpshufb nibble table on 256 bits, as two 2 x 4 halves with byte counters folded every 31
 steps; about 0.6 cycles per 64 token pairs), scalar POPCNT, and a portable fallback;
 the fastest the CPU has is picked at run time.
-Only the tiles on or above the diagonal are counted; the lower triangle is mirrored.
-Work is split into units "tile row u and tile row Q-1-u" (equal work per unit), unit u
+Only the tiles on or above the diagonal are counted, a block of 16 i columns at a time;
+the lower triangle is then mirrored by a blocked transpose (writing it from the tiles
+would cost a cache miss per pair). Work is split into units "block u and block B-1-u"
+(about equal work per unit), unit u
 going to thread u mod threads: a fixed split, and every count is an integer sum in a
 fixed order, so the result does not depend on the thread count.
 The packing pass (h -> bits) reads h row by row and is split by 64-token blocks.
@@ -32,6 +34,7 @@ SPDX-License-Identifier: MIT
 
 #define COACT_DEFAULT_THREADS 2
 #define COACT_MAX_THREADS 64
+#define COACT_QB 4 /* tile rows (of 4 neurons) per counting block */
 
 /* ---- popcount kernels --------------------------------------------------------------- */
 
@@ -217,42 +220,70 @@ static void packBlocks(Shared *sh, int id, uint64_t *word) {
     }
 }
 
+/* Writes the upper-triangle part (j >= i) of a tile; the mirror pass fills the rest. */
 static void storeTile(Shared *sh, int iq, int jq, const uint64_t cnt[16]) {
     for (int r = 0; r < 4; r++) {
         int i = 4 * iq + r;
         if (i >= sh->N)
             break;
+        uint32_t *row = sh->C + (long)i * sh->N;
         for (int s = 0; s < 4; s++) {
             int j = 4 * jq + s;
-            if (j >= sh->N || j < i)
-                continue;
-            uint32_t v = (uint32_t)cnt[4 * r + s];
-            sh->C[(long)i * sh->N + j] = v;
-            sh->C[(long)j * sh->N + i] = v;
+            if (j < sh->N && j >= i)
+                row[j] = (uint32_t)cnt[4 * r + s];
         }
     }
 }
 
-static void countRow(Shared *sh, int iq) {
-    int Q = sh->Npad / 4;
-    const uint64_t *a = sh->bits + (long)4 * iq * sh->W;
+/* Tile rows [QB b, QB b + QB) against every tile column on or right of the diagonal,
+   column-major inside the block: the block's 16 i columns stay in L2 and each group of
+   four j columns in L1 while it meets them. */
+static void countBlock(Shared *sh, int b) {
+    int Q = sh->Npad / 4, q0 = COACT_QB * b, q1 = q0 + COACT_QB < Q ? q0 + COACT_QB : Q;
     uint64_t cnt[16];
-    for (int jq = iq; jq < Q; jq++) {
-        sh->tile(a, sh->bits + (long)4 * jq * sh->W, sh->W, cnt);
-        storeTile(sh, iq, jq, cnt);
+    for (int jq = q0; jq < Q; jq++) {
+        const uint64_t *bj = sh->bits + (long)4 * jq * sh->W;
+        for (int iq = q0; iq < q1 && iq <= jq; iq++) {
+            sh->tile(sh->bits + (long)4 * iq * sh->W, bj, sh->W, cnt);
+            storeTile(sh, iq, jq, cnt);
+        }
     }
 }
 
 static void countUnits(Shared *sh, int id) {
-    int Q = sh->Npad / 4, units = (Q + 1) / 2;
+    int B = (sh->Npad / 4 + COACT_QB - 1) / COACT_QB, units = (B + 1) / 2;
     for (int u = id; u < units; u += sh->threads) {
         if (shouldStop(sh))
             return;
-        countRow(sh, u);
-        if (Q - 1 - u != u)
-            countRow(sh, Q - 1 - u);
+        countBlock(sh, u);
+        if (B - 1 - u != u)
+            countBlock(sh, B - 1 - u);
         if (id == 0)
-            Cancel_progress(sh->cancel, 0.1 + 0.9 * (double)(u + 1) / (double)units);
+            Cancel_progress(sh->cancel, 0.1 + 0.85 * (double)(u + 1) / (double)units);
+    }
+}
+
+/* Copies the upper triangle into the lower one in 64 x 64 blocks (a row of the lower
+   triangle is a column of the upper one: blocking keeps both in cache). Block rows u
+   and NB-1-u form one unit, as in the counting. */
+static void mirrorRows(Shared *sh, int bi) {
+    int N = sh->N, i0 = 64 * bi, i1 = i0 + 64 < N ? i0 + 64 : N;
+    for (int j0 = 0; j0 < i1; j0 += 64) {
+        int j1 = j0 + 64 < N ? j0 + 64 : N;
+        for (int i = i0; i < i1; i++) {
+            uint32_t *row = sh->C + (long)i * N;
+            for (int j = j0; j < j1 && j < i; j++)
+                row[j] = sh->C[(long)j * N + i];
+        }
+    }
+}
+
+static void mirrorPhase(Shared *sh, int id) {
+    int NB = (sh->N + 63) / 64, units = (NB + 1) / 2;
+    for (int u = id; u < units; u += sh->threads) {
+        mirrorRows(sh, u);
+        if (NB - 1 - u != u)
+            mirrorRows(sh, NB - 1 - u);
     }
 }
 
@@ -356,6 +387,8 @@ MsStatus Coact_compute(Coact *this, const float *h, long T_train, int N, float t
     runPhase(&sh, packPhase);
     if (!atomic_load(&sh.stop))
         runPhase(&sh, countPhase);
+    if (!atomic_load(&sh.stop))
+        runPhase(&sh, mirrorPhase);
     free(sh.bits);
     if (atomic_load(&sh.stop)) {
         Coact_done(this);
