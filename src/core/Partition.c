@@ -612,8 +612,10 @@ MsStatus Partition_rebalance(int32_t *part, const PartitionGraph *g, int E, long
         if (r.over[part[i]])
             findBest(&r, i);
     long count = 0;
-    for (int i; (i = cheapestMove(&r)) >= 0; count++)
+    for (int i = cheapestMove(&r); i >= 0; i = cheapestMove(&r)) {
         moveNeuron(&r, i);
+        count++;
+    }
     rebalanceDone(&r);
     if (moves)
         *moves = count;
