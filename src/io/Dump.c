@@ -1312,11 +1312,8 @@ MsStatus Dump_readRows(Dump *this, int i, DumpMember member, long row0, long n_r
     if (st != MS_OK)
         return st;
     long width = member == DUMP_H ? L->d_ff : L->d_model;
-    hsize_t start[2] = {(hsize_t)row0, 0}, count[2] = {(hsize_t)n_rows, (hsize_t)width};
-    herr_t rc = H5Sselect_hyperslab(rs->space, H5S_SELECT_SET, start, NULL, count, NULL);
-    if (rc >= 0)
-        rc = H5Util_readFloats(rs->dset, rs->space, rs->kind, out,
-                               (size_t)n_rows * (size_t)width);
+    herr_t rc = H5Util_readFloatRows(rs->dset, rs->space, rs->kind, (hsize_t)row0,
+                                     (hsize_t)n_rows, (hsize_t)width, out);
     if (rc < 0) {
         LayerPriv *p = &this->priv[i];
         Member m = member == DUMP_H ? M_H : M_X;

@@ -17,7 +17,9 @@ SPDX-License-Identifier: MIT
 #include <string.h>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
 #include <immintrin.h>
+#include <stdatomic.h>
 #define HAVE_F16C_PATH 1
 #endif
 
@@ -169,10 +171,35 @@ __attribute__((target("avx,f16c"))) static void halfToFloatF16c(const uint16_t *
 }
 #endif
 
+#ifdef HAVE_F16C_PATH
+/* F16C needs the CPU flag and the OS saving YMM state (clang's __builtin_cpu_supports
+   does not know "f16c", so ask cpuid directly). */
+static bool detectF16c(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d))
+        return false;
+    const unsigned need = (1u << 29) | (1u << 28) | (1u << 27); /* f16c, avx, osxsave */
+    if ((c & need) != need)
+        return false;
+    unsigned lo, hi;
+    __asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return (lo & 6u) == 6u;
+}
+
+static bool hasF16c(void) {
+    static atomic_int known = -1;
+    int v = atomic_load_explicit(&known, memory_order_relaxed);
+    if (v < 0) {
+        v = detectF16c();
+        atomic_store_explicit(&known, v, memory_order_relaxed);
+    }
+    return v;
+}
+#endif
+
 void H5Util_halfToFloat(const uint16_t *in, float *out, size_t n) {
 #ifdef HAVE_F16C_PATH
-    /* __builtin_cpu_supports reads a table libgcc fills before main: cheap. */
-    if (__builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx")) {
+    if (hasF16c()) {
         halfToFloatF16c(in, out, n);
         return;
     }
@@ -195,19 +222,26 @@ void H5Util_halfToFloatInPlace(float *buf, size_t n) {
     }
 }
 
-static herr_t readHalf(hid_t dset, hid_t mspace, hid_t fspace, float *out, size_t n) {
-    /* Memory type = the file's half type in little-endian order: no conversion for
-       little-endian files (HDF5 swaps bytes for big-endian ones). */
+/* The memory type for raw half reads: the file's half type in little-endian order, so
+   little-endian files need no conversion (HDF5 swaps the bytes of big-endian ones). */
+static hid_t halfMemType(hid_t dset) {
     hid_t ftype = H5Dget_type(dset);
     if (ftype < 0)
         return -1;
     hid_t mtype = H5Tcopy(ftype);
     H5Tclose(ftype);
+    if (mtype >= 0 && H5Tset_order(mtype, H5T_ORDER_LE) < 0) {
+        H5Tclose(mtype);
+        return -1;
+    }
+    return mtype;
+}
+
+static herr_t readHalf(hid_t dset, hid_t mspace, hid_t fspace, float *out, size_t n) {
+    hid_t mtype = halfMemType(dset);
     if (mtype < 0)
         return -1;
-    herr_t rc = H5Tset_order(mtype, H5T_ORDER_LE);
-    if (rc >= 0)
-        rc = H5Dread(dset, mtype, mspace, fspace, H5P_DEFAULT, out);
+    herr_t rc = H5Dread(dset, mtype, mspace, fspace, H5P_DEFAULT, out);
     hid_t err = H5Util_saveError(rc < 0);
     H5Tclose(mtype);
     H5Util_restoreError(err);
@@ -236,6 +270,52 @@ herr_t H5Util_readFloats(hid_t dset, hid_t fspace, H5UtilFloat kind, float *out,
         H5Sclose(mspace);
     H5Util_restoreError(err);
     return rc;
+}
+
+/* Reads rows [row0, row0 + n_rows) of a [*, width] half dataset through a small
+   scratch buffer, so the widening works in cache instead of a second pass over out. */
+static herr_t readHalfRows(hid_t dset, hid_t space, hsize_t row0, hsize_t n_rows,
+                           hsize_t width, float *out) {
+    enum { SCRATCH_VALUES = 1 << 16 };
+    hsize_t step = SCRATCH_VALUES / width;
+    hid_t mtype = halfMemType(dset);
+    if (mtype < 0)
+        return -1;
+    uint16_t *scratch = xMallocArray(step * width, sizeof *scratch);
+    herr_t rc = 0;
+    for (hsize_t r = 0; rc >= 0 && r < n_rows; r += step) {
+        hsize_t start[2] = {row0 + r, 0};
+        hsize_t count[2] = {n_rows - r < step ? n_rows - r : step, width};
+        hsize_t values = count[0] * width;
+        hid_t mspace = H5Screate_simple(1, &values, NULL);
+        rc = mspace < 0 ? -1
+                        : H5Sselect_hyperslab(space, H5S_SELECT_SET, start, NULL, count, NULL);
+        if (rc >= 0)
+            rc = H5Dread(dset, mtype, mspace, space, H5P_DEFAULT, scratch);
+        hid_t err = H5Util_saveError(rc < 0);
+        if (mspace >= 0)
+            H5Sclose(mspace);
+        H5Util_restoreError(err);
+        if (rc >= 0)
+            H5Util_halfToFloat(scratch, out + r * width, (size_t)values);
+    }
+    hid_t err = H5Util_saveError(rc < 0);
+    H5Tclose(mtype);
+    H5Util_restoreError(err);
+    free(scratch);
+    return rc;
+}
+
+herr_t H5Util_readFloatRows(hid_t dset, hid_t space, H5UtilFloat kind, hsize_t row0,
+                            hsize_t n_rows, hsize_t width, float *out) {
+    if (n_rows == 0 || width == 0)
+        return 0;
+    if (kind == H5UTIL_FLOAT_HALF && width <= (1 << 16) && n_rows * width > (1 << 16))
+        return readHalfRows(dset, space, row0, n_rows, width, out);
+    hsize_t start[2] = {row0, 0}, count[2] = {n_rows, width};
+    if (H5Sselect_hyperslab(space, H5S_SELECT_SET, start, NULL, count, NULL) < 0)
+        return -1;
+    return H5Util_readFloats(dset, space, kind, out, (size_t)(n_rows * width));
 }
 
 /* Attributes and datasets read alike; this hides the two APIs. */

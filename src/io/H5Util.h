@@ -49,6 +49,11 @@ H5UtilFloat H5Util_floatKind(hid_t ftype);
    place. fspace H5S_ALL reads the whole dataset. Returns negative on an HDF5 error (the stack holds the reason). */
 herr_t H5Util_readFloats(hid_t dset, hid_t fspace, H5UtilFloat kind, float *out, size_t n);
 
+/* Reads rows [row0, row0 + n_rows) of a 2-D [*, width] dataset (space: its dataspace,
+   whose selection this changes) as float32 into out (n_rows * width floats). */
+herr_t H5Util_readFloatRows(hid_t dset, hid_t space, H5UtilFloat kind, hsize_t row0,
+                            hsize_t n_rows, hsize_t width, float *out);
+
 /* IEEE binary16 to float32, exact (subnormals, Inf, NaN payloads kept). */
 void H5Util_halfToFloat(const uint16_t *in, float *out, size_t n);
 
