@@ -4,9 +4,13 @@ Per-token precomputation of every router metric at every k (see Eval.h), then O(
 
 DESIGN: tokens are cut into chunks of CHUNK tokens (boundaries fixed by the split only);
 each chunk writes its own per-k sums, which are added in chunk order at the end, and
-expert selection counts are integers summed per worker. Per token, each expert's output
-contribution Y_e is accumulated from the nonzero h only (ReLU layers are ~90% zero), from
-a transposed w_out so that each neuron's column is contiguous.
+expert selection counts are integers summed per worker. Per token the output residual
+is accumulated from the nonzero h only (ReLU layers are ~90% zero), one axpy per neuron
+on a transposed w_out (each neuron's column contiguous), with the norm fused into the
+last axpy of each expert: about (nonzero neurons) x d_model multiply-adds per token.
+That sparse pass is bound by reading w_out's columns, so when several routers are
+evaluated together (Eval_newSet) it runs once per token into per-expert outputs Y_e,
+which each router then adds up from cache.
 SPDX-License-Identifier: MIT
 */
 #include "config.h"
@@ -19,6 +23,7 @@ SPDX-License-Identifier: MIT
 
 #include "core/Cost.h"
 #include "core/Parallel.h"
+#include "core/Vec.h"
 #include "util/XUtils.h"
 
 enum { CHUNK = 32 };
@@ -58,118 +63,164 @@ static void orderDesc(const float *score, int n, int *order, int *tmp) {
     }
 }
 
-static double norm2(const float *v, int d) {
-    double s = 0.0;
-    for (int i = 0; i < d; i++)
-        s += (double)v[i] * v[i];
-    return sqrt(s);
-}
-
-static void axpy(int d, float a, const float *restrict x, float *restrict y) {
-    for (int i = 0; i < d; i++)
-        y[i] += a * x[i];
-}
-
 /* ---- the precomputation ---- */
 
+typedef struct Acc {   /* one router's per-chunk sums */
+    double *sumRecall, *sumOverlap, *sumErr; /* [chunks][E] */
+    long *nRecall, *nErr;                    /* [chunks] */
+} Acc;
+
 typedef struct Scratch {
-    float *S, *R;     /* [CHUNK][E] oracle and router scores */
-    float *Y;         /* [E][d] expert contributions of one token */
-    float *y, *r;     /* [d] */
+    float *S;            /* [CHUNK][E] oracle scores */
+    float *R;            /* [n][CHUNK][E] router scores */
+    float *Y;            /* [E][d] per-expert outputs of one token (shared routers only) */
+    bool *has;           /* [E] expert has a nonzero neuron on this token */
+    float *y, *r;        /* [d] output, residual */
+    double *norm;        /* [E] residual norms of one token */
+    int *act, *actStart; /* [N], [E + 1]: nonzero neurons of one token by expert */
     int *ordO, *ordR, *tmp;
-    bool *has, *inO, *inR;
-    long *selCount;   /* [E][E]: tokens whose i-th router choice is e */
+    bool *inO, *inR;
+    long *selCount;      /* [n][E][E]: tokens whose i-th router choice is e */
 } Scratch;
 
 typedef struct Job {
     const LayerData *L;
     long row0, T;
-    int E, N, d;
-    const Router *router; /* NULL: oracle */
-    bool gatedRouter;
+    int E, N, d, n;
+    const Router *const *routers; /* [n], NULL entries: oracle */
+    bool shareY;                  /* n > 1: expert outputs built once per token */
     const int32_t *part;
-    const int *byExpert;    /* [N] neurons grouped by expert */
-    const int *expStart;    /* [E + 1] */
-    const float *woT;       /* [N][d] */
-    Scratch *scratch;       /* [threads] */
-    double *sumRecall, *sumOverlap, *sumErr; /* [chunks][E] */
-    long *nRecall, *nErr;   /* [chunks] */
+    const int *byExpert;          /* [N] neurons grouped by expert */
+    const int *expStart;          /* [E + 1] */
+    const float *woT;             /* [N][d] */
+    Scratch *scratch;             /* [threads] */
+    Acc *acc;                     /* [n] */
 } Job;
 
-/* Y_e for every expert of token row h; has[e] tells whether Y_e is nonzero. */
-static void expertOutputs(const Job *job, const float *h, Scratch *s) {
-    int d = job->d;
+static bool isGated(const Job *job, int q) {
+    return job->routers[q] && Router_scalesOutput(job->routers[q]);
+}
+
+/* The nonzero neurons of each expert on token row h: act[actStart[e] .. actStart[e + 1]). */
+static void activeByExpert(const Job *job, const float *h, Scratch *s) {
+    int n = 0;
     for (int e = 0; e < job->E; e++) {
-        float *Ye = s->Y + (size_t)e * d;
-        bool any = false;
+        s->actStart[e] = n;
         for (int i = job->expStart[e]; i < job->expStart[e + 1]; i++) {
             int j = job->byExpert[i];
-            if (h[j] == 0.0f)
-                continue;
-            if (!any)
-                memset(Ye, 0, (size_t)d * sizeof *Ye);
-            any = true;
-            axpy(d, h[j], job->woT + (size_t)j * d, Ye);
+            if (h[j] != 0.0f)
+                s->act[n++] = j;
         }
-        s->has[e] = any;
     }
+    s->actStart[job->E] = n;
 }
 
-/* Adds this token's residual norms / ||y|| for k = 1..E to err[0..E). */
-static void errorCurve(const Job *job, Scratch *s, const float *rscore, double ynorm,
-                       double *err) {
+/* Y_e for every expert and y = sum of them; returns ||y||^2. */
+static double expertOutputs(const Job *job, const float *h, Scratch *s) {
+    int d = job->d;
+    memset(s->y, 0, (size_t)d * sizeof *s->y);
+    double y2 = 0.0;
+    for (int e = 0; e < job->E; e++) {
+        int a = s->actStart[e], b = s->actStart[e + 1];
+        float *Ye = s->Y + (size_t)e * d;
+        s->has[e] = a < b;
+        if (a == b)
+            continue;
+        Vec_scale(d, h[s->act[a]], job->woT + (size_t)s->act[a] * d, Ye);
+        for (int i = a + 1; i < b; i++)
+            Vec_axpy(d, h[s->act[i]], job->woT + (size_t)s->act[i] * d, Ye);
+        y2 = Vec_axpyNorm(d, 1.0f, Ye, s->y);
+    }
+    return y2;
+}
+
+/* r += scale * (expert e's output on this token); returns ||r||^2 afterwards, or -1 when
+   the expert has no nonzero neuron (r unchanged). Without shared outputs it works
+   neuron by neuron from w_out's columns, the norm fused into the last axpy. */
+static double addExpert(const Job *job, const Scratch *s, const float *h, int e, float scale,
+                        float *r) {
+    int a = s->actStart[e], b = s->actStart[e + 1], d = job->d;
+    if (a == b)
+        return -1.0;
+    if (job->shareY)
+        return Vec_axpyNorm(d, scale, s->Y + (size_t)e * d, r);
+    for (int i = a; i < b - 1; i++) {
+        int j = s->act[i];
+        Vec_axpy(d, scale * h[j], job->woT + (size_t)j * d, r);
+    }
+    int j = s->act[b - 1];
+    return Vec_axpyNorm(d, scale * h[j], job->woT + (size_t)j * d, r);
+}
+
+/* Adds this token's ||y - yhat_k|| / ||y|| for k = 1..E to err[0..E); false when y = 0.
+   Ungated routers: the residual is the sum of the unselected experts, built from the
+   last-ranked one, so k = E is exactly 0 and y comes out at the end. The sigmoid gate:
+   from y, the gated outputs are subtracted in router order. y2 = ||y||^2 when the expert
+   outputs are shared. */
+static bool errorCurve(const Job *job, int q, Scratch *s, const float *h, const float *rscore,
+                       double y2, double *err) {
     int E = job->E, d = job->d;
     const int *R = s->ordR;
-    if (job->gatedRouter) {
-        /* r = y - sum of the first k gated contributions */
-        memcpy(s->r, s->y, (size_t)d * sizeof *s->r);
-        double nr = ynorm;
+    double nr2 = 0.0, v;
+    if (isGated(job, q)) {
+        if (job->shareY) {
+            memcpy(s->r, s->y, (size_t)d * sizeof *s->r);
+            nr2 = y2;
+        } else {
+            memset(s->r, 0, (size_t)d * sizeof *s->r);
+            for (int e = 0; e < E; e++)
+                if ((v = addExpert(job, s, h, e, 1.0f, s->r)) >= 0.0)
+                    nr2 = v;
+        }
+        double ynorm = sqrt(nr2);
+        if (!(ynorm > 0.0))
+            return false;
         for (int k = 1; k <= E; k++) {
             int e = R[k - 1];
-            float g = Router_gate(job->router, rscore[e]);
-            if (s->has[e]) {
-                axpy(d, -g, s->Y + (size_t)e * d, s->r);
-                nr = norm2(s->r, d);
-            }
-            err[k - 1] += nr / ynorm;
+            float g = Router_gate(job->routers[q], rscore[e]);
+            if ((v = addExpert(job, s, h, e, -g, s->r)) >= 0.0)
+                nr2 = v;
+            err[k - 1] += sqrt(nr2) / ynorm;
         }
-        return;
+        return true;
     }
-    /* r = the sum of the experts not selected, built from the end: exactly 0 at k = E */
     memset(s->r, 0, (size_t)d * sizeof *s->r);
-    double nr = 0.0;
-    for (int k = E - 1; k >= 1; k--) {
-        int e = R[k];
-        if (s->has[e]) {
-            axpy(d, 1.0f, s->Y + (size_t)e * d, s->r);
-            nr = norm2(s->r, d);
-        }
-        err[k - 1] += nr / ynorm;
+    s->norm[E - 1] = 0.0;
+    for (int k = E - 1; k >= 0; k--) {
+        if ((v = addExpert(job, s, h, R[k], 1.0f, s->r)) >= 0.0)
+            nr2 = v;
+        if (k > 0)
+            s->norm[k - 1] = sqrt(nr2);
     }
+    double ynorm = sqrt(nr2);
+    if (!(ynorm > 0.0))
+        return false;
+    for (int k = 0; k < E; k++)
+        err[k] += s->norm[k] / ynorm;
+    return true;
 }
 
-static void tokenMetrics(Job *job, long chunk, Scratch *s, int i, const float *h) {
-    int E = job->E, d = job->d;
-    const float *S = s->S + (size_t)i * E, *Rs = s->R + (size_t)i * E;
-    orderDesc(S, E, s->ordO, s->tmp);
+/* Recall, overlap, loads and output error of router q on token i of the chunk. */
+static void routerMetrics(Job *job, int q, long chunk, Scratch *s, int i, const float *h,
+                          double total, double y2) {
+    int E = job->E;
+    const float *S = s->S + (size_t)i * E;
+    const float *Rs = s->R + ((size_t)q * CHUNK + (size_t)i) * E;
+    Acc *acc = &job->acc[q];
     orderDesc(Rs, E, s->ordR, s->tmp);
-    double *recall = job->sumRecall + chunk * E, *overlap = job->sumOverlap + chunk * E;
-
-    double total = 0.0;
-    for (int e = 0; e < E; e++)
-        total += S[e];
     if (total > 0.0) {
-        double cum = 0.0;
+        double *recall = acc->sumRecall + chunk * E, cum = 0.0;
         for (int k = 0; k < E; k++) {
             cum += S[s->ordR[k]];
             recall[k] += cum / total;
         }
-        job->nRecall[chunk]++;
+        acc->nRecall[chunk]++;
     }
-
     /* |O_k ∩ R_k| grows by the new members that are already in the other set */
     for (int e = 0; e < E; e++)
         s->inO[e] = s->inR[e] = false;
+    double *overlap = acc->sumOverlap + chunk * E;
+    long *sel = s->selCount + (size_t)q * E * E;
     int common = 0;
     for (int k = 0; k < E; k++) {
         int o = s->ordO[k], r = s->ordR[k];
@@ -178,80 +229,111 @@ static void tokenMetrics(Job *job, long chunk, Scratch *s, int i, const float *h
         common += s->inO[r] && !s->inR[r];
         s->inR[r] = true;
         overlap[k] += (double)common / (k + 1);
-        s->selCount[(size_t)k * E + r]++;
+        sel[(size_t)k * E + r]++;
     }
+    acc->nErr[chunk] += errorCurve(job, q, s, h, Rs, y2, acc->sumErr + chunk * E);
+}
 
-    expertOutputs(job, h, s);
-    memset(s->y, 0, (size_t)d * sizeof *s->y);
+static void tokenMetrics(Job *job, long chunk, Scratch *s, int i, const float *h) {
+    int E = job->E;
+    const float *S = s->S + (size_t)i * E;
+    orderDesc(S, E, s->ordO, s->tmp);
+    double total = 0.0;
     for (int e = 0; e < E; e++)
-        if (s->has[e])
-            axpy(d, 1.0f, s->Y + (size_t)e * d, s->y);
-    double ynorm = norm2(s->y, d);
-    if (ynorm > 0.0) {
-        errorCurve(job, s, Rs, ynorm, job->sumErr + chunk * E);
-        job->nErr[chunk]++;
-    }
+        total += S[e];
+    activeByExpert(job, h, s);
+    double y2 = job->shareY ? expertOutputs(job, h, s) : 0.0;
+    for (int q = 0; q < job->n; q++)
+        routerMetrics(job, q, chunk, s, i, h, total, y2);
 }
 
 static void chunkMetrics(void *ctx, long chunk, int worker) {
     Job *job = ctx;
     Scratch *s = &job->scratch[worker];
+    int E = job->E;
     long t0 = chunk * CHUNK, rows = job->T - t0 < CHUNK ? job->T - t0 : CHUNK;
     const float *h = job->L->h + (job->row0 + t0) * job->N;
     const float *x = job->L->x + (job->row0 + t0) * job->d;
-    Router_oracleScores(h, rows, job->N, job->part, job->E, s->S);
-    if (job->router && Router_kind(job->router) != ROUTER_ORACLE)
-        Router_score(job->router, x, h, rows, s->R);
-    else
-        memcpy(s->R, s->S, (size_t)rows * job->E * sizeof *s->R);
+    Router_oracleScores(h, rows, job->N, job->part, E, s->S);
+    for (int q = 0; q < job->n; q++) {
+        float *R = s->R + (size_t)q * CHUNK * E;
+        const Router *r = job->routers[q];
+        if (r && Router_kind(r) != ROUTER_ORACLE)
+            Router_score(r, x, h, rows, R);
+        else
+            memcpy(R, s->S, (size_t)rows * E * sizeof *R);
+    }
     for (int i = 0; i < rows; i++)
         tokenMetrics(job, chunk, s, i, h + (size_t)i * job->N);
 }
 
-static void scratchInit(Scratch *s, int E, int d) {
+static void scratchInit(Scratch *s, int n, int E, int N, int d, bool shareY) {
     s->S = xMallocArray((size_t)CHUNK * E, sizeof(float));
-    s->R = xMallocArray((size_t)CHUNK * E, sizeof(float));
-    s->Y = xMallocArray((size_t)E * d, sizeof(float));
+    s->R = xMallocArray((size_t)n * CHUNK * E, sizeof(float));
+    s->Y = shareY ? xMallocArray((size_t)E * d, sizeof(float)) : NULL;
+    s->has = xMallocArray((size_t)E, sizeof(bool));
     s->y = xMallocArray((size_t)d, sizeof(float));
     s->r = xMallocArray((size_t)d, sizeof(float));
+    s->norm = xMallocArray((size_t)E, sizeof(double));
+    s->act = xMallocArray((size_t)N, sizeof(int));
+    s->actStart = xMallocArray((size_t)E + 1, sizeof(int));
     s->ordO = xMallocArray((size_t)E, sizeof(int));
     s->ordR = xMallocArray((size_t)E, sizeof(int));
     s->tmp = xMallocArray((size_t)E, sizeof(int));
-    s->has = xMallocArray((size_t)E, sizeof(bool));
     s->inO = xMallocArray((size_t)E, sizeof(bool));
     s->inR = xMallocArray((size_t)E, sizeof(bool));
-    s->selCount = xCalloc((size_t)E * E, sizeof(long));
+    s->selCount = xCalloc((size_t)n * E * E, sizeof(long));
 }
 
 static void scratchDone(Scratch *s) {
     free(s->S);
     free(s->R);
     free(s->Y);
+    free(s->has);
     free(s->y);
     free(s->r);
+    free(s->norm);
+    free(s->act);
+    free(s->actStart);
     free(s->ordO);
     free(s->ordR);
     free(s->tmp);
-    free(s->has);
     free(s->inO);
     free(s->inR);
     free(s->selCount);
 }
 
-/* Folds the per-chunk sums (in chunk order) and the selection counts into this. */
-static void reduce(Eval *this, const Job *job, long chunks, int threads) {
+static void accInit(Acc *a, long chunks, int E) {
+    a->sumRecall = xCalloc((size_t)chunks * E, sizeof(double));
+    a->sumOverlap = xCalloc((size_t)chunks * E, sizeof(double));
+    a->sumErr = xCalloc((size_t)chunks * E, sizeof(double));
+    a->nRecall = xCalloc((size_t)chunks, sizeof(long));
+    a->nErr = xCalloc((size_t)chunks, sizeof(long));
+}
+
+static void accDone(Acc *a) {
+    free(a->sumRecall);
+    free(a->sumOverlap);
+    free(a->sumErr);
+    free(a->nRecall);
+    free(a->nErr);
+}
+
+/* Folds router q's per-chunk sums (in chunk order) and selection counts into this. */
+static void reduce(Eval *this, const Job *job, int q, long chunks, int threads) {
     int E = this->E;
+    const Acc *acc = &job->acc[q];
     long nRecall = 0, nErr = 0;
     for (long c = 0; c < chunks; c++) {
-        nRecall += job->nRecall[c];
-        nErr += job->nErr[c];
+        nRecall += acc->nRecall[c];
+        nErr += acc->nErr[c];
     }
     for (int k = 0; k < E; k++) {
         double r = 0.0, o = 0.0, e = 0.0;
         for (long c = 0; c < chunks; c++) {
-            r += job->sumRecall[c * E + k];
-            o += job->sumOverlap[c * E + k];
-            e += job->sumErr[c * E + k];
+            r += acc->sumRecall[c * E + k];
+            o += acc->sumOverlap[c * E + k];
+            e += acc->sumErr[c * E + k];
         }
         this->recall[k] = nRecall ? r / (double)nRecall : NAN;
         this->overlap[k] = o / (double)this->T;
@@ -261,7 +343,7 @@ static void reduce(Eval *this, const Job *job, long chunks, int threads) {
         long cum = 0;
         for (int k = 0; k < E; k++) {
             for (int w = 0; w < threads; w++)
-                cum += job->scratch[w].selCount[(size_t)k * E + e];
+                cum += job->scratch[w].selCount[((size_t)q * E + k) * E + e];
             this->loadCum[(size_t)k * E + e] = (double)cum / (double)this->T;
         }
     }
@@ -281,25 +363,42 @@ static void groupByExpert(const int32_t *part, int N, int E, int *byExpert, int 
     free(fill);
 }
 
-static MsStatus checkInputs(const LayerData *L, const int32_t *part, int E, const Router *router,
-                            char **cause) {
-    if (!L || !L->w || !L->x || !L->h || L->w->d_model < 1 || L->w->d_ff < 1) {
-        setCause(cause, "router evaluation needs a layer with weights, x and h");
+static MsStatus checkInputs(const LayerData *L, const int32_t *part, int E,
+                            const Router *const *routers, int n, char **cause) {
+    if (!L || !L->w || !L->x || !L->h || L->w->d_model < 1 || L->w->d_ff < 1 || n < 1) {
+        setCause(cause, "router evaluation needs a layer with weights, x and h, and a router");
         return MS_ERR_RANGE;
     }
     MsStatus st = Router_checkPartition(part, L->w->d_ff, E, cause);
-    if (st == MS_OK && router && Router_experts(router) != E) {
-        setCause(cause, "the router was built for %d experts, not %d", Router_experts(router), E);
-        st = MS_ERR_RANGE;
+    for (int q = 0; q < n && st == MS_OK; q++) {
+        if (routers[q] && Router_experts(routers[q]) != E) {
+            setCause(cause, "the %s router was built for %d experts, not %d",
+                     RouterKind_name(Router_kind(routers[q])), Router_experts(routers[q]), E);
+            st = MS_ERR_RANGE;
+        }
     }
     return st;
 }
 
-MsStatus Eval_new(Eval **out, const LayerData *L, const int32_t *part, int E,
-                  const Router *router, Split split, int threads, const Cancel *cancel,
-                  char **cause) {
-    *out = NULL;
-    MsStatus st = checkInputs(L, part, E, router, cause);
+static Eval *evalNew(const LayerData *L, int E, const Router *router, Split split, long T) {
+    Eval *this = xCalloc(1, sizeof *this);
+    *this = (Eval){
+        .E = E, .N = L->w->d_ff, .d_model = L->w->d_model, .gated = FfnWeights_gated(L->w),
+        .T = T, .split = split, .kind = router ? Router_kind(router) : ROUTER_ORACLE,
+        .recall = xMallocArray((size_t)E, sizeof(double)),
+        .overlap = xMallocArray((size_t)E, sizeof(double)),
+        .err = xMallocArray((size_t)E, sizeof(double)),
+        .loadCum = xMallocArray((size_t)E * E, sizeof(double)),
+    };
+    return this;
+}
+
+MsStatus Eval_newSet(Eval **out, const LayerData *L, const int32_t *part, int E,
+                     const Router *const *routers, int n, Split split, int threads,
+                     const Cancel *cancel, char **cause) {
+    for (int q = 0; q < n; q++)
+        out[q] = NULL;
+    MsStatus st = checkInputs(L, part, E, routers, n, cause);
     if (st != MS_OK)
         return st;
     long row0, row1;
@@ -325,48 +424,40 @@ MsStatus Eval_new(Eval **out, const LayerData *L, const int32_t *part, int E,
     int *expStart = xMallocArray((size_t)E + 1, sizeof(int));
     groupByExpert(part, N, E, byExpert, expStart);
     Job job = {
-        .L = L, .row0 = row0, .T = T, .E = E, .N = N, .d = d, .router = router,
-        .gatedRouter = router && Router_scalesOutput(router), .part = part,
-        .byExpert = byExpert, .expStart = expStart, .woT = woT,
-        .scratch = xCalloc((size_t)threads, sizeof(Scratch)),
-        .sumRecall = xCalloc((size_t)chunks * E, sizeof(double)),
-        .sumOverlap = xCalloc((size_t)chunks * E, sizeof(double)),
-        .sumErr = xCalloc((size_t)chunks * E, sizeof(double)),
-        .nRecall = xCalloc((size_t)chunks, sizeof(long)),
-        .nErr = xCalloc((size_t)chunks, sizeof(long)),
+        .L = L, .row0 = row0, .T = T, .E = E, .N = N, .d = d, .n = n, .routers = routers,
+        .shareY = n > 1, .part = part, .byExpert = byExpert, .expStart = expStart,
+        .woT = woT, .scratch = xCalloc((size_t)threads, sizeof(Scratch)),
+        .acc = xCalloc((size_t)n, sizeof(Acc)),
     };
     for (int w = 0; w < threads; w++)
-        scratchInit(&job.scratch[w], E, d);
+        scratchInit(&job.scratch[w], n, E, N, d, job.shareY);
+    for (int q = 0; q < n; q++)
+        accInit(&job.acc[q], chunks, E);
     st = Parallel_run(threads, chunks, chunkMetrics, &job, cancel, 0.0, 1.0);
-
-    Eval *this = NULL;
     if (st == MS_OK) {
-        this = xCalloc(1, sizeof *this);
-        *this = (Eval){
-            .E = E, .N = N, .d_model = d, .gated = FfnWeights_gated(L->w), .T = T,
-            .split = split, .kind = router ? Router_kind(router) : ROUTER_ORACLE,
-            .recall = xMallocArray((size_t)E, sizeof(double)),
-            .overlap = xMallocArray((size_t)E, sizeof(double)),
-            .err = xMallocArray((size_t)E, sizeof(double)),
-            .loadCum = xMallocArray((size_t)E * E, sizeof(double)),
-        };
-        reduce(this, &job, chunks, threads);
+        for (int q = 0; q < n; q++) {
+            out[q] = evalNew(L, E, routers[q], split, T);
+            reduce(out[q], &job, q, chunks, threads);
+        }
     } else {
         setCause(cause, "router evaluation canceled");
     }
     for (int w = 0; w < threads; w++)
         scratchDone(&job.scratch[w]);
+    for (int q = 0; q < n; q++)
+        accDone(&job.acc[q]);
     free(job.scratch);
-    free(job.sumRecall);
-    free(job.sumOverlap);
-    free(job.sumErr);
-    free(job.nRecall);
-    free(job.nErr);
+    free(job.acc);
     free(byExpert);
     free(expStart);
     free(woT);
-    *out = this;
     return st;
+}
+
+MsStatus Eval_new(Eval **out, const LayerData *L, const int32_t *part, int E,
+                  const Router *router, Split split, int threads, const Cancel *cancel,
+                  char **cause) {
+    return Eval_newSet(out, L, part, E, &router, 1, split, threads, cancel, cause);
 }
 
 void Eval_delete(Eval *this) {

@@ -4,9 +4,9 @@ Router metrics of SPEC §2 for one (layer, partition, E, router, split), at ever
 Expert scores, router scores and their per-token orders do not depend on k, and going
 from k to k+1 adds one expert per token, so Eval_new does all per-token work once:
   - oracle scores s[t,e] and router scores, both orders (ties to the lower index);
-  - each expert's output contribution Y_e = w_out[:, e] h_t[e] (nonzero h only), and the
-    residual norm after keeping the first k router-selected experts, for k = 1..E
-    (accumulated from the unselected end, so k = E gives exactly 0 for ungated routers);
+  - the residual norm ||y - yhat_k|| after keeping the first k router-selected experts,
+    for k = 1..E, accumulated neuron by neuron (nonzero h only) from the unselected end,
+    so k = E gives exactly 0 for ungated routers;
   - cumulative mass recall and |O_k ∩ R_k| per token, and per-k expert loads;
 then folds them into per-k means. Eval_metrics is O(E). Tokens are cut into fixed chunks
 summed in chunk order, so results do not depend on the thread count.
@@ -41,6 +41,14 @@ typedef struct Eval Eval;
 MsStatus Eval_new(Eval **out, const LayerData *L, const int32_t *part, int E,
                   const Router *router, Split split, int threads, const Cancel *cancel,
                   char **cause);
+
+/* Several routers of the same partition at once: out[q] for routers[q] (NULL entries are
+   the oracle). The same numbers as n calls of Eval_new, in about the time of one plus a
+   little per router: the expensive per-token pass over w_out is shared. On failure every
+   out[q] is NULL. */
+MsStatus Eval_newSet(Eval **out, const LayerData *L, const int32_t *part, int E,
+                     const Router *const *routers, int n, Split split, int threads,
+                     const Cancel *cancel, char **cause);
 
 /* Eval_delete(NULL) does nothing. */
 void Eval_delete(Eval *this);

@@ -16,6 +16,7 @@ SPDX-License-Identifier: MIT
 #include <string.h>
 
 #include "core/Parallel.h"
+#include "core/Vec.h"
 #include "util/XUtils.h"
 
 enum { CHUNK = 32 };
@@ -65,13 +66,6 @@ static void sortRanked(Ranked *a, int n, Ranked *tmp) {
     }
 }
 
-static double norm2(const float *v, int d) {
-    double s = 0.0;
-    for (int i = 0; i < d; i++)
-        s += (double)v[i] * v[i];
-    return sqrt(s);
-}
-
 /* Adds this token's error at every K to sum[0..N]; false when ||y|| = 0 (skipped). */
 static bool tokenCurve(const Job *job, Scratch *s, const float *h, double *sum) {
     int N = job->N, d = job->d, a = 0;
@@ -85,9 +79,7 @@ static bool tokenCurve(const Job *job, Scratch *s, const float *h, double *sum) 
         int j = s->list[K].j;
         const float *w = job->woT + (size_t)j * d;
         float v = h[j];
-        for (int i = 0; i < d; i++)
-            s->r[i] += v * w[i];
-        s->norm[K] = norm2(s->r, d);
+        s->norm[K] = sqrt(Vec_axpyNorm(d, v, w, s->r));
     }
     double ynorm = s->norm[0];
     if (!(ynorm > 0.0))

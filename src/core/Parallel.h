@@ -22,6 +22,21 @@ typedef void (*ParallelFn)(void *ctx, long chunk, int worker);
 MsStatus Parallel_run(int threads, long n, ParallelFn fn, void *ctx, const Cancel *cancel,
                       double p0, double p1);
 
+/* A set of worker threads kept alive across many short runs (the mlp router's training
+   runs two parallel phases per minibatch, thousands in all: starting threads each time
+   would cost more than some phases). */
+typedef struct ParallelPool ParallelPool;
+
+/* threads - 1 pthreads (signals blocked); fewer when some cannot start. */
+ParallelPool *ParallelPool_new(int threads);
+
+/* Joins the workers; ParallelPool_delete(NULL) does nothing. */
+void ParallelPool_delete(ParallelPool *this);
+
+/* Parallel_run on the pool's workers (the caller is worker 0). One run at a time. */
+MsStatus ParallelPool_run(ParallelPool *this, long n, ParallelFn fn, void *ctx,
+                          const Cancel *cancel);
+
 /* Chunks of `size` items covering n items: ceil(n / size). */
 static inline long Parallel_chunks(long n, long size) {
     return (n + size - 1) / size;

@@ -19,12 +19,13 @@ SPDX-License-Identifier: MIT
 #include <string.h>
 
 #include "core/Parallel.h"
+#include "core/Vec.h"
 #include "util/XUtils.h"
 
 enum {
     SCORE_BLOCK = 256, /* rows per scoring step (bounds the scratch) */
-    FWD_ROWS = 64,     /* rows per forward/backward chunk of a minibatch */
-    GRAD_COLS = 64,    /* W1 columns per gradient/update chunk */
+    FWD_ROWS = 256,    /* rows per forward/backward chunk of a minibatch (big: few packs) */
+    GRAD_COLS = 128,   /* W1 columns per gradient/update chunk */
 };
 
 struct Router {
@@ -160,8 +161,7 @@ static double rowNorm(const float *x, int d) {
 static void mlpForward(const float *W1, const float *W2, int E, int d, const float *xhat,
                        long rows, float *A, float *Z) {
     gemmNT(xhat, rows, W1, E, d, A);
-    for (long i = 0; i < rows * E; i++)
-        A[i] = tanhf(A[i]);
+    Vec_tanh(A, rows * E);
     gemmNT(A, rows, W2, E, E, Z);
 }
 
@@ -309,15 +309,8 @@ typedef struct Adam {
 static void adamUpdate(const Adam *a, float *p, const float *g, float *m, float *v, long n) {
     double bc1 = 1.0 - pow(a->b1, (double)a->step);
     double bc2 = 1.0 - pow(a->b2, (double)a->step);
-    double sbc2 = sqrt(bc2);
-    for (long i = 0; i < n; i++) {
-        double gi = g[i];
-        double mi = a->b1 * m[i] + (1.0 - a->b1) * gi;
-        double vi = a->b2 * v[i] + (1.0 - a->b2) * gi * gi;
-        m[i] = (float)mi;
-        v[i] = (float)vi;
-        p[i] = (float)(p[i] - a->lr * (mi / bc1) / (sqrt(vi) / sbc2 + a->eps));
-    }
+    Vec_adam(n, p, g, m, v, (float)a->b1, (float)a->b2, (float)(a->lr / bc1),
+             (float)(1.0 / sqrt(bc2)), (float)a->eps);
 }
 
 typedef struct Trainer {
@@ -329,19 +322,13 @@ typedef struct Trainer {
     long off, B;          /* current minibatch: perm[off .. off + B) */
     float invMax;         /* 1 / max of S over the minibatch (0 when all zero) */
     float *W1, *W2, *m1, *v1, *m2, *v2;
-    float *Xb, *A, *G2, *G1, *dW1, *dW2; /* [batch][d], [batch][E] x3, [E][d], [E][E] */
+    float *Xb, *A, *G2, *G1;  /* [batch][d], [batch][E] x 3 */
+    float *Tb, *Lb;           /* [batch][E] gathered targets and per-entry losses */
+    float *dW1, *dW2;         /* [E][d], [E][E] */
     double *chunkLoss;    /* [batch chunks] */
     int colBlocks;
     Adam adam;
 } Trainer;
-
-/* BCE-with-logits of one entry; *grad = sigmoid(z) - y. */
-static inline double bce(float z, float y, float *grad) {
-    float e = expf(-fabsf(z));
-    float sig = z >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
-    *grad = sig - y;
-    return (double)(fmaxf(z, 0.0f) - z * y + log1pf(e));
-}
 
 static void forwardChunk(void *ctx, long chunk, int worker) {
     Trainer *tr = ctx;
@@ -350,24 +337,15 @@ static void forwardChunk(void *ctx, long chunk, int worker) {
     for (long i = r0; i < r0 + rows; i++) {
         long t = tr->perm[tr->off + i];
         const float *src = tr->x + t * d;
-        float inv = tr->invNorm[t], *dst = tr->Xb + i * d;
-        for (int c = 0; c < d; c++)
-            dst[c] = src[c] * inv;
+        Vec_scale(d, tr->invNorm[t], src, tr->Xb + i * d);
+        memcpy(tr->Tb + i * E, tr->S + t * E, (size_t)E * sizeof(float));
     }
     float *A = tr->A + r0 * E, *G2 = tr->G2 + r0 * E, *G1 = tr->G1 + r0 * E;
     float *Z = G1; /* the logits live in G1 until dA overwrites them */
     mlpForward(tr->W1, tr->W2, E, d, tr->Xb + r0 * d, rows, A, Z);
-    double loss = 0.0;
     float scale = 1.0f / (float)((double)tr->B * E);
-    for (long i = 0; i < rows; i++) {
-        const float *s = tr->S + tr->perm[tr->off + r0 + i] * E;
-        for (int e = 0; e < E; e++) {
-            float g;
-            loss += bce(Z[i * E + e], s[e] * tr->invMax, &g);
-            G2[i * E + e] = g * scale;
-        }
-    }
-    tr->chunkLoss[chunk] = loss;
+    Vec_bceWithLogits(rows * E, Z, tr->Tb + r0 * E, tr->invMax, scale, tr->Lb + r0 * E, G2);
+    tr->chunkLoss[chunk] = Vec_sum(rows * E, tr->Lb + r0 * E);
     /* dA = G2 W2, then through tanh: G1 = dA (1 - A^2) */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, E, E, 1.0f, G2, E, tr->W2,
                 E, 0.0f, G1, E);
@@ -399,7 +377,7 @@ typedef struct PrepJob {
     long row0, n;
     const int32_t *part;
     int E;
-    float *S, *invNorm;
+    float *S, *invNorm, *rowMax;
 } PrepJob;
 
 static void prepChunk(void *ctx, long chunk, int worker) {
@@ -410,6 +388,7 @@ static void prepChunk(void *ctx, long chunk, int worker) {
     for (long t = t0; t < t0 + rows; t++) {
         double nn = rowNorm(p->L->x + (p->row0 + t) * d, d);
         p->invNorm[t] = nn > 0.0 ? (float)(1.0 / nn) : 0.0f;
+        p->rowMax[t] = Vec_max(p->E, p->S + t * p->E);
     }
 }
 
@@ -446,21 +425,22 @@ static MsStatus trainMlp(Router *this, const LayerData *L, const int32_t *part,
         return MS_OK;
 
     float *S = tryMallocArray((size_t)n * E, sizeof(float));
-    float *invNorm = tryMallocArray((size_t)n, sizeof(float));
+    float *invNorm = tryMallocArray((size_t)n * 2, sizeof(float)); /* and rowMax */
     long *perm = tryMallocArray((size_t)n, sizeof(long));
-    float *work = tryMallocArray((size_t)batch * (d + 3 * E), sizeof(float));
+    float *work = tryMallocArray((size_t)batch * (d + 5 * E), sizeof(float));
     if (!S || !invNorm || !perm || !work) {
         setCause(cause, "no memory for mlp router training (%zu bytes)",
-                 (size_t)n * (E * sizeof(float) + sizeof(float) + sizeof(long)) +
-                     (size_t)batch * (d + 3 * E) * sizeof(float));
+                 (size_t)n * (E * sizeof(float) + 2 * sizeof(float) + sizeof(long)) +
+                     (size_t)batch * (d + 5 * E) * sizeof(float));
         free(S);
         free(invNorm);
         free(perm);
         free(work);
         return MS_ERR_NOMEM;
     }
+    float *rowMax = invNorm + n; /* max of each token's scores: the batch max in B steps */
     PrepJob prep = {.L = L, .row0 = row0, .n = n, .part = part, .E = E, .S = S,
-                    .invNorm = invNorm};
+                    .invNorm = invNorm, .rowMax = rowMax};
     MsStatus st = Parallel_run(threads, Parallel_chunks(n, SCORE_BLOCK), prepChunk, &prep,
                                cancel, -1.0, -1.0);
     Trainer tr = {
@@ -469,7 +449,8 @@ static MsStatus trainMlp(Router *this, const LayerData *L, const int32_t *part,
         .m1 = xCalloc((size_t)E * d, sizeof(float)), .v1 = xCalloc((size_t)E * d, sizeof(float)),
         .m2 = xCalloc((size_t)E * E, sizeof(float)), .v2 = xCalloc((size_t)E * E, sizeof(float)),
         .Xb = work, .A = work + batch * d, .G2 = work + batch * (d + E),
-        .G1 = work + batch * (d + 2 * E),
+        .G1 = work + batch * (d + 2 * E), .Tb = work + batch * (d + 3 * E),
+        .Lb = work + batch * (d + 4 * E),
         .dW1 = xMallocArray((size_t)E * d, sizeof(float)),
         .dW2 = xMallocArray((size_t)E * E, sizeof(float)),
         .chunkLoss = xCalloc((size_t)Parallel_chunks(batch, FWD_ROWS), sizeof(double)),
@@ -479,6 +460,7 @@ static MsStatus trainMlp(Router *this, const LayerData *L, const int32_t *part,
     for (long t = 0; t < n; t++)
         perm[t] = t;
     uint64_t rng = (uint64_t)o->seed;
+    ParallelPool *pool = ParallelPool_new(threads);
     long batches = Parallel_chunks(n, batch);
     for (int ep = 0; ep < o->epochs && st == MS_OK; ep++) {
         shuffle(perm, n, &rng);
@@ -487,24 +469,22 @@ static MsStatus trainMlp(Router *this, const LayerData *L, const int32_t *part,
             tr.off = b * batch;
             tr.B = n - tr.off < batch ? n - tr.off : batch;
             float mx = 0.0f;
-            for (long i = 0; i < tr.B; i++) {
-                const float *s = S + perm[tr.off + i] * E;
-                for (int e = 0; e < E; e++)
-                    mx = s[e] > mx ? s[e] : mx;
-            }
+            for (long i = 0; i < tr.B; i++)
+                mx = rowMax[perm[tr.off + i]] > mx ? rowMax[perm[tr.off + i]] : mx;
             tr.invMax = mx > 0.0f ? 1.0f / mx : 0.0f;
             long chunks = Parallel_chunks(tr.B, FWD_ROWS);
-            st = Parallel_run(threads, chunks, forwardChunk, &tr, cancel, -1.0, -1.0);
+            st = ParallelPool_run(pool, chunks, forwardChunk, &tr, cancel);
             if (st != MS_OK)
                 break;
             for (long c = 0; c < chunks; c++)
                 epochLoss += tr.chunkLoss[c];
             tr.adam.step++;
-            st = Parallel_run(threads, tr.colBlocks + 1, updateChunk, &tr, NULL, -1.0, -1.0);
+            st = ParallelPool_run(pool, tr.colBlocks + 1, updateChunk, &tr, NULL);
             Cancel_progress(cancel, (double)(ep * batches + b + 1) / (double)(o->epochs * batches));
         }
         this->loss[ep] = epochLoss / ((double)n * E);
     }
+    ParallelPool_delete(pool);
     free(tr.m1);
     free(tr.v1);
     free(tr.m2);

@@ -1,0 +1,48 @@
+/*
+moescope - core/Vec.h
+Small vector kernels for the engine's hot loops (router evaluation, the top-K bound, mlp
+training). Each is built twice, for x86-64-v3 (AVX2, FMA) and the baseline, and picked
+at load time, so one machine always runs the same code: results are reproducible on a
+machine, not bitwise across CPU generations. The transcendental ones use polynomial
+approximations (a few ulp) that the compiler can vectorize, unlike libm's calls.
+SPDX-License-Identifier: MIT
+*/
+#ifndef MOESCOPE_VEC_H
+#define MOESCOPE_VEC_H
+
+/* y[i] += a x[i] */
+void Vec_axpy(int n, float a, const float *x, float *y);
+
+/* y[i] += a x[i], returning the new sum of y[i]^2 (one pass instead of two) */
+double Vec_axpyNorm(int n, float a, const float *x, float *y);
+
+/* y[i] = a x[i] */
+void Vec_scale(int n, float a, const float *x, float *y);
+
+/* the largest x[i] (-INFINITY for n = 0) */
+float Vec_max(long n, const float *x);
+
+/* sum of x[i]^2, in 16 float lanes added up in double */
+double Vec_sumSquares(int n, const float *x);
+
+/* sum of x[i], the same way */
+double Vec_sum(long n, const float *x);
+
+/* v[i] = tanh(v[i]) (absolute error below 1e-7) */
+void Vec_tanh(float *v, long n);
+
+/* BCE with logits z against targets y * yscale, entry by entry:
+   loss[i] = max(z, 0) - z t + log(1 + exp(-|z|)),  grad[i] = (sigmoid(z) - t) * gscale. */
+void Vec_bceWithLogits(long n, const float *z, const float *y, float yscale, float gscale,
+                       float *loss, float *grad);
+
+/* One Adam update of p[n] with gradient g: m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2,
+   p -= step * m / (sqrt(v) * invSqrtBc2 + eps), step = lr / (1 - b1^t),
+   invSqrtBc2 = 1 / sqrt(1 - b2^t). */
+void Vec_adam(long n, float *p, const float *g, float *m, float *v, float b1, float b2,
+              float step, float invSqrtBc2, float eps);
+
+/* exp(x) for the vectorized loops above and their callers (relative error ~2e-7). */
+float Vec_expf(float x);
+
+#endif

@@ -1,0 +1,439 @@
+/*
+moescope - tests/test_Router.c
+Routers: names, centers and scores on a hand-worked case, the mlp router's Adam step
+against a hand computation in double, its determinism (seed, thread count), its loss
+curve and its recall gain on a planted problem, and the error paths.
+SPDX-License-Identifier: MIT
+*/
+#include "config.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/Eval.h"
+#include "core/Router.h"
+#include "core/TopK.h"
+#include "core/Vec.h"
+
+/* Hand case: d_model 2, 8 neurons, 4 experts {0,1} {2,3} {4,5} {6,7}.
+   Key rows normalize to (1,0) (1,0) | (0,1) (0,1) | (-1,0) (0,-1) | (-1,0) (-1,0), so the
+   centers are c0 = (1,0), c1 = (0,1), c2 = (-0.5,-0.5), c3 = (-1,0). */
+static const float KEYS[8 * 2] = {1, 0, 3, 0, 0, 2, 0, 1, -3, 0, 0, -1, -1, 0, -2, 0};
+static const int32_t PART[8] = {0, 0, 1, 1, 2, 2, 3, 3};
+static const float X[6 * 2] = {3, 4, 0, 5, -1, 0, 1, 1, 0, -2, 4, 3};
+static const float H[6 * 8] = {
+    2, 0, 0, 1, 0, 0, 0, 0,  0, 0, 3, 0, 0, 1, 0, 0, 1, 1, 0, 0, 0, 0, 0, 2,
+    0, 0, 0, 0, 0, 0, 0, 0,  0, 0, 0, 0, 4, 0, 0, -1, 1, 0, 2, 0, 0, 0, 0, 0,
+};
+static float WOUT[2 * 8] = {1, 0, 1, 1, 2, 0, 1, 0, 0, 1, 1, -1, 0, 2, 0, 1};
+
+static FfnWeights handWeights(void) {
+    return (FfnWeights){.d_model = 2, .d_ff = 8, .act = ACTIVATION_RELU,
+                        .w_in = (float *)KEYS, .w_out = WOUT};
+}
+
+static void test_names(void **state) {
+    (void)state;
+    const char *names[] = {"oracle", "similarity", "mlp", "sigmoid", "topk_neurons"};
+    for (int i = 0; i < ROUTER_KINDS; i++) {
+        RouterKind k;
+        assert_true(RouterKind_parse(names[i], &k));
+        assert_int_equal(k, i);
+        assert_string_equal(RouterKind_name(k), names[i]);
+    }
+    RouterKind k;
+    assert_false(RouterKind_parse("Oracle", &k));
+    assert_false(RouterKind_parse(NULL, &k));
+}
+
+static void test_hand_scores(void **state) {
+    (void)state;
+    FfnWeights w = handWeights();
+    LayerData L = {.w = &w, .T = 6, .x = X, .h = H, .T_train = 6};
+    const float wantC[8] = {1, 0, 0, 1, -0.5f, -0.5f, -1, 0};
+
+    Router *sim, *sig, *orc;
+    assert_int_equal(Router_new(&sim, ROUTER_SIMILARITY, &L, PART, 4, NULL, NULL, NULL), MS_OK);
+    assert_int_equal(Router_new(&sig, ROUTER_SIGMOID, &L, PART, 4, NULL, NULL, NULL), MS_OK);
+    assert_int_equal(Router_new(&orc, ROUTER_ORACLE, &L, PART, 4, NULL, NULL, NULL), MS_OK);
+    for (int i = 0; i < 8; i++)
+        assert_float_equal(Router_centers(sim)[i], wantC[i], 1e-7);
+    assert_null(Router_centers(orc));
+
+    /* ||xhat - c||^2 = 1 + ||c||^2 - 2 xhat . c, ||c||^2 = 1, 1, 0.5, 1:
+       t0 xhat (0.6, 0.8): 0.8, 0.4, 2.9, 3.2      t1 (0, 1): 2, 0, 2.5, 2
+       t2 (-1, 0): 4, 2, 0.5, 0                    t3 (s, s), s = 1/sqrt2: 2-2s, 2-2s, 1.5+2s, 2+2s
+       t4 (0, -1): 2, 4, 0.5, 2                    t5 (0.8, 0.6): 0.4, 0.8, 2.9, 3.6 */
+    const double s = sqrt(0.5);
+    const double d2[6][4] = {{0.8, 0.4, 2.9, 3.2}, {2, 0, 2.5, 2}, {4, 2, 0.5, 0},
+                             {2 - 2 * s, 2 - 2 * s, 1.5 + 2 * s, 2 + 2 * s},
+                             {2, 4, 0.5, 2}, {0.4, 0.8, 2.9, 3.6}};
+    float sc[6 * 4], lg[6 * 4];
+    Router_score(sim, X, NULL, 6, sc);
+    for (int t = 0; t < 6; t++)
+        for (int e = 0; e < 4; e++)
+            assert_float_equal(sc[t * 4 + e], -sqrt(d2[t][e]), 1e-5);
+    /* exact ties go to the lower expert: t1 ranks e1, e0, e3, e2 */
+    int ord[4];
+    TopK_order(sc + 4, 4, ord);
+    assert_int_equal(ord[0], 1);
+    assert_int_equal(ord[1], 0);
+    assert_int_equal(ord[2], 3);
+
+    /* sigmoid gate on raw x: t0 x = (3,4): x . c = 3, 4, -3.5, -3 */
+    Router_score(sig, X, NULL, 6, sc);
+    Router_logits(sig, X, NULL, 6, lg);
+    const double z0[4] = {3, 4, -3.5, -3};
+    for (int e = 0; e < 4; e++) {
+        assert_float_equal(lg[e], z0[e], 1e-6);
+        assert_float_equal(sc[e], 1.0 / (1.0 + exp(-z0[e])), 1e-6);
+        assert_float_equal(Router_gate(sig, sc[e]), sc[e], 0);
+        assert_float_equal(Router_gate(sim, sc[e]), 1.0, 0);
+    }
+    assert_true(Router_scalesOutput(sig));
+    assert_false(Router_scalesOutput(sim));
+
+    /* oracle: s[t,e] = sum |h| per expert; t4: 0, 0, 4, 1 (|-1|) */
+    Router_score(orc, NULL, H, 6, sc);
+    const float s4[4] = {0, 0, 4, 1}, s2[4] = {2, 0, 0, 2};
+    for (int e = 0; e < 4; e++) {
+        assert_float_equal(sc[4 * 4 + e], s4[e], 0);
+        assert_float_equal(sc[2 * 4 + e], s2[e], 0);
+    }
+    Router_delete(sim);
+    Router_delete(sig);
+    Router_delete(orc);
+    Router_delete(NULL);
+}
+
+static void test_errors(void **state) {
+    (void)state;
+    FfnWeights w = handWeights();
+    LayerData L = {.w = &w, .T = 6, .x = X, .h = H, .T_train = 6};
+    Router *r = (Router *)1;
+    char *cause = NULL;
+    assert_int_equal(Router_new(&r, ROUTER_TOPK_NEURONS, &L, PART, 4, NULL, NULL, &cause),
+                     MS_ERR_RANGE);
+    assert_null(r);
+    free(cause);
+    cause = NULL;
+    const int32_t hole[8] = {0, 0, 1, 1, 3, 3, 3, 3}; /* expert 2 empty */
+    assert_int_equal(Router_new(&r, ROUTER_SIMILARITY, &L, hole, 4, NULL, NULL, &cause),
+                     MS_ERR_RANGE);
+    assert_non_null(strstr(cause, "expert 2"));
+    free(cause);
+    cause = NULL;
+    const int32_t out[8] = {0, 0, 1, 1, 2, 2, 3, 4};
+    assert_int_equal(Router_new(&r, ROUTER_ORACLE, &L, out, 4, NULL, NULL, &cause),
+                     MS_ERR_RANGE);
+    free(cause);
+    cause = NULL;
+    assert_int_equal(Router_new(&r, ROUTER_ORACLE, &L, PART, 9, NULL, NULL, &cause),
+                     MS_ERR_RANGE);
+    free(cause);
+    cause = NULL;
+    LayerData noTrain = L;
+    noTrain.T_train = 0;
+    assert_int_equal(Router_new(&r, ROUTER_MLP, &noTrain, PART, 4, NULL, NULL, &cause),
+                     MS_ERR_RANGE);
+    free(cause);
+}
+
+/* ---- mlp ---- */
+
+static double sigm(double z) {
+    return 1.0 / (1.0 + exp(-z));
+}
+
+/* One full-batch Adam step by hand. d = 2, N = E = 2 (one neuron per expert), 3 tokens.
+   W1 = centers = rows (1,0) and (0,1), W2 = I. Forward: A = tanh(xhat W1^T), Z = A W2^T.
+   Targets y = s / max(s) with max over the minibatch = 3. Loss = mean BCE over 6 entries;
+   dL/dZ = (sigmoid(Z) - y) / 6; dW2 = dZ^T A; dA = dZ W2; dZ1 = dA (1 - A^2);
+   dW1 = dZ1^T xhat. Adam's first step: m = (1 - b1) g, v = (1 - b2) g^2, and
+   p -= lr (m / (1 - b1)) / (sqrt(v / (1 - b2)) + eps). */
+static void test_adam_step(void **state) {
+    (void)state;
+    static const float keys[4] = {2, 0, 0, 0.5f};
+    static const float x[6] = {1, 1, 2, -1, 0, 3};
+    static const float h[6] = {1, 0.5f, 0, 2, 3, 0};
+    static float wout[4] = {1, 0, 0, 1};
+    const int32_t part[2] = {0, 1};
+    FfnWeights w = {.d_model = 2, .d_ff = 2, .w_in = (float *)keys, .w_out = wout};
+    LayerData L = {.w = &w, .T = 3, .x = x, .h = h, .T_train = 3};
+    RouterOptions o;
+    RouterOptions_default(&o);
+    o.epochs = 1;
+    o.batch = 512;
+    o.lr = 0.01;
+    Router *r;
+    assert_int_equal(Router_new(&r, ROUTER_MLP, &L, part, 2, &o, NULL, NULL), MS_OK);
+
+    double W1[2][2] = {{1, 0}, {0, 1}}, W2[2][2] = {{1, 0}, {0, 1}};
+    double gW1[2][2] = {{0}}, gW2[2][2] = {{0}}, loss = 0.0;
+    for (int t = 0; t < 3; t++) {
+        double n = hypot(x[2 * t], x[2 * t + 1]);
+        double xh[2] = {x[2 * t] / n, x[2 * t + 1] / n}, A[2], Z[2], dZ[2], dA[2];
+        for (int e = 0; e < 2; e++)
+            A[e] = tanh(W1[e][0] * xh[0] + W1[e][1] * xh[1]);
+        for (int e = 0; e < 2; e++) {
+            Z[e] = W2[e][0] * A[0] + W2[e][1] * A[1];
+            double y = fabs(h[2 * t + e]) / 3.0;
+            loss += fmax(Z[e], 0) - Z[e] * y + log1p(exp(-fabs(Z[e])));
+            dZ[e] = (sigm(Z[e]) - y) / 6.0;
+        }
+        for (int f = 0; f < 2; f++) {
+            dA[f] = dZ[0] * W2[0][f] + dZ[1] * W2[1][f];
+            for (int e = 0; e < 2; e++)
+                gW2[e][f] += dZ[e] * A[f];
+        }
+        for (int e = 0; e < 2; e++)
+            for (int c = 0; c < 2; c++)
+                gW1[e][c] += dA[e] * (1 - A[e] * A[e]) * xh[c];
+    }
+    const double b1 = 0.9, b2 = 0.999, lr = 0.01, eps = 1e-8;
+    const float *w1 = Router_mlpW1(r), *w2 = Router_mlpW2(r);
+    for (int e = 0; e < 2; e++)
+        for (int c = 0; c < 2; c++) {
+            double m = (1 - b1) * gW1[e][c], v = (1 - b2) * gW1[e][c] * gW1[e][c];
+            double want = W1[e][c] - lr * (m / (1 - b1)) / (sqrt(v / (1 - b2)) + eps);
+            assert_float_equal(w1[e * 2 + c], want, 2e-6);
+            m = (1 - b1) * gW2[e][c];
+            v = (1 - b2) * gW2[e][c] * gW2[e][c];
+            want = W2[e][c] - lr * (m / (1 - b1)) / (sqrt(v / (1 - b2)) + eps);
+            assert_float_equal(w2[e * 2 + c], want, 2e-6);
+        }
+    const double *hist;
+    assert_int_equal(Router_lossHistory(r, &hist), 1);
+    assert_float_equal(hist[0], loss / 6.0, 1e-6);
+    Router_delete(r);
+}
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static double uniform(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (double)(rng >> 11) / 9007199254740992.0;
+}
+static double gauss(void) {
+    double u = uniform() + 1e-300, v = uniform();
+    return sqrt(-2 * log(u)) * cos(6.283185307179586 * v);
+}
+
+/* Planted: expert g(t) of token t owns its mass, and x points along basis vector g(t);
+   the key rows are random, so the centers (the mlp's initial W1) know nothing. */
+typedef struct Planted {
+    FfnWeights w;
+    LayerData L;
+    float *x, *h, *keys, *wout;
+    int32_t part[16];
+} Planted;
+
+static void plantedInit(Planted *p, long T, long T_train) {
+    const int d = 8, N = 16, E = 4;
+    p->x = malloc(sizeof(float) * T * d);
+    p->h = malloc(sizeof(float) * T * N);
+    p->keys = malloc(sizeof(float) * N * d);
+    p->wout = malloc(sizeof(float) * N * d);
+    for (int j = 0; j < N; j++)
+        p->part[j] = j % E;
+    for (int i = 0; i < N * d; i++) {
+        p->keys[i] = (float)gauss();
+        p->wout[i] = (float)gauss();
+    }
+    for (long t = 0; t < T; t++) {
+        int g = (int)(uniform() * E);
+        for (int i = 0; i < d; i++)
+            p->x[t * d + i] = (float)((i == g ? 2.0 : 0.0) + 0.5 * gauss());
+        for (int j = 0; j < N; j++)
+            p->h[t * N + j] = (float)(p->part[j] == g ? 1.0 + uniform() : 0.05 * uniform());
+    }
+    p->w = (FfnWeights){.d_model = d, .d_ff = N, .w_in = p->keys, .w_out = p->wout};
+    p->L = (LayerData){.w = &p->w, .T = T, .x = p->x, .h = p->h, .T_train = T_train};
+}
+
+static void plantedDone(Planted *p) {
+    free(p->x);
+    free(p->h);
+    free(p->keys);
+    free(p->wout);
+}
+
+static double recallAt1(const Planted *p, const Router *r, Split split) {
+    Eval *ev;
+    assert_int_equal(Eval_new(&ev, &p->L, p->part, 4, r, split, 2, NULL, NULL), MS_OK);
+    EvalMetrics m;
+    Eval_metrics(ev, 1, &m);
+    Eval_delete(ev);
+    return m.mass_recall;
+}
+
+static void test_mlp_planted(void **state) {
+    (void)state;
+    Planted p;
+    plantedInit(&p, 1200, 1000);
+    RouterOptions o;
+    RouterOptions_default(&o);
+    o.batch = 64;
+    Router *init, *trained;
+    o.epochs = 0;
+    assert_int_equal(Router_new(&init, ROUTER_MLP, &p.L, p.part, 4, &o, NULL, NULL), MS_OK);
+    o.epochs = 30;
+    atomic_uint gen = 7;
+    atomic_int permille = 0;
+    Cancel c = {.generation = &gen, .mine = 7, .permille = &permille};
+    assert_int_equal(Router_new(&trained, ROUTER_MLP, &p.L, p.part, 4, &o, &c, NULL), MS_OK);
+    assert_int_equal(atomic_load(&permille), 1000);
+
+    const double *loss;
+    int n = Router_lossHistory(trained, &loss);
+    assert_int_equal(n, 30);
+    assert_true(loss[n - 1] < loss[0]);
+    assert_true(loss[n - 1] < loss[n / 2]);
+
+    double r0 = recallAt1(&p, init, SPLIT_TRAIN), r1 = recallAt1(&p, trained, SPLIT_TRAIN);
+    print_message("mlp planted recall@1 on train: initialized %.4f, trained %.4f\n", r0, r1);
+    assert_true(r1 >= r0);
+    assert_true(r1 > 0.9); /* the planted signal is strong: a trained router finds it */
+    assert_true(recallAt1(&p, trained, SPLIT_TEST) > 0.9);
+
+    /* Router_score is the forward pass with the trained weights */
+    const float *W1 = Router_mlpW1(trained), *W2 = Router_mlpW2(trained);
+    float sc[4 * 3];
+    Router_score(trained, p.x, NULL, 3, sc);
+    for (int t = 0; t < 3; t++) {
+        double nn = 0, A[4];
+        for (int i = 0; i < 8; i++)
+            nn += (double)p.x[t * 8 + i] * p.x[t * 8 + i];
+        for (int e = 0; e < 4; e++) {
+            double z = 0;
+            for (int i = 0; i < 8; i++)
+                z += W1[e * 8 + i] * p.x[t * 8 + i] / sqrt(nn);
+            A[e] = tanh(z);
+        }
+        for (int e = 0; e < 4; e++) {
+            double z = 0;
+            for (int f = 0; f < 4; f++)
+                z += W2[e * 4 + f] * A[f];
+            assert_float_equal(sc[t * 4 + e], z, 1e-4);
+        }
+    }
+    Router_delete(init);
+    Router_delete(trained);
+    plantedDone(&p);
+}
+
+static void test_mlp_deterministic(void **state) {
+    (void)state;
+    Planted p;
+    plantedInit(&p, 700, 650);
+    RouterOptions o;
+    RouterOptions_default(&o);
+    o.epochs = 3;
+    o.batch = 100; /* 650 = 6 x 100 + a partial batch of 50 */
+    Router *a, *b, *c, *d;
+    o.threads = 1;
+    assert_int_equal(Router_new(&a, ROUTER_MLP, &p.L, p.part, 4, &o, NULL, NULL), MS_OK);
+    assert_int_equal(Router_new(&b, ROUTER_MLP, &p.L, p.part, 4, &o, NULL, NULL), MS_OK);
+    o.threads = 3;
+    assert_int_equal(Router_new(&c, ROUTER_MLP, &p.L, p.part, 4, &o, NULL, NULL), MS_OK);
+    o.seed = 2;
+    assert_int_equal(Router_new(&d, ROUTER_MLP, &p.L, p.part, 4, &o, NULL, NULL), MS_OK);
+    const Router *same[2] = {b, c}; /* same seed; c on three threads */
+    for (int i = 0; i < 2; i++) {
+        assert_memory_equal(Router_mlpW1(a), Router_mlpW1(same[i]), 4 * 8 * sizeof(float));
+        assert_memory_equal(Router_mlpW2(a), Router_mlpW2(same[i]), 4 * 4 * sizeof(float));
+        const double *la, *lr;
+        Router_lossHistory(a, &la);
+        Router_lossHistory(same[i], &lr);
+        assert_memory_equal(la, lr, 3 * sizeof(double));
+    }
+    /* the seed drives the shuffling, so another seed gives other weights */
+    assert_memory_not_equal(Router_mlpW1(a), Router_mlpW1(d), 4 * 8 * sizeof(float));
+    float sa[700 * 4], sc[700 * 4];
+    Router_score(a, p.x, NULL, 700, sa);
+    Router_score(c, p.x, NULL, 700, sc);
+    assert_memory_equal(sa, sc, sizeof sa);
+    Router_delete(a);
+    Router_delete(b);
+    Router_delete(c);
+    Router_delete(d);
+    plantedDone(&p);
+}
+
+static void test_mlp_cancel(void **state) {
+    (void)state;
+    Planted p;
+    plantedInit(&p, 300, 250);
+    atomic_uint gen = 3;
+    Cancel c = {.generation = &gen, .mine = 2};
+    Router *r = (Router *)1;
+    char *cause = NULL;
+    assert_int_equal(Router_new(&r, ROUTER_MLP, &p.L, p.part, 4, NULL, &c, &cause),
+                     MS_ERR_CANCELED);
+    assert_null(r);
+    assert_non_null(cause);
+    free(cause);
+    plantedDone(&p);
+}
+
+/* The polynomial kernels against libm in double over their working ranges. */
+static void test_vec_math(void **state) {
+    (void)state;
+    enum { N = 4001 };
+    static float z[N], t[N], loss[N], grad[N], v[N];
+    for (int i = 0; i < N; i++) {
+        z[i] = -40.0f + 80.0f * i / (N - 1);
+        t[i] = (float)(i % 7) / 6.0f;
+        v[i] = z[i] / 8.0f;
+    }
+    z[N / 2] = 0.0f;
+    for (int i = 0; i < N; i++) {
+        double want = exp((double)z[i]);
+        assert_true(fabs(Vec_expf(z[i]) - want) <= 4e-7 * want);
+    }
+    Vec_bceWithLogits(N, z, t, 1.0f, 0.5f, loss, grad);
+    Vec_tanh(v, N);
+    for (int i = 0; i < N; i++) {
+        double zz = z[i];
+        double wantLoss = fmax(zz, 0) - zz * t[i] + log1p(exp(-fabs(zz)));
+        assert_float_equal(loss[i], wantLoss, 1e-6 * (1 + fabs(wantLoss)));
+        assert_float_equal(grad[i], (1 / (1 + exp(-zz)) - t[i]) * 0.5, 1e-7);
+        assert_float_equal(v[i], tanh(zz / 8.0), 2e-7);
+    }
+    float p[3] = {1, -1, 0.5f}, g[3] = {0.3f, -2, 0}, m[3] = {0}, vv[3] = {0};
+    /* first step: m = 0.1 g, v = 0.001 g^2; p -= 0.01 / 0.1 * m / (sqrt(v) / sqrt(0.001) + eps) */
+    Vec_adam(3, p, g, m, vv, 0.9f, 0.999f, 0.01f / 0.1f, (float)(1 / sqrt(0.001)), 1e-8f);
+    assert_float_equal(p[0], 1 - 0.01, 1e-6);
+    assert_float_equal(p[1], -1 + 0.01, 1e-6);
+    assert_float_equal(p[2], 0.5, 0);
+    float sq[37];
+    double want = 0;
+    for (int i = 0; i < 37; i++) {
+        sq[i] = (float)i - 10.5f;
+        want += (double)sq[i] * sq[i];
+    }
+    assert_float_equal(Vec_sumSquares(37, sq), want, 1e-9 * want);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_names),
+        cmocka_unit_test(test_vec_math),
+        cmocka_unit_test(test_hand_scores),
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_adam_step),
+        cmocka_unit_test(test_mlp_planted),
+        cmocka_unit_test(test_mlp_deterministic),
+        cmocka_unit_test(test_mlp_cancel),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
