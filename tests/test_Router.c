@@ -13,6 +13,7 @@ SPDX-License-Identifier: MIT
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <cblas.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -369,6 +370,42 @@ static void test_mlp_deterministic(void **state) {
     plantedDone(&p);
 }
 
+/* OpenBLAS's own thread count must not change the weights either (shapes large enough
+   for it to split the products). */
+static void test_mlp_blas_threads(void **state) {
+    (void)state;
+    enum { T = 530, d = 256, N = 64, E = 32 };
+    float *x = malloc(sizeof(float) * T * d), *h = malloc(sizeof(float) * T * N);
+    float *keys = malloc(sizeof(float) * N * d);
+    int32_t part[N];
+    for (int i = 0; i < T * d; i++)
+        x[i] = (float)gauss();
+    for (int i = 0; i < T * N; i++)
+        h[i] = (float)fmax(0.0, gauss());
+    for (int i = 0; i < N * d; i++)
+        keys[i] = (float)gauss();
+    for (int j = 0; j < N; j++)
+        part[j] = j % E;
+    FfnWeights w = {.d_model = d, .d_ff = N, .w_in = keys, .w_out = keys};
+    LayerData L = {.w = &w, .T = T, .x = x, .h = h, .T_train = 512};
+    RouterOptions o;
+    RouterOptions_default(&o);
+    o.epochs = 2;
+    Router *a, *b;
+    openblas_set_num_threads(1);
+    assert_int_equal(Router_new(&a, ROUTER_MLP, &L, part, E, &o, NULL, NULL), MS_OK);
+    openblas_set_num_threads(2);
+    assert_int_equal(Router_new(&b, ROUTER_MLP, &L, part, E, &o, NULL, NULL), MS_OK);
+    openblas_set_num_threads(1);
+    assert_memory_equal(Router_mlpW1(a), Router_mlpW1(b), sizeof(float) * E * d);
+    assert_memory_equal(Router_mlpW2(a), Router_mlpW2(b), sizeof(float) * E * E);
+    Router_delete(a);
+    Router_delete(b);
+    free(x);
+    free(h);
+    free(keys);
+}
+
 static void test_mlp_cancel(void **state) {
     (void)state;
     Planted p;
@@ -415,6 +452,27 @@ static void test_vec_math(void **state) {
     assert_float_equal(p[0], 1 - 0.01, 1e-6);
     assert_float_equal(p[1], -1 + 0.01, 1e-6);
     assert_float_equal(p[2], 0.5, 0);
+    /* C = A B^T against double sums; blocking must not change a bit */
+    enum { M = 7, NN = 5, K = 21, LD = 24 };
+    static float A[M * LD], B[NN * LD], C[M * NN], Crow[NN];
+    for (int i = 0; i < M * LD; i++)
+        A[i] = (float)gauss();
+    for (int i = 0; i < NN * LD; i++)
+        B[i] = (float)gauss();
+    Vec_gemmNT(M, NN, K, A, LD, B, LD, C, NN);
+    for (int i = 0; i < M; i++) {
+        Vec_gemmNT(1, NN, K, A + i * LD, LD, B, LD, Crow, NN);
+        assert_memory_equal(Crow, C + i * NN, sizeof Crow);
+        for (int j = 0; j < NN; j++) {
+            double ref = 0;
+            for (int k = 0; k < K; k++)
+                ref += (double)A[i * LD + k] * B[j * LD + k];
+            assert_float_equal(C[i * NN + j], ref, 1e-5);
+        }
+    }
+    float At[K * M];
+    Vec_transpose(M, K, A, LD, At, M);
+    assert_float_equal(At[3 * M + 5], A[5 * LD + 3], 0);
     float sq[37];
     double want = 0;
     for (int i = 0; i < 37; i++) {
@@ -433,6 +491,7 @@ int main(void) {
         cmocka_unit_test(test_adam_step),
         cmocka_unit_test(test_mlp_planted),
         cmocka_unit_test(test_mlp_deterministic),
+        cmocka_unit_test(test_mlp_blas_threads),
         cmocka_unit_test(test_mlp_cancel),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

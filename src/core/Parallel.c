@@ -48,8 +48,9 @@ static void work(Job *job, int id) {
         }
         job->fn(job->ctx, c, id);
         long d = atomic_fetch_add(&job->done, 1) + 1;
-        if (job->p0 >= 0.0 && job->p1 >= job->p0)
-            Cancel_progress(job->cancel, job->p0 + (job->p1 - job->p0) * (double)d / (double)job->n);
+        double span = job->p1 - job->p0;
+        if (job->p0 >= 0.0 && span >= 0.0)
+            Cancel_progress(job->cancel, job->p0 + span * (double)d / (double)job->n);
     }
 }
 

@@ -1,19 +1,21 @@
 /*
 moescope - core/Router.c
-Routers of SPEC §4: scoring through cblas, and the MoEfication mlp router's training.
+Routers of SPEC §4: scoring, and the MoEfication mlp router's training.
 
 DESIGN: mlp training is plain minibatch Adam written out by hand (forward, backward,
 update) so that every number is reproducible. A minibatch is cut into fixed chunks of
 rows for the forward/backward pass and into fixed column blocks of W1 for the gradient
 and the update; chunk boundaries depend only on the shapes, never on the thread count,
 and every chunk writes its own slots, so the weights are bitwise the same for any
-opt->threads. Per-chunk losses are summed in chunk order.
+opt->threads. Per-chunk losses are summed in chunk order. Every matrix product goes
+through Vec_gemmNT rather than OpenBLAS, whose sgemm results change with its own thread
+count (Vec_gemmNT for the forward products, Vec_gemmTN for the weight gradients, which
+reduce over the minibatch).
 SPDX-License-Identifier: MIT
 */
 #include "config.h"
 #include "core/Router.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,7 +27,7 @@ SPDX-License-Identifier: MIT
 enum {
     SCORE_BLOCK = 256, /* rows per scoring step (bounds the scratch) */
     FWD_ROWS = 256,    /* rows per forward/backward chunk of a minibatch (big: few packs) */
-    GRAD_COLS = 128,   /* W1 columns per gradient/update chunk */
+    GRAD_BLOCKS = 7,   /* W1 column blocks per update: with W2's, 8 equal-ish chunks */
 };
 
 struct Router {
@@ -144,10 +146,9 @@ void Router_oracleScores(const float *h, long rows, int N, const int32_t *part, 
     free(acc);
 }
 
-/* out[rows][n] = a[rows][k] b[n][k]^T */
+/* out[rows][n] = a[rows][k] b[n][k]^T, the same numbers whatever the blocking */
 static void gemmNT(const float *a, long rows, const float *b, int n, int k, float *out) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, n, k, 1.0f, a, k, b, k,
-                0.0f, out, n);
+    Vec_gemmNT((int)rows, n, k, a, k, b, k, out, n);
 }
 
 static double rowNorm(const float *x, int d) {
@@ -322,11 +323,12 @@ typedef struct Trainer {
     long off, B;          /* current minibatch: perm[off .. off + B) */
     float invMax;         /* 1 / max of S over the minibatch (0 when all zero) */
     float *W1, *W2, *m1, *v1, *m2, *v2;
+    float *W2T;               /* [E][E] W2 transposed (for dA = G2 W2) */
     float *Xb, *A, *G2, *G1;  /* [batch][d], [batch][E] x 3 */
     float *Tb, *Lb;           /* [batch][E] gathered targets and per-entry losses */
     float *dW1, *dW2;         /* [E][d], [E][E] */
     double *chunkLoss;    /* [batch chunks] */
-    int colBlocks;
+    int colBlocks, blockCols; /* W1 column blocks of blockCols columns (the last fewer) */
     Adam adam;
 } Trainer;
 
@@ -347,8 +349,7 @@ static void forwardChunk(void *ctx, long chunk, int worker) {
     Vec_bceWithLogits(rows * E, Z, tr->Tb + r0 * E, tr->invMax, scale, tr->Lb + r0 * E, G2);
     tr->chunkLoss[chunk] = Vec_sum(rows * E, tr->Lb + r0 * E);
     /* dA = G2 W2, then through tanh: G1 = dA (1 - A^2) */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, E, E, 1.0f, G2, E, tr->W2,
-                E, 0.0f, G1, E);
+    gemmNT(G2, rows, tr->W2T, E, E, G1);
     for (long i = 0; i < rows * E; i++)
         G1[i] *= 1.0f - A[i] * A[i];
 }
@@ -357,15 +358,16 @@ static void forwardChunk(void *ctx, long chunk, int worker) {
 static void updateChunk(void *ctx, long chunk, int worker) {
     Trainer *tr = ctx;
     int E = tr->E, d = tr->d;
-    if (chunk == tr->colBlocks) {
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, E, E, (int)tr->B, 1.0f, tr->G2, E,
-                    tr->A, E, 0.0f, tr->dW2, E);
+    int B = (int)tr->B;
+    if (chunk == tr->colBlocks) { /* dW2 = G2^T A */
+        Vec_gemmTN(E, E, B, tr->G2, E, tr->A, E, tr->dW2, E);
         adamUpdate(&tr->adam, tr->W2, tr->dW2, tr->m2, tr->v2, (long)E * E);
         return;
     }
-    int c0 = (int)chunk * GRAD_COLS, cols = d - c0 < GRAD_COLS ? d - c0 : GRAD_COLS;
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, E, cols, (int)tr->B, 1.0f, tr->G1, E,
-                tr->Xb + c0, d, 0.0f, tr->dW1 + c0, d);
+    /* dW1[:, c0 .. c0 + cols) = G1^T Xb[:, c0 .. c0 + cols) */
+    int c0 = (int)chunk * tr->blockCols;
+    int cols = d - c0 < tr->blockCols ? d - c0 : tr->blockCols;
+    Vec_gemmTN(E, cols, B, tr->G1, E, tr->Xb + c0, d, tr->dW1 + c0, d);
     for (int e = 0; e < E; e++) {
         long at = (long)e * d + c0;
         adamUpdate(&tr->adam, tr->W1 + at, tr->dW1 + at, tr->m1 + at, tr->v1 + at, cols);
@@ -451,12 +453,16 @@ static MsStatus trainMlp(Router *this, const LayerData *L, const int32_t *part,
         .Xb = work, .A = work + batch * d, .G2 = work + batch * (d + E),
         .G1 = work + batch * (d + 2 * E), .Tb = work + batch * (d + 3 * E),
         .Lb = work + batch * (d + 4 * E),
+        .W2T = xMallocArray((size_t)E * E, sizeof(float)),
         .dW1 = xMallocArray((size_t)E * d, sizeof(float)),
         .dW2 = xMallocArray((size_t)E * E, sizeof(float)),
         .chunkLoss = xCalloc((size_t)Parallel_chunks(batch, FWD_ROWS), sizeof(double)),
-        .colBlocks = (int)Parallel_chunks(d, GRAD_COLS),
+        /* GRAD_BLOCKS blocks of whole 16-column vectors; W2's chunk is about one block's
+           work when d ~ 7 E (T5-base at E = 128), and 8 chunks split evenly on 2 threads */
+        .blockCols = (int)((Parallel_chunks(d, GRAD_BLOCKS) + 15) / 16 * 16),
         .adam = {.lr = o->lr, .b1 = o->beta1, .b2 = o->beta2, .eps = o->eps},
     };
+    tr.colBlocks = (int)Parallel_chunks(d, tr.blockCols);
     for (long t = 0; t < n; t++)
         perm[t] = t;
     uint64_t rng = (uint64_t)o->seed;
@@ -473,6 +479,7 @@ static MsStatus trainMlp(Router *this, const LayerData *L, const int32_t *part,
                 mx = rowMax[perm[tr.off + i]] > mx ? rowMax[perm[tr.off + i]] : mx;
             tr.invMax = mx > 0.0f ? 1.0f / mx : 0.0f;
             long chunks = Parallel_chunks(tr.B, FWD_ROWS);
+            Vec_transpose(E, E, tr.W2, E, tr.W2T, E);
             st = ParallelPool_run(pool, chunks, forwardChunk, &tr, cancel);
             if (st != MS_OK)
                 break;
@@ -491,6 +498,7 @@ static MsStatus trainMlp(Router *this, const LayerData *L, const int32_t *part,
     free(tr.v2);
     free(tr.dW1);
     free(tr.dW2);
+    free(tr.W2T);
     free(tr.chunkLoss);
     free(S);
     free(invNorm);

@@ -13,9 +13,10 @@ expert, and the k highest scores (ties to the lower index, core/TopK) select its
               targets s / max(s over the minibatch), Adam, on the train split only
   topk_neurons is a name only (the neuron-level bound of core/NeuronBound); Router_new
               refuses it.
-Training is deterministic: same options => bitwise the same weights, whatever
-opt->threads is (work is cut into fixed chunks; threads only pick chunks up). OpenBLAS
-is expected to run one thread per caller (STYLE 15).
+Training and scoring are deterministic: same options => bitwise the same weights and
+scores, whatever opt->threads or OpenBLAS's thread count is (work is cut into fixed
+chunks that threads only pick up, and products use core/Vec's blocking-independent
+kernel instead of sgemm).
 SPDX-License-Identifier: MIT
 */
 #ifndef MOESCOPE_ROUTER_H

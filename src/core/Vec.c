@@ -10,8 +10,15 @@ SPDX-License-Identifier: MIT
 #include "core/Vec.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#include "util/XUtils.h"
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define KERNEL                                                                                \
@@ -174,8 +181,6 @@ static void adamScalar(long from, long n, float *p, const float *g, float *m, fl
 }
 
 #if defined(__GNUC__) && defined(__x86_64__)
-#include <immintrin.h>
-
 __attribute__((target("avx2,fma"))) static long adamAvx2(long n, float *p, const float *g,
                                                           float *m, float *v, float b1, float b2,
                                                           float step, float invSqrtBc2,
@@ -187,7 +192,8 @@ __attribute__((target("avx2,fma"))) static long adamAvx2(long n, float *p, const
     long i = 0;
     for (; i + 8 <= n; i += 8) {
         __m256 gi = _mm256_loadu_ps(g + i);
-        __m256 mi = _mm256_add_ps(_mm256_mul_ps(vb1, _mm256_loadu_ps(m + i)), _mm256_mul_ps(vc1, gi));
+        __m256 mi = _mm256_add_ps(_mm256_mul_ps(vb1, _mm256_loadu_ps(m + i)),
+                                  _mm256_mul_ps(vc1, gi));
         __m256 vi = _mm256_add_ps(_mm256_mul_ps(vb2, _mm256_loadu_ps(v + i)),
                                   _mm256_mul_ps(_mm256_mul_ps(vc2, gi), gi));
         _mm256_storeu_ps(m + i, mi);
@@ -199,6 +205,150 @@ __attribute__((target("avx2,fma"))) static long adamAvx2(long n, float *p, const
     return i;
 }
 #endif
+
+/* ---- matrix products ----
+   C = A B^T (NT) and C = A^T B (TN) share one packed kernel: panels of 6 rows of A and 16
+   columns of B are packed k-major (zero-padded at the edges), and a 6 x 16 register block
+   accumulates each element as one running fused sum over k = 0..K-1. Every element is
+   computed the same way wherever it sits, so results do not depend on the shapes,
+   blocking, chunking or threads (unlike OpenBLAS, whose sgemm changes with its thread
+   count). */
+
+enum { MR = 6, NR = 16 };
+
+typedef struct Operand {
+    const float *p;
+    long ld;
+    bool kMajor; /* element (row r, k) at p[k * ld + r] instead of p[r * ld + k] */
+} Operand;
+
+/* panel[k][0..w) = rows r0 .. r0 + rows of op at k, zero beyond rows. Inlined with a
+   constant w so that the short copies are moves, not memcpy calls. */
+static inline __attribute__((always_inline)) void packPanel(const Operand *op, int r0, int rows, int K, int w, float *panel) {
+    if (op->kMajor && rows == w) {
+        for (int k = 0; k < K; k++)
+            memcpy(panel + (long)k * w, op->p + k * op->ld + r0, (size_t)w * sizeof *panel);
+        return;
+    }
+    if (op->kMajor) {
+        for (int k = 0; k < K; k++)
+            for (int r = 0; r < rows; r++)
+                panel[(long)k * w + r] = op->p[k * op->ld + r0 + r];
+    } else {
+        /* read each row contiguously, write it down a column of the panel */
+        for (int r = 0; r < rows; r++) {
+            const float *src = op->p + (r0 + r) * op->ld;
+            for (int k = 0; k < K; k++)
+                panel[(long)k * w + r] = src[k];
+        }
+    }
+    if (rows < w)
+        for (int k = 0; k < K; k++)
+            for (int r = rows; r < w; r++)
+                panel[(long)k * w + r] = 0.0f;
+}
+
+static void kernelScalar(int K, const float *ap, const float *bp, float *c, long ldc) {
+    for (int i = 0; i < MR; i++)
+        for (int j = 0; j < NR; j++) {
+            float s = 0.0f;
+            for (int k = 0; k < K; k++)
+                s += ap[k * MR + i] * bp[k * NR + j];
+            c[i * ldc + j] = s;
+        }
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#define AVX2 __attribute__((target("avx2,fma")))
+#define KROW(r)                                                                               \
+    do {                                                                                      \
+        __m256 a_ = _mm256_broadcast_ss(ap + (r));                                            \
+        c##r##0 = _mm256_fmadd_ps(a_, b0, c##r##0);                                           \
+        c##r##1 = _mm256_fmadd_ps(a_, b1, c##r##1);                                           \
+    } while (0)
+#define KSTORE(r)                                                                             \
+    do {                                                                                      \
+        _mm256_storeu_ps(c + (r) * ldc, c##r##0);                                             \
+        _mm256_storeu_ps(c + (r) * ldc + 8, c##r##1);                                         \
+    } while (0)
+
+/* c[6][16] (row stride ldc) = sum over k of ap[k][0..6) (outer) bp[k][0..16) */
+AVX2 static void kernelAvx2(int K, const float *ap, const float *bp, float *c, long ldc) {
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+    __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    for (int k = 0; k < K; k++, ap += MR, bp += NR) {
+        __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8);
+        KROW(0);
+        KROW(1);
+        KROW(2);
+        KROW(3);
+        KROW(4);
+        KROW(5);
+    }
+    KSTORE(0);
+    KSTORE(1);
+    KSTORE(2);
+    KSTORE(3);
+    KSTORE(4);
+    KSTORE(5);
+}
+#endif
+
+static void gemmPacked(int M, int N, int K, const Operand *A, const Operand *B, float *C,
+                       long ldc) {
+    if (M < 1 || N < 1)
+        return;
+    void (*kernel)(int, const float *, const float *, float *, long) = kernelScalar;
+#if defined(__GNUC__) && defined(__x86_64__)
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        kernel = kernelAvx2;
+#endif
+    int panels = (M + MR - 1) / MR;
+    long kk = K > 0 ? K : 1;
+    float *ap = xMallocArray((size_t)panels * kk * MR, sizeof(float));
+    float *bp = xMallocArray((size_t)kk * NR, sizeof(float));
+    float c[MR * NR];
+    for (int p = 0; p < panels; p++)
+        packPanel(A, p * MR, M - p * MR < MR ? M - p * MR : MR, K, MR, ap + (long)p * kk * MR);
+    for (int j0 = 0; j0 < N; j0 += NR) {
+        int nj = N - j0 < NR ? N - j0 : NR;
+        packPanel(B, j0, nj, K, NR, bp);
+        for (int p = 0; p < panels; p++) {
+            int i0 = p * MR, mi = M - i0 < MR ? M - i0 : MR;
+            if (mi == MR && nj == NR) {
+                kernel(K, ap + (long)p * kk * MR, bp, C + i0 * ldc + j0, ldc);
+                continue;
+            }
+            kernel(K, ap + (long)p * kk * MR, bp, c, NR);
+            for (int i = 0; i < mi; i++)
+                for (int j = 0; j < nj; j++)
+                    C[(i0 + i) * ldc + j0 + j] = c[i * NR + j];
+        }
+    }
+    free(ap);
+    free(bp);
+}
+
+void Vec_gemmNT(int M, int N, int K, const float *A, long lda, const float *B, long ldb,
+                float *C, long ldc) {
+    Operand a = {.p = A, .ld = lda, .kMajor = false}, b = {.p = B, .ld = ldb, .kMajor = false};
+    gemmPacked(M, N, K, &a, &b, C, ldc);
+}
+
+void Vec_gemmTN(int M, int N, int K, const float *A, long lda, const float *B, long ldb,
+                float *C, long ldc) {
+    Operand a = {.p = A, .ld = lda, .kMajor = true}, b = {.p = B, .ld = ldb, .kMajor = true};
+    gemmPacked(M, N, K, &a, &b, C, ldc);
+}
+
+void Vec_transpose(int rows, int cols, const float *A, long lda, float *T, long ldt) {
+    enum { TILE = 32 };
+    for (int i0 = 0; i0 < rows; i0 += TILE)
+        for (int j0 = 0; j0 < cols; j0 += TILE)
+            for (int i = i0; i < i0 + TILE && i < rows; i++)
+                for (int j = j0; j < j0 + TILE && j < cols; j++)
+                    T[j * ldt + i] = A[i * lda + j];
+}
 
 void Vec_adam(long n, float *p, const float *g, float *m, float *v, float b1, float b2,
               float step, float invSqrtBc2, float eps) {

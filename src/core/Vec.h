@@ -42,6 +42,21 @@ void Vec_bceWithLogits(long n, const float *z, const float *y, float yscale, flo
 void Vec_adam(long n, float *p, const float *g, float *m, float *v, float b1, float b2,
               float step, float invSqrtBc2, float eps);
 
+/* C[i][j] = sum_k A[i][k] B[j][k] for an M x N block (row-major with leading dimensions
+   lda, ldb, ldc). Each element is computed the same way wherever it sits, so results are
+   bitwise the same for any blocking, chunking or thread count (unlike OpenBLAS, whose
+   sgemm results change with its thread count). AVX2 + FMA when the CPU has them. */
+void Vec_gemmNT(int M, int N, int K, const float *A, long lda, const float *B, long ldb,
+                float *C, long ldc);
+
+/* C[i][j] = sum_k A[k][i] B[k][j] (A is K x M, B is K x N): the reduction runs down the
+   rows, one running fused sum per element in k order, the same in every code path. */
+void Vec_gemmTN(int M, int N, int K, const float *A, long lda, const float *B, long ldb,
+                float *C, long ldc);
+
+/* T[j][i] = A[i][j] for a rows x cols block. */
+void Vec_transpose(int rows, int cols, const float *A, long lda, float *T, long ldt);
+
 /* exp(x) for the vectorized loops above and their callers (relative error ~2e-7). */
 float Vec_expf(float x);
 
