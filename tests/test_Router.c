@@ -473,6 +473,17 @@ static void test_vec_math(void **state) {
     float At[K * M];
     Vec_transpose(M, K, A, LD, At, M);
     assert_float_equal(At[3 * M + 5], A[5 * LD + 3], 0);
+    /* C' = At^T B^T-transposed: the TN form of the same product, and its prepacked twin */
+    float Bt[K * NN], C2[M * NN], C3[M * NN];
+    Vec_transpose(NN, K, B, LD, Bt, NN);
+    Vec_gemmTN(M, NN, K, At, M, Bt, NN, C2, NN);
+    float *packed = malloc(sizeof(float) * (size_t)Vec_packedSize(M, K));
+    Vec_packTN(M, K, At, M, packed);
+    Vec_gemmTNPacked(M, NN, K, packed, Bt, NN, C3, NN);
+    assert_memory_equal(C2, C3, sizeof C2);
+    for (int i = 0; i < M * NN; i++)
+        assert_float_equal(C2[i], C[i], 1e-5);
+    free(packed);
     float sq[37];
     double want = 0;
     for (int i = 0; i < 37; i++) {

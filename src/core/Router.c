@@ -327,6 +327,7 @@ typedef struct Trainer {
     float *Xb, *A, *G2, *G1;  /* [batch][d], [batch][E] x 3 */
     float *Tb, *Lb;           /* [batch][E] gathered targets and per-entry losses */
     float *dW1, *dW2;         /* [E][d], [E][E] */
+    float *G1p;               /* G1 packed for the dW1 column blocks (Vec_packTN) */
     double *chunkLoss;    /* [batch chunks] */
     int colBlocks, blockCols; /* W1 column blocks of blockCols columns (the last fewer) */
     Adam adam;
@@ -367,7 +368,7 @@ static void updateChunk(void *ctx, long chunk, int worker) {
     /* dW1[:, c0 .. c0 + cols) = G1^T Xb[:, c0 .. c0 + cols) */
     int c0 = (int)chunk * tr->blockCols;
     int cols = d - c0 < tr->blockCols ? d - c0 : tr->blockCols;
-    Vec_gemmTN(E, cols, B, tr->G1, E, tr->Xb + c0, d, tr->dW1 + c0, d);
+    Vec_gemmTNPacked(E, cols, B, tr->G1p, tr->Xb + c0, d, tr->dW1 + c0, d);
     for (int e = 0; e < E; e++) {
         long at = (long)e * d + c0;
         adamUpdate(&tr->adam, tr->W1 + at, tr->dW1 + at, tr->m1 + at, tr->v1 + at, cols);
@@ -454,6 +455,7 @@ static MsStatus trainMlp(Router *this, const LayerData *L, const int32_t *part,
         .G1 = work + batch * (d + 2 * E), .Tb = work + batch * (d + 3 * E),
         .Lb = work + batch * (d + 4 * E),
         .W2T = xMallocArray((size_t)E * E, sizeof(float)),
+        .G1p = xMallocArray((size_t)Vec_packedSize(E, (int)batch), sizeof(float)),
         .dW1 = xMallocArray((size_t)E * d, sizeof(float)),
         .dW2 = xMallocArray((size_t)E * E, sizeof(float)),
         .chunkLoss = xCalloc((size_t)Parallel_chunks(batch, FWD_ROWS), sizeof(double)),
@@ -486,6 +488,7 @@ static MsStatus trainMlp(Router *this, const LayerData *L, const int32_t *part,
             for (long c = 0; c < chunks; c++)
                 epochLoss += tr.chunkLoss[c];
             tr.adam.step++;
+            Vec_packTN(E, (int)tr.B, tr.G1, E, tr.G1p);
             st = ParallelPool_run(pool, tr.colBlocks + 1, updateChunk, &tr, NULL);
             Cancel_progress(cancel, (double)(ep * batches + b + 1) / (double)(o->epochs * batches));
         }
@@ -499,6 +502,7 @@ static MsStatus trainMlp(Router *this, const LayerData *L, const int32_t *part,
     free(tr.dW1);
     free(tr.dW2);
     free(tr.W2T);
+    free(tr.G1p);
     free(tr.chunkLoss);
     free(S);
     free(invNorm);

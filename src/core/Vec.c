@@ -294,8 +294,16 @@ AVX2 static void kernelAvx2(int K, const float *ap, const float *bp, float *c, l
 }
 #endif
 
-static void gemmPacked(int M, int N, int K, const Operand *A, const Operand *B, float *C,
-                       long ldc) {
+/* A's panels, all of them: ceil(M / MR) panels of K x MR */
+static void packAll(const Operand *A, int M, int K, float *ap) {
+    long kk = K > 0 ? K : 1;
+    for (int p = 0; p * MR < M; p++)
+        packPanel(A, p * MR, M - p * MR < MR ? M - p * MR : MR, K, MR, ap + (long)p * kk * MR);
+}
+
+/* C = op(A) op(B)^T with A's panels packed already when apre is not NULL */
+static void gemmPacked(int M, int N, int K, const Operand *A, const float *apre,
+                       const Operand *B, float *C, long ldc) {
     if (M < 1 || N < 1)
         return;
     void (*kernel)(int, const float *, const float *, float *, long) = kernelScalar;
@@ -305,11 +313,12 @@ static void gemmPacked(int M, int N, int K, const Operand *A, const Operand *B, 
 #endif
     int panels = (M + MR - 1) / MR;
     long kk = K > 0 ? K : 1;
-    float *ap = xMallocArray((size_t)panels * kk * MR, sizeof(float));
+    float *own = apre ? NULL : xMallocArray((size_t)panels * kk * MR, sizeof(float));
+    const float *ap = apre ? apre : own;
     float *bp = xMallocArray((size_t)kk * NR, sizeof(float));
     float c[MR * NR];
-    for (int p = 0; p < panels; p++)
-        packPanel(A, p * MR, M - p * MR < MR ? M - p * MR : MR, K, MR, ap + (long)p * kk * MR);
+    if (own)
+        packAll(A, M, K, own);
     for (int j0 = 0; j0 < N; j0 += NR) {
         int nj = N - j0 < NR ? N - j0 : NR;
         packPanel(B, j0, nj, K, NR, bp);
@@ -325,20 +334,35 @@ static void gemmPacked(int M, int N, int K, const Operand *A, const Operand *B, 
                     C[(i0 + i) * ldc + j0 + j] = c[i * NR + j];
         }
     }
-    free(ap);
+    free(own);
     free(bp);
 }
 
 void Vec_gemmNT(int M, int N, int K, const float *A, long lda, const float *B, long ldb,
                 float *C, long ldc) {
     Operand a = {.p = A, .ld = lda, .kMajor = false}, b = {.p = B, .ld = ldb, .kMajor = false};
-    gemmPacked(M, N, K, &a, &b, C, ldc);
+    gemmPacked(M, N, K, &a, NULL, &b, C, ldc);
 }
 
 void Vec_gemmTN(int M, int N, int K, const float *A, long lda, const float *B, long ldb,
                 float *C, long ldc) {
     Operand a = {.p = A, .ld = lda, .kMajor = true}, b = {.p = B, .ld = ldb, .kMajor = true};
-    gemmPacked(M, N, K, &a, &b, C, ldc);
+    gemmPacked(M, N, K, &a, NULL, &b, C, ldc);
+}
+
+long Vec_packedSize(int M, int K) {
+    return (long)((M + MR - 1) / MR) * (K > 0 ? K : 1) * MR;
+}
+
+void Vec_packTN(int M, int K, const float *A, long lda, float *packed) {
+    Operand a = {.p = A, .ld = lda, .kMajor = true};
+    packAll(&a, M, K, packed);
+}
+
+void Vec_gemmTNPacked(int M, int N, int K, const float *packed, const float *B, long ldb,
+                      float *C, long ldc) {
+    Operand b = {.p = B, .ld = ldb, .kMajor = true};
+    gemmPacked(M, N, K, NULL, packed, &b, C, ldc);
 }
 
 void Vec_transpose(int rows, int cols, const float *A, long lda, float *T, long ldt) {

@@ -54,6 +54,14 @@ void Vec_gemmNT(int M, int N, int K, const float *A, long lda, const float *B, l
 void Vec_gemmTN(int M, int N, int K, const float *A, long lda, const float *B, long ldb,
                 float *C, long ldc);
 
+/* Vec_gemmTN with A packed once for several calls (the mlp gradient's column blocks):
+   Vec_packTN fills packed[Vec_packedSize(M, K)] from A (K x M); the products are the
+   same bits as Vec_gemmTN's. */
+long Vec_packedSize(int M, int K);
+void Vec_packTN(int M, int K, const float *A, long lda, float *packed);
+void Vec_gemmTNPacked(int M, int N, int K, const float *packed, const float *B, long ldb,
+                      float *C, long ldc);
+
 /* T[j][i] = A[i][j] for a rows x cols block. */
 void Vec_transpose(int rows, int cols, const float *A, long lda, float *T, long ldt);
 
