@@ -739,6 +739,28 @@ static void test_fileSets(void **state) {
     assertNoOpenHdf5Objects();
 }
 
+/* A file that crashes HDF5 1.10.8 itself (a corrupt global heap behind a string
+   attribute, found by the fuzzer) must come back as a format error naming it. */
+static void test_crashGuard(void **state) {
+    const char *src = getenv("top_srcdir");
+    char *path = xAsprintf("%s/tests/fuzz/corpus-dump/crash_hdf5_global_heap_segv.h5",
+                           src && *src ? src : ".");
+    const char *paths[] = {path};
+    Capture cap;
+    captureBegin(&cap);
+    Dump *d = (Dump *)state;
+    char *cause = NULL;
+    MsStatus st = Dump_open(&d, paths, 1, &cause);
+    assertNothingPrinted(&cap, "the crash guard");
+    assert_int_equal(st, MS_ERR_FORMAT);
+    assert_null(d);
+    if (!strstr(cause, path) || !strstr(cause, "crashes the HDF5 library"))
+        fail_msg("unexpected message: %s", cause);
+    free(cause);
+    free(path);
+    assertNoOpenHdf5Objects();
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_halfConversion),
@@ -749,6 +771,7 @@ int main(void) {
         cmocka_unit_test(test_memoryLimit),
         cmocka_unit_test(test_quietInAnyThread),
         cmocka_unit_test(test_fileSets),
+        cmocka_unit_test(test_crashGuard),
     };
     return cmocka_run_group_tests(tests, setupFixtures, teardownFixtures);
 }

@@ -25,11 +25,15 @@ SPDX-License-Identifier: MIT
 #include <hdf5.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "io/H5Util.h"
@@ -85,9 +89,18 @@ struct Dump {
     int seq_file, tokens_file, text_file; /* -1 when absent */
     int64_t *seq;
     long n_seq;
+    volatile int *probe_file; /* in the crash-guard child: the file being read */
 };
 
 static atomic_size_t memoryLimit;
+static atomic_bool crashGuard = true;
+
+/* The crash guard's time limit for reading the metadata of a file set. */
+enum { PROBE_SECONDS = 60 };
+
+void Dump_setCrashGuard(bool on) {
+    atomic_store(&crashGuard, on);
+}
 
 void Dump_setMemoryLimit(size_t bytes) {
     atomic_store(&memoryLimit, bytes);
@@ -101,6 +114,13 @@ static size_t limitBytes(void) {
     if (pages <= 0 || page <= 0)
         return SIZE_MAX;
     return (size_t)pages * (size_t)page;
+}
+
+/* Notes that file f is about to be read (for the crash guard) and returns its name. */
+static const char *useFile(Dump *this, int f) {
+    if (this->probe_file)
+        *this->probe_file = f;
+    return this->paths[f];
 }
 
 /* ---- messages ---------------------------------------------------------------------- */
@@ -194,7 +214,7 @@ static MsStatus explainOpenFailure(const char *path, char **cause) {
 
 static MsStatus openFiles(Dump *this, char **cause) {
     for (int f = 0; f < this->n_files; f++) {
-        const char *path = this->paths[f];
+        const char *path = useFile(this, f);
         MsStatus st = checkPlainFile(path, cause);
         if (st != MS_OK)
             return st;
@@ -260,7 +280,7 @@ static MsStatus readIntAttr(hid_t obj, const char *name, long long *out, const c
 static MsStatus readRootAttrs(Dump *this, char **cause) {
     this->format_assumed = true;
     for (int f = 0; f < this->n_files; f++) {
-        const char *file = this->paths[f];
+        const char *file = useFile(this, f);
         hid_t root = H5Gopen2(this->fids[f], "/", H5P_DEFAULT);
         if (root < 0)
             return reportH5(cause, MS_ERR_FORMAT, file, "/", "cannot open the root group");
@@ -425,7 +445,11 @@ static MsStatus checkLayerEntry(hid_t layers, const char *name, int *index, cons
                     "expected a decimal layer index (0, 1, 2, ...) as the group name, "
                     "found \"%s\"", name);
     } else {
+        /* listed but not found by name: the group's index is corrupt */
         int has = hasLink(layers, name, file, path, cause);
+        if (has == 0)
+            report(cause, MS_ERR_FORMAT, file, path,
+                   "expected a group, found a link that cannot be looked up (corrupt file)");
         hid_t g = has > 0 ? openGroup(layers, name, file, path, cause) : -1;
         if (g < 0)
             st = MS_ERR_FORMAT;
@@ -437,7 +461,7 @@ static MsStatus checkLayerEntry(hid_t layers, const char *name, int *index, cons
 }
 
 static MsStatus collectFileLayers(Dump *this, int f, NameSet *set, bool *any, char **cause) {
-    const char *file = this->paths[f];
+    const char *file = useFile(this, f);
     int has = hasLink(this->fids[f], "layers", file, "/layers", cause);
     if (has <= 0)
         return has < 0 ? MS_ERR_FORMAT : MS_OK;
@@ -596,7 +620,7 @@ static MsStatus describeDataset(hid_t dset, DsetInfo *info, const char *file,
 
 /* Opens path in file f as a dataset and describes it. */
 static MsStatus inspect(Dump *this, int f, const char *path, DsetInfo *info, char **cause) {
-    const char *file = this->paths[f];
+    const char *file = useFile(this, f);
     hid_t obj = H5Oopen(this->fids[f], path, H5P_DEFAULT);
     if (obj < 0)
         return reportH5(cause, MS_ERR_FORMAT, file, path, "cannot open");
@@ -725,6 +749,7 @@ static MsStatus locateMembers(Dump *this, int li, char **cause) {
     MsStatus st = MS_OK;
     for (int k = 0; st == MS_OK && k < p->n_files; k++) {
         int f = p->files[k];
+        useFile(this, f);
         char *gpath = xAsprintf("/layers/%s", p->spelling);
         hid_t g = H5Gopen2(this->fids[f], gpath, H5P_DEFAULT);
         if (g < 0)
@@ -762,7 +787,7 @@ static void addPartition(LayerPriv *p, const char *name, int f) {
 /* Adds the names under partitions/ of layer group g (file f), when it has them. */
 static MsStatus listPartitions(Dump *this, LayerPriv *p, hid_t g, int f, const char *path,
                                char **cause) {
-    const char *file = this->paths[f];
+    const char *file = useFile(this, f);
     int has = hasLink(g, "partitions", file, path, cause);
     if (has <= 0)
         return has < 0 ? MS_ERR_FORMAT : MS_OK;
@@ -786,6 +811,7 @@ static MsStatus locatePartitions(Dump *this, int li, char **cause) {
     char *path = memberPath(p, "partitions");
     for (int k = 0; st == MS_OK && k < p->n_files; k++) {
         int f = p->files[k];
+        useFile(this, f);
         hid_t g = H5Gopen2(this->fids[f], gpath, H5P_DEFAULT);
         if (g < 0) {
             st = reportH5(cause, MS_ERR_FORMAT, this->paths[f], gpath, "cannot open");
@@ -819,7 +845,7 @@ static MsStatus readLayerAttrs(Dump *this, int li, char **cause) {
     MsStatus st = MS_OK;
     char *gpath = xAsprintf("/layers/%s", p->spelling);
     for (int k = 0; st == MS_OK && k < p->n_files; k++) {
-        const char *file = this->paths[p->files[k]];
+        const char *file = useFile(this, p->files[k]);
         hid_t g = H5Gopen2(this->fids[p->files[k]], gpath, H5P_DEFAULT);
         if (g < 0) {
             st = reportH5(cause, MS_ERR_FORMAT, file, gpath, "cannot open");
@@ -925,7 +951,7 @@ static MsStatus locateRoot(Dump *this, const char *name, int *out, char **cause)
     char *path = xAsprintf("/%s", name);
     MsStatus st = MS_OK;
     for (int f = 0; f < this->n_files; f++) {
-        int has = hasLink(this->fids[f], name, this->paths[f], path, cause);
+        int has = hasLink(this->fids[f], name, useFile(this, f), path, cause);
         if (has < 0)
             st = MS_ERR_FORMAT;
         if (has != 0) {
@@ -948,7 +974,7 @@ static int tokenMismatch(const Dump *this, long long n) {
 /* Reads an integer dataset whole as int64 (its length already checked). */
 static MsStatus readInt64s(Dump *this, int f, const char *path, size_t n, int64_t **out,
                            char **cause) {
-    const char *file = this->paths[f];
+    const char *file = useFile(this, f);
     *out = NULL;
     if (n > limitBytes() / sizeof(int64_t))
         return report(cause, MS_ERR_NOMEM, file, path,
@@ -1068,13 +1094,7 @@ static MsStatus openAll(Dump *this, char **cause) {
     return st;
 }
 
-MsStatus Dump_open(Dump **out, const char *const *paths, int n_paths, char **cause) {
-    H5Util_quiet();
-    *out = NULL;
-    if (n_paths < 1) {
-        setCause(cause, "no input file given");
-        return MS_ERR_IO;
-    }
+static Dump *newDump(const char *const *paths, int n_paths) {
     Dump *this = xCalloc(1, sizeof *this);
     this->n_files = n_paths;
     this->paths = xCalloc((size_t)n_paths, sizeof *this->paths);
@@ -1084,6 +1104,95 @@ MsStatus Dump_open(Dump **out, const char *const *paths, int n_paths, char **cau
         this->fids[f] = -1;
     }
     this->seq_file = this->tokens_file = this->text_file = -1;
+    return this;
+}
+
+/* Sanitizer builds (tests, fuzzing) must not treat the probe child's death as their own. */
+extern void __sanitizer_set_death_callback(void (*callback)(void)) __attribute__((weak));
+
+/* The probe child: default signal handling (the parent's handlers, e.g. one restoring
+   the terminal, must not run here), no output, a time limit, then openAll. */
+_Noreturn static void runProbe(const char *const *paths, int n_paths, volatile int *shared) {
+    static const int deadly[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGALRM};
+    sigset_t unblock;
+    sigemptyset(&unblock);
+    for (size_t k = 0; k < sizeof deadly / sizeof deadly[0]; k++) {
+        signal(deadly[k], SIG_DFL);
+        sigaddset(&unblock, deadly[k]);
+    }
+    pthread_sigmask(SIG_UNBLOCK, &unblock, NULL);
+    if (__sanitizer_set_death_callback)
+        __sanitizer_set_death_callback(NULL);
+    int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (devnull >= 0)
+        dup2(devnull, STDERR_FILENO);
+    alarm(PROBE_SECONDS);
+    H5Util_quiet();
+    Dump *probe = newDump(paths, n_paths);
+    probe->probe_file = shared;
+    char *text = NULL;
+    /* /text is a variable-length string, read through the same global heap code */
+    if (openAll(probe, NULL) == MS_OK && probe->text_file >= 0) {
+        useFile(probe, probe->text_file);
+        Dump_readText(probe, &text, NULL);
+    }
+    _exit(0);
+}
+
+/* Why the probe child ended, for the message. */
+static char *probeOutcome(int status) {
+    if (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM)
+        return xAsprintf("found metadata that HDF5 did not finish reading in %d s",
+                         PROBE_SECONDS);
+    if (WIFSIGNALED(status))
+        return xAsprintf("found metadata that crashes the HDF5 library (%s)",
+                         strsignal(WTERMSIG(status)));
+    return xAsprintf("found metadata that crashes the HDF5 library (exit status %d)",
+                     WEXITSTATUS(status));
+}
+
+/* HDF5 1.10 still has memory-safety bugs on damaged or crafted files (object headers,
+   the global heap behind variable-length strings). Dump_open first does all its
+   metadata reading in a child process; if the child dies, the file is reported as
+   damaged instead of taking the program down. Bulk reads are not guarded. When fork
+   fails the open simply goes ahead unguarded. */
+static MsStatus probeInChild(const char *const *paths, int n_paths, char **cause) {
+    volatile int *shared = mmap(NULL, sizeof(int), PROT_READ | PROT_WRITE,
+                                MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (shared == MAP_FAILED)
+        return MS_OK;
+    *shared = -1;
+    pid_t pid = fork();
+    if (pid == 0)
+        runProbe(paths, n_paths, shared);
+    int status = 0;
+    while (pid > 0 && waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        continue;
+    MsStatus st = MS_OK;
+    if (pid > 0 && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+        int f = *shared;
+        char *outcome = probeOutcome(status);
+        st = report(cause, MS_ERR_FORMAT, f >= 0 && f < n_paths ? paths[f] : paths[0], NULL,
+                    "expected an intact HDF5 file, %s: the file is damaged", outcome);
+        free(outcome);
+    }
+    munmap((void *)shared, sizeof(int));
+    return st;
+}
+
+MsStatus Dump_open(Dump **out, const char *const *paths, int n_paths, char **cause) {
+    H5Util_quiet();
+    *out = NULL;
+    if (n_paths < 1) {
+        setCause(cause, "no input file given");
+        return MS_ERR_IO;
+    }
+    if (atomic_load(&crashGuard)) {
+        MsStatus st = probeInChild(paths, n_paths, cause);
+        if (st != MS_OK)
+            return st;
+    }
+    Dump *this = newDump(paths, n_paths);
     MsStatus st = openAll(this, cause);
     if (st != MS_OK) {
         Dump_delete(this);
