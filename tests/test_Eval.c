@@ -237,9 +237,11 @@ typedef struct Rand {
     LayerData L;
 } Rand;
 
-/* dense: h has no zeros (so no ties anywhere); else ReLU-like with ~60% zeros and a few
-   all-zero tokens. The partition is a random balanced one (experts are not ranges). */
-static void randInit(Rand *r, long T, long T_train, int d, int N, int E, bool dense) {
+/* dense: h has no zeros (so no ties anywhere); else ReLU-like, zero below `cut` (0.25:
+   ~60% zeros, which Eval treats as dense; 1.5: ~93%, sparse), plus a few all-zero
+   tokens. The partition is a random balanced one (experts are not ranges). */
+static void randInitCut(Rand *r, long T, long T_train, int d, int N, int E, bool dense,
+                        double cut) {
     *r = (Rand){.d = d, .N = N, .E = E, .T = T};
     r->x = malloc(sizeof(float) * T * d);
     r->h = malloc(sizeof(float) * T * N);
@@ -255,7 +257,7 @@ static void randInit(Rand *r, long T, long T_train, int d, int N, int E, bool de
     for (long t = 0; t < T; t++)
         for (int j = 0; j < N; j++) {
             double v = gauss();
-            r->h[t * N + j] = dense ? (float)v : (t % 17 == 3 || v < 0.25) ? 0.0f : (float)v;
+            r->h[t * N + j] = dense ? (float)v : (t % 17 == 3 || v < cut) ? 0.0f : (float)v;
         }
     for (int j = 0; j < N; j++)
         r->part[j] = j % E;
@@ -268,6 +270,10 @@ static void randInit(Rand *r, long T, long T_train, int d, int N, int E, bool de
     r->w = (FfnWeights){.d_model = d, .d_ff = N, .act = ACTIVATION_RELU, .w_in = r->win,
                         .w_out = r->wout};
     r->L = (LayerData){.w = &r->w, .T = T, .x = r->x, .h = r->h, .T_train = T_train};
+}
+
+static void randInit(Rand *r, long T, long T_train, int d, int N, int E, bool dense) {
+    randInitCut(r, T, T_train, d, N, E, dense, 0.25);
 }
 
 static void randDone(Rand *r) {
@@ -373,10 +379,10 @@ static Router *makeRouter(const Rand *r, RouterKind kind, const int32_t *part) {
 
 static const RouterKind KINDS[4] = {ROUTER_ORACLE, ROUTER_SIMILARITY, ROUTER_SIGMOID, ROUTER_MLP};
 
-static void test_against_reference(void **state) {
-    (void)state;
+/* cut 0.25: chunks dense enough for the matrix-product path; 1.5: the sparse path */
+static void checkAgainstReference(double cut) {
     Rand r;
-    randInit(&r, 90, 60, 6, 24, 6, false);
+    randInitCut(&r, 90, 60, 6, 24, 6, false, cut);
     for (int ki = 0; ki < 4; ki++) {
         Router *router = makeRouter(&r, KINDS[ki], r.part);
         for (Split split = SPLIT_ALL; split <= SPLIT_TEST; split++) {
@@ -398,6 +404,12 @@ static void test_against_reference(void **state) {
         Router_delete(router);
     }
     randDone(&r);
+}
+
+static void test_against_reference(void **state) {
+    (void)state;
+    checkAgainstReference(0.25);
+    checkAgainstReference(1.5);
 }
 
 static void test_identities(void **state) {
@@ -543,10 +555,9 @@ static void test_topk_reference(void **state) {
 }
 
 /* Evaluating routers together shares the per-token pass but gives the same numbers. */
-static void test_set_matches_single(void **state) {
-    (void)state;
+static void checkSetMatchesSingle(double cut) {
     Rand r;
-    randInit(&r, 80, 40, 6, 24, 4, false);
+    randInitCut(&r, 80, 40, 6, 24, 4, false, cut);
     const Router *routers[4] = {NULL};
     for (int q = 1; q < 4; q++)
         routers[q] = makeRouter(&r, KINDS[q], r.part);
@@ -574,6 +585,12 @@ static void test_set_matches_single(void **state) {
     for (int q = 1; q < 4; q++)
         Router_delete((Router *)routers[q]);
     randDone(&r);
+}
+
+static void test_set_matches_single(void **state) {
+    (void)state;
+    checkSetMatchesSingle(0.25);
+    checkSetMatchesSingle(1.5);
 }
 
 static void test_errors_and_cancel(void **state) {

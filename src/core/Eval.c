@@ -26,7 +26,14 @@ SPDX-License-Identifier: MIT
 #include "core/Vec.h"
 #include "util/XUtils.h"
 
-enum { CHUNK = 32 };
+enum {
+    CHUNK = 32,      /* tokens per work unit */
+    DENSE_ROWS = 12, /* tokens per dense block of expert outputs (two 6-row panels) */
+};
+
+/* A chunk whose h is at least this dense builds its expert outputs with matrix products
+   (every neuron costs the same there) instead of one axpy per nonzero neuron. */
+#define DENSE_MIN 0.25
 
 struct Eval {
     int E, N, d_model;
@@ -74,10 +81,13 @@ typedef struct Scratch {
     float *S;            /* [CHUNK][E] oracle scores */
     float *R;            /* [n][CHUNK][E] router scores */
     float *Y;            /* [E][d] per-expert outputs of one token (shared routers only) */
+    float *Yd;           /* [DENSE_ROWS][E][d] the same for a dense block of tokens */
+    float *Hp;           /* [DENSE_ROWS][N] h of a dense block, neurons in expert order */
+    const float *Ycur;   /* the current token's outputs (Y or a row of Yd), or NULL */
     bool *has;           /* [E] expert has a nonzero neuron on this token */
     float *y, *r;        /* [d] output, residual */
     double *norm;        /* [E] residual norms of one token */
-    int *act, *actStart; /* [N], [E + 1]: nonzero neurons of one token by expert */
+    int *act, *actStart; /* [N], [E + 1]: positions (in expert order) of nonzero neurons */
     int *ordO, *ordR, *tmp;
     bool *inO, *inR;
     long *selCount;      /* [n][E][E]: tokens whose i-th router choice is e */
@@ -90,9 +100,9 @@ typedef struct Job {
     const Router *const *routers; /* [n], NULL entries: oracle */
     bool shareY;                  /* n > 1: expert outputs built once per token */
     const int32_t *part;
-    const int *byExpert;          /* [N] neurons grouped by expert */
-    const int *expStart;          /* [E + 1] */
-    const float *woT;             /* [N][d] */
+    const int *byExpert;          /* [N] neuron at each position, grouped by expert */
+    const int *expStart;          /* [E + 1] first position of each expert */
+    const float *woT;             /* [N][d] w_out's columns in position order */
     Scratch *scratch;             /* [threads] */
     Acc *acc;                     /* [n] */
 } Job;
@@ -101,37 +111,58 @@ static bool isGated(const Job *job, int q) {
     return job->routers[q] && Router_scalesOutput(job->routers[q]);
 }
 
-/* The nonzero neurons of each expert on token row h: act[actStart[e] .. actStart[e + 1]). */
+/* The nonzero neurons of each expert on token row h, as positions:
+   act[actStart[e] .. actStart[e + 1]). */
 static void activeByExpert(const Job *job, const float *h, Scratch *s) {
     int n = 0;
     for (int e = 0; e < job->E; e++) {
         s->actStart[e] = n;
-        for (int i = job->expStart[e]; i < job->expStart[e + 1]; i++) {
-            int j = job->byExpert[i];
-            if (h[j] != 0.0f)
-                s->act[n++] = j;
-        }
+        for (int i = job->expStart[e]; i < job->expStart[e + 1]; i++)
+            if (h[job->byExpert[i]] != 0.0f)
+                s->act[n++] = i;
     }
     s->actStart[job->E] = n;
 }
 
-/* Y_e for every expert and y = sum of them; returns ||y||^2. */
-static double expertOutputs(const Job *job, const float *h, Scratch *s) {
+/* Y_e for every expert into s->Y, one axpy per nonzero neuron. */
+static void expertOutputs(const Job *job, const float *h, Scratch *s) {
     int d = job->d;
-    memset(s->y, 0, (size_t)d * sizeof *s->y);
-    double y2 = 0.0;
     for (int e = 0; e < job->E; e++) {
         int a = s->actStart[e], b = s->actStart[e + 1];
         float *Ye = s->Y + (size_t)e * d;
-        s->has[e] = a < b;
         if (a == b)
             continue;
-        Vec_scale(d, h[s->act[a]], job->woT + (size_t)s->act[a] * d, Ye);
-        for (int i = a + 1; i < b; i++)
-            Vec_axpy(d, h[s->act[i]], job->woT + (size_t)s->act[i] * d, Ye);
-        y2 = Vec_axpyNorm(d, 1.0f, Ye, s->y);
+        int p = s->act[a];
+        Vec_scale(d, h[job->byExpert[p]], job->woT + (size_t)p * d, Ye);
+        for (int i = a + 1; i < b; i++) {
+            p = s->act[i];
+            Vec_axpy(d, h[job->byExpert[p]], job->woT + (size_t)p * d, Ye);
+        }
     }
+}
+
+/* y = the sum of the current token's expert outputs; returns ||y||^2. */
+static double outputFromExperts(const Job *job, Scratch *s) {
+    int d = job->d;
+    memset(s->y, 0, (size_t)d * sizeof *s->y);
+    double y2 = 0.0;
+    for (int e = 0; e < job->E; e++)
+        if (s->actStart[e] < s->actStart[e + 1])
+            y2 = Vec_axpyNorm(d, 1.0f, s->Ycur + (size_t)e * d, s->y);
     return y2;
+}
+
+/* Yd[t][e] for the rows tokens of h: per expert, (rows x G_e) times (G_e x d). */
+static void denseOutputs(const Job *job, const float *h, int rows, Scratch *s) {
+    int N = job->N, d = job->d, E = job->E;
+    for (int t = 0; t < rows; t++)
+        for (int i = 0; i < N; i++)
+            s->Hp[(size_t)t * N + i] = h[(size_t)t * N + job->byExpert[i]];
+    for (int e = 0; e < E; e++) {
+        int p0 = job->expStart[e];
+        Vec_gemmNN(rows, d, job->expStart[e + 1] - p0, s->Hp + p0, N,
+                   job->woT + (size_t)p0 * d, d, s->Yd + (size_t)e * d, (long)E * d);
+    }
 }
 
 /* r += scale * (expert e's output on this token); returns ||r||^2 afterwards, or -1 when
@@ -142,14 +173,14 @@ static double addExpert(const Job *job, const Scratch *s, const float *h, int e,
     int a = s->actStart[e], b = s->actStart[e + 1], d = job->d;
     if (a == b)
         return -1.0;
-    if (job->shareY)
-        return Vec_axpyNorm(d, scale, s->Y + (size_t)e * d, r);
+    if (s->Ycur)
+        return Vec_axpyNorm(d, scale, s->Ycur + (size_t)e * d, r);
     for (int i = a; i < b - 1; i++) {
-        int j = s->act[i];
-        Vec_axpy(d, scale * h[j], job->woT + (size_t)j * d, r);
+        int p = s->act[i];
+        Vec_axpy(d, scale * h[job->byExpert[p]], job->woT + (size_t)p * d, r);
     }
-    int j = s->act[b - 1];
-    return Vec_axpyNorm(d, scale * h[j], job->woT + (size_t)j * d, r);
+    int p = s->act[b - 1];
+    return Vec_axpyNorm(d, scale * h[job->byExpert[p]], job->woT + (size_t)p * d, r);
 }
 
 /* Adds this token's ||y - yhat_k|| / ||y|| for k = 1..E to err[0..E); false when y = 0.
@@ -163,7 +194,7 @@ static bool errorCurve(const Job *job, int q, Scratch *s, const float *h, const 
     const int *R = s->ordR;
     double nr2 = 0.0, v;
     if (isGated(job, q)) {
-        if (job->shareY) {
+        if (s->Ycur) {
             memcpy(s->r, s->y, (size_t)d * sizeof *s->r);
             nr2 = y2;
         } else {
@@ -234,7 +265,9 @@ static void routerMetrics(Job *job, int q, long chunk, Scratch *s, int i, const 
     acc->nErr[chunk] += errorCurve(job, q, s, h, Rs, y2, acc->sumErr + chunk * E);
 }
 
-static void tokenMetrics(Job *job, long chunk, Scratch *s, int i, const float *h) {
+/* Yd: this token's row of dense expert outputs, or NULL (built here when shared). */
+static void tokenMetrics(Job *job, long chunk, Scratch *s, int i, const float *h,
+                         const float *Yd) {
     int E = job->E;
     const float *S = s->S + (size_t)i * E;
     orderDesc(S, E, s->ordO, s->tmp);
@@ -242,7 +275,12 @@ static void tokenMetrics(Job *job, long chunk, Scratch *s, int i, const float *h
     for (int e = 0; e < E; e++)
         total += S[e];
     activeByExpert(job, h, s);
-    double y2 = job->shareY ? expertOutputs(job, h, s) : 0.0;
+    s->Ycur = Yd;
+    if (!Yd && job->shareY) {
+        expertOutputs(job, h, s);
+        s->Ycur = s->Y;
+    }
+    double y2 = s->Ycur ? outputFromExperts(job, s) : 0.0;
     for (int q = 0; q < job->n; q++)
         routerMetrics(job, q, chunk, s, i, h, total, y2);
 }
@@ -263,14 +301,26 @@ static void chunkMetrics(void *ctx, long chunk, int worker) {
         else
             memcpy(R, s->S, (size_t)rows * E * sizeof *R);
     }
-    for (int i = 0; i < rows; i++)
-        tokenMetrics(job, chunk, s, i, h + (size_t)i * job->N);
+    long nonzero = 0;
+    for (long i = 0; i < rows * job->N; i++)
+        nonzero += h[i] != 0.0f;
+    bool dense = (double)nonzero >= DENSE_MIN * (double)rows * job->N;
+    for (int b0 = 0; b0 < rows; b0 += DENSE_ROWS) {
+        int b1 = b0 + DENSE_ROWS < rows ? b0 + DENSE_ROWS : (int)rows;
+        if (dense)
+            denseOutputs(job, h + (size_t)b0 * job->N, b1 - b0, s);
+        for (int i = b0; i < b1; i++)
+            tokenMetrics(job, chunk, s, i, h + (size_t)i * job->N,
+                         dense ? s->Yd + (size_t)(i - b0) * E * job->d : NULL);
+    }
 }
 
 static void scratchInit(Scratch *s, int n, int E, int N, int d, bool shareY) {
     s->S = xMallocArray((size_t)CHUNK * E, sizeof(float));
     s->R = xMallocArray((size_t)n * CHUNK * E, sizeof(float));
     s->Y = shareY ? xMallocArray((size_t)E * d, sizeof(float)) : NULL;
+    s->Yd = xMallocArray((size_t)DENSE_ROWS * E * d, sizeof(float));
+    s->Hp = xMallocArray((size_t)DENSE_ROWS * N, sizeof(float));
     s->has = xMallocArray((size_t)E, sizeof(bool));
     s->y = xMallocArray((size_t)d, sizeof(float));
     s->r = xMallocArray((size_t)d, sizeof(float));
@@ -289,6 +339,8 @@ static void scratchDone(Scratch *s) {
     free(s->S);
     free(s->R);
     free(s->Y);
+    free(s->Yd);
+    free(s->Hp);
     free(s->has);
     free(s->y);
     free(s->r);
@@ -414,15 +466,15 @@ MsStatus Eval_newSet(Eval **out, const LayerData *L, const int32_t *part, int E,
                  (size_t)N * d * sizeof(float));
         return MS_ERR_NOMEM;
     }
-    for (int i = 0; i < d; i++)
-        for (int j = 0; j < N; j++)
-            woT[(size_t)j * d + i] = L->w->w_out[(size_t)i * N + j];
-
-    threads = threads < 1 ? 1 : threads > 64 ? 64 : threads;
-    long T = row1 - row0, chunks = Parallel_chunks(T, CHUNK);
     int *byExpert = xMallocArray((size_t)N, sizeof(int));
     int *expStart = xMallocArray((size_t)E + 1, sizeof(int));
     groupByExpert(part, N, E, byExpert, expStart);
+    for (int i = 0; i < d; i++)
+        for (int p = 0; p < N; p++)
+            woT[(size_t)p * d + i] = L->w->w_out[(size_t)i * N + byExpert[p]];
+
+    threads = threads < 1 ? 1 : threads > 64 ? 64 : threads;
+    long T = row1 - row0, chunks = Parallel_chunks(T, CHUNK);
     Job job = {
         .L = L, .row0 = row0, .T = T, .E = E, .N = N, .d = d, .n = n, .routers = routers,
         .shareY = n > 1, .part = part, .byExpert = byExpert, .expStart = expStart,

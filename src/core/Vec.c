@@ -350,6 +350,12 @@ void Vec_gemmTN(int M, int N, int K, const float *A, long lda, const float *B, l
     gemmPacked(M, N, K, &a, NULL, &b, C, ldc);
 }
 
+void Vec_gemmNN(int M, int N, int K, const float *A, long lda, const float *B, long ldb,
+                float *C, long ldc) {
+    Operand a = {.p = A, .ld = lda, .kMajor = false}, b = {.p = B, .ld = ldb, .kMajor = true};
+    gemmPacked(M, N, K, &a, NULL, &b, C, ldc);
+}
+
 long Vec_packedSize(int M, int K) {
     return (long)((M + MR - 1) / MR) * (K > 0 ? K : 1) * MR;
 }

@@ -54,6 +54,10 @@ void Vec_gemmNT(int M, int N, int K, const float *A, long lda, const float *B, l
 void Vec_gemmTN(int M, int N, int K, const float *A, long lda, const float *B, long ldb,
                 float *C, long ldc);
 
+/* C[i][j] = sum_k A[i][k] B[k][j] (A is M x K, B is K x N), same element arithmetic. */
+void Vec_gemmNN(int M, int N, int K, const float *A, long lda, const float *B, long ldb,
+                float *C, long ldc);
+
 /* Vec_gemmTN with A packed once for several calls (the mlp gradient's column blocks):
    Vec_packTN fills packed[Vec_packedSize(M, K)] from A (K x M); the products are the
    same bits as Vec_gemmTN's. */
