@@ -10,7 +10,8 @@ on a transposed w_out (each neuron's column contiguous), with the norm fused int
 last axpy of each expert: about (nonzero neurons) x d_model multiply-adds per token.
 That sparse pass is bound by reading w_out's columns, so when several routers are
 evaluated together (Eval_newSet) it runs once per token into per-expert outputs Y_e,
-which each router then adds up from cache.
+which each router then adds up from cache. Chunks where h is dense (SiLU, GELU) get
+their Y_e from matrix products instead (Vec_gemmNN, neurons kept in expert order).
 SPDX-License-Identifier: MIT
 */
 #include "config.h"

@@ -5,8 +5,8 @@ Expert scores, router scores and their per-token orders do not depend on k, and 
 from k to k+1 adds one expert per token, so Eval_new does all per-token work once:
   - oracle scores s[t,e] and router scores, both orders (ties to the lower index);
   - the residual norm ||y - yhat_k|| after keeping the first k router-selected experts,
-    for k = 1..E, accumulated neuron by neuron (nonzero h only) from the unselected end,
-    so k = E gives exactly 0 for ungated routers;
+    for k = 1..E, accumulated from the unselected end (so k = E gives exactly 0 for
+    ungated routers), from the nonzero h only, or by matrix products where h is dense;
   - cumulative mass recall and |O_k ∩ R_k| per token, and per-k expert loads;
 then folds them into per-k means. Eval_metrics is O(E). Tokens are cut into fixed chunks
 summed in chunk order, so results do not depend on the thread count.
