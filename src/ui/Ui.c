@@ -106,6 +106,7 @@ typedef struct Ui {
     int e_cand[E_CANDIDATES];
     int n_cand;
     bool too_small;
+    FILE *log;          /* MOESCOPE_UI_LOG: keys as handled, for debugging */
 } Ui;
 
 /* ---- messages ---------------------------------------------------------------------- */
@@ -405,6 +406,13 @@ static int actBack(Ui *ui) {
     return R_QUIT;
 }
 
+/* Esc backs out like q but never quits: a lone Esc may be half of a function key's
+   sequence split by a slow terminal. */
+static int actEscape(Ui *ui) {
+    int r = actBack(ui);
+    return r == R_QUIT ? R_NONE : r;
+}
+
 static int actQuit(Ui *ui) {
     (void)ui;
     return R_QUIT;
@@ -448,8 +456,9 @@ static const Action actions[] = {
     {NULL, "", "", actScreen4, {'4', 0}},
     {NULL, "", "", actScreen5, {'5', 0}},
     {NULL, "F5", "back to the Layers screen", actLayersScreen, {FN(KEY_F(5)), 0}},
-    {NULL, "q Esc", "back one level (closes help, leaves a layer); quit on Layers", actBack,
-     {'q', 27, 0}},
+    {NULL, "q", "back one level (closes help, leaves a layer); quit on Layers", actBack,
+     {'q', 0}},
+    {NULL, "Esc", "back one level (never quits)", actEscape, {27, 0}},
     {NULL, "Q F10", "quit now", actQuit, {'Q', FN(KEY_F(10)), 0}},
     {"Finding and sorting", "/ F3", "find a layer by name (or index)", actSearch,
      {'/', FN(KEY_F(3)), 0}},
@@ -548,6 +557,13 @@ static int promptDone(Ui *ui) {
 }
 
 static int handleKey(Ui *ui, int key) {
+    if (ui->log) {
+        char name[32];
+        CRT_keyName(key, name, sizeof name);
+        fprintf(ui->log, "key %s screen %d overlay %d panel %d prompt %d\n", name, ui->screen,
+                ui->overlay, ui->panel.open, ui->prompt.active);
+        fflush(ui->log);
+    }
     if (key == CRT_KEY_RESIZE)
         return R_RESIZE | R_REDRAW;
     if (ui->prompt.active) {
@@ -803,6 +819,11 @@ static void render(Ui *ui, bool resize) {
     } else {
         int body_y = CHROME_TOP, body_h = h - CHROME_TOP - CHROME_BOTTOM;
         renderBody(ui, &ctx, body_y, body_h);
+        /* Before the chrome, so their message shows in this frame. */
+        if (ui->export_pending)
+            tryExport(ui);
+        if (ui->save_pending)
+            trySave(ui);
         if (ui->overlay == OVERLAY_HELP) {
             int n;
             HelpLine *lines = helpLines(&n);
@@ -836,6 +857,10 @@ static void render(Ui *ui, bool resize) {
             msg = LayersView_rowError(&ui->layers, &ctx);
             role = ROLE_ERROR;
         }
+        if (!msg && ui->overlay == OVERLAY_HELP) {
+            msg = "Help: Up/Down PgUp/PgDn scroll, q or ? closes";
+            role = ROLE_DIM;
+        }
         if (!msg) {
             msg = ui->screen == SCREEN_LAYERS
                       ? "Enter: open layer  F2: knobs  +/-: change E  Tab: screens  ?: help"
@@ -864,10 +889,6 @@ static void render(Ui *ui, bool resize) {
     }
     /* Background: every layer's numbers, after what the screen shows. */
     LayersView_demand(&ui->layers, &ctx);
-    if (ui->export_pending)
-        tryExport(ui);
-    if (ui->save_pending)
-        trySave(ui);
     Analysis_endFrame(ui->an);
     CRT_blit(&ui->cells, resize);
 }
@@ -918,8 +939,9 @@ static int loop(Ui *ui) {
             ui->tick++;
             flags |= R_REDRAW;
         }
-        if (CRT_takeSignal())
-            return 0;
+        int sig = CRT_takeSignal();
+        if (sig)
+            return 128 + sig; /* the shell's convention for a death by signal */
         /* After EINTR (SIGWINCH) curses has a KEY_RESIZE waiting: always read. */
         for (int n = 0; n < 256; n++) {
             int key = CRT_readKey();
@@ -966,6 +988,8 @@ int Ui_run(Dump *dump, const UiOptions *opt) {
         return 1;
     }
     ui.g = CRT_glyphs();
+    if (getenv("MOESCOPE_UI_LOG"))
+        ui.log = fopen(getenv("MOESCOPE_UI_LOG"), "a");
     ui.files = joinFiles(dump);
     ui.last_detail = SCREEN_SPARSITY;
     LayersView_init(&ui.layers, Dump_layerCount(dump));
@@ -979,6 +1003,8 @@ int Ui_run(Dump *dump, const UiOptions *opt) {
     LayersView_done(&ui.layers);
     Cells_done(&ui.cells);
     free(ui.files);
+    if (ui.log)
+        fclose(ui.log);
     free(ui.message);
     for (int i = 0; i < ui.n_history; i++)
         free(ui.history[i]);

@@ -22,7 +22,8 @@ typedef struct UiOptions {
 
 /* Runs the UI on dump until the user quits (or SIGINT / SIGTERM / SIGHUP). The terminal
    is restored on return. Returns the exit status: 0 after a quit, 1 when the UI cannot
-   start (the message is printed on stderr), 2 for a bad --set. */
+   start (the message is printed on stderr), 2 for a bad --set, 128 + the signal number
+   after SIGINT / SIGTERM / SIGHUP. */
 int Ui_run(Dump *dump, const UiOptions *opt);
 
 #endif

@@ -18,7 +18,7 @@ static void titleBar(Cells *c, const ChromeInfo *info, const Glyphs *g) {
     /* Tabs go right; the files take what is left. */
     int tabs_w = 0;
     for (int i = 0; i < info->n_tabs; i++)
-        tabs_w += Cells_width(info->tabs[i]) + 3;
+        tabs_w += Cells_width(info->tabs[i]) + 4;
     int room = c->w - x - tabs_w - 1;
     if (room > 3)
         x += Cells_textFit(c, x, 0, room, ROLE_TITLE, what, g->ellipsis);
@@ -37,20 +37,33 @@ static void titleBar(Cells *c, const ChromeInfo *info, const Glyphs *g) {
 void Chrome_knobLine(Cells *c, int y, const Knobs *k, int selected, const Glyphs *g) {
     (void)g;
     Cells_box(c, 0, y, c->w, 1, ROLE_NORMAL);
-    int x = 1;
-    for (int i = 0; i < KNOB_COUNT && x < c->w; i++) {
-        const KnobDef *d = KnobTable_def((KnobId)i);
+    char text[KNOB_COUNT][96];
+    int total = 0, shown = 0;
+    for (int i = 0; i < KNOB_COUNT; i++) {
+        text[i][0] = '\0';
         if (i == KNOB_TAU && k->target >= 0)
             continue; /* the target sets tau per layer */
         char v[48];
         Knobs_format(k, (KnobId)i, v, sizeof v);
+        snprintf(text[i], sizeof text[i], "%s=%s", KnobTable_def((KnobId)i)->name, v);
+        total += Cells_width(text[i]);
+        shown++;
+    }
+    /* Two spaces between knobs when they fit, else one. */
+    int gap = total + 2 * shown + 1 <= c->w ? 2 : 1;
+    int x = 1;
+    for (int i = 0; i < KNOB_COUNT && x < c->w; i++) {
+        if (!text[i][0])
+            continue;
+        const char *eq = strchr(text[i], '=');
         int start = x;
-        x += Cells_text(c, x, y, c->w - x, ROLE_KNOB, d->name);
-        x += Cells_text(c, x, y, c->w - x, ROLE_KNOB, " ");
-        x += Cells_text(c, x, y, c->w - x, ROLE_KNOB_VALUE, v);
+        int n = (int)(eq - text[i]);
+        x += Cells_text(c, x, y, n < c->w - x ? n : c->w - x, ROLE_KNOB, text[i]);
+        x += Cells_text(c, x, y, c->w - x, ROLE_DIM, "=");
+        x += Cells_text(c, x, y, c->w - x, ROLE_KNOB_VALUE, eq + 1);
         if (i == selected)
             Cells_paint(c, start, y, x - start, ROLE_KNOB_SELECTED);
-        x += 2;
+        x += gap;
     }
 }
 

@@ -37,8 +37,9 @@ static void drawHeat(Cells *c, int x, int y, int w, int h, const ViewContext *ct
         for (int q = 0; q < S; q++) {
             float v = heat->cells[r * S + q];
             int level = 0;
+            /* square root scale: the weaker blocks stay visible next to a strong one */
             if (isfinite(v) && v > 0)
-                level = 1 + (int)(v / max * 3.999f);
+                level = 1 + (int)(sqrtf(v / max) * 3.999f);
             level = level > 4 ? 4 : level;
             int role = level ? ROLE_HEAT1 + level - 1 : ROLE_DIM;
             Cells_text(c, x + 3 + 2 * q, y + 1 + r, 1, role, g->shades[level]);
@@ -60,7 +61,7 @@ static void drawHeat(Cells *c, int x, int y, int w, int h, const ViewContext *ct
         Cells_text(c, x + 2, y + 1 + r, 1, ROLE_MARK, g->vline);
     }
     char legend[96];
-    snprintf(legend, sizeof legend, "%s%s%s%s 0..%.2f", g->shades[1], g->shades[2], g->shades[3],
+    snprintf(legend, sizeof legend, "%s%s%s%s 0..%.2f (sqrt scale)", g->shades[1], g->shades[2], g->shades[3],
              g->shades[4], (double)heat->max);
     Cells_text(c, x + 3, y + 1 + S, w - 3, ROLE_DIM, legend);
 }
