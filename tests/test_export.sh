@@ -10,6 +10,7 @@
 set -u
 PY="${H5PY_PYTHON:-/usr/bin/python3}"
 EXP="$top_srcdir/scripts/moescope-export.py"
+CMD="$top_builddir/scripts/moescope-export"      # what make install installs
 FIX="$top_srcdir/tests/fixtures"
 MODELS="$FIX/export_models.py"
 M="$top_builddir/src/moescope"
@@ -26,7 +27,8 @@ no() { failn=$((failn + 1)); echo "not ok - $1"; }
 expect() {
     want=$1 pat=$2 name=$3; shift 4
     "$@" >"$tmp/out" 2>"$tmp/err"; rc=$?
-    if [ "$rc" -ne "$want" ]; then no "$name: status $rc, expected $want"; sed 's/^/    /' "$tmp/err"; return; fi
+    if [ "$rc" -ne "$want" ]; then
+        no "$name: status $rc, expected $want"; sed 's/^/    /' "$tmp/err"; return; fi
     if [ -n "$pat" ] && ! grep -q -- "$pat" "$tmp/err"; then
         no "$name: stderr lacks '$pat'"; sed 's/^/    /' "$tmp/err"; return; fi
     if grep -q 'Traceback\|HDF5-DIAG' "$tmp/err"; then
@@ -34,7 +36,8 @@ expect() {
     ok "$name"
 }
 
-[ -x "$EXP" ] && ok "the exporter is executable" || no "the exporter is executable"
+[ -x "$EXP" ] && [ -x "$CMD" ] && ok "the exporter is executable" \
+    || no "the exporter is executable"
 expect 0 "" "--help" -- "$PY" "$EXP" --help
 for opt in --model-module --ffn --family --in --out --gate --act --float16 --gzip --no-h; do
     grep -q -- "$opt" "$tmp/out" || no "--help lists $opt"
@@ -44,9 +47,10 @@ grep -q "Examples:" "$tmp/out" && ok "--help lists the options and examples" \
 expect 2 "expects FILE.py:FUNCTION" "bad --model-module" -- \
     "$PY" "$EXP" --model-module "$MODELS" -o "$tmp/x.h5"
 
-# Command-line exports: a T5 by pattern (float32), the custom block by flags (float16, gzip).
+# Command-line exports: a T5 by pattern (float32) with the built command, the custom block
+# by flags (float16, gzip).
 expect 0 "wrote $tmp/cli_t5.h5: 3 layers" "CLI export of the T5-style model" -- \
-    "$PY" "$EXP" --model-module "$MODELS:t5" --ffn 'encoder.block.*.layer.1.DenseReluDense' \
+    "$CMD" --model-module "$MODELS:t5" --ffn 'encoder.block.*.layer.1.DenseReluDense' \
     -o "$tmp/cli_t5.h5"
 grep -q "layer 2 encoder.block.2.layer.1.DenseReluDense: d_model 24, d_ff 64, relu" "$tmp/err" \
     && ok "CLI reports each layer" || { no "CLI reports each layer"; cat "$tmp/err"; }
@@ -75,8 +79,9 @@ cat "$tmp/check"
 [ "$crc" -eq 0 ] && ok "export_check.py" || no "export_check.py (status $crc)"
 
 # moescope reads every file: the summary has one line per layer, the batch CSV has finite
-# mass_recall rows for every layer.
+# mass_recall rows for every layer and k.
 n=0 f0=$failn
+: >"$tmp/csvs"
 while IFS="$(printf '\t')" read -r f nl; do
     n=$((n + 1))
     b=$(basename "$f" .h5)
@@ -87,18 +92,22 @@ while IFS="$(printf '\t')" read -r f nl; do
     if ! "$M" --batch -q --experts 4 --k 1,2 --mlp-epochs 2 --no-measure \
             --out "$tmp/$b.csv" "$f" 2>"$tmp/err"; then
         no "moescope --batch on $b"; cat "$tmp/err"; continue; fi
-    "$PY" - "$tmp/$b.csv" "$nl" <<'PYEOF' || { no "batch CSV of $b"; continue; }
-import csv, math, sys
-rows = [r for r in csv.DictReader(open(sys.argv[1])) if r["metric"] == "mass_recall"]
-layers = {r["layer"] for r in rows}
-assert layers == {str(i) for i in range(int(sys.argv[2]))}, layers
-assert all(math.isfinite(float(r["value"])) and 0 <= float(r["value"]) <= 1 + 1e-6
-           for r in rows), [r["value"] for r in rows]
-assert {r["k"] for r in rows} == {"1", "2"}, {r["k"] for r in rows}
-PYEOF
+    printf '%s\t%s\n' "$tmp/$b.csv" "$nl" >>"$tmp/csvs"
 done <"$tmp/manifest.tsv"
-[ "$n" -ge 11 ] && [ "$failn" -eq "$f0" ] && ok "moescope summary and --batch on all $n exported files" \
-    || no "only $n files in the manifest"
+"$PY" - "$tmp/csvs" <<'PYEOF' || no "batch CSVs"
+import csv, math, sys
+for line in open(sys.argv[1]):
+    path, n = line.rstrip("\n").split("\t")
+    rows = [r for r in csv.DictReader(open(path)) if r["metric"] == "mass_recall"]
+    layers = {r["layer"] for r in rows}
+    assert layers == {str(i) for i in range(int(n))}, (path, layers)
+    assert all(math.isfinite(float(r["value"])) and 0 <= float(r["value"]) <= 1 + 1e-6
+               for r in rows), (path, [r["value"] for r in rows])
+    assert {r["k"] for r in rows} == {"1", "2"}, (path, {r["k"] for r in rows})
+PYEOF
+[ "$n" -ge 11 ] && [ "$failn" -eq "$f0" ] \
+    && ok "moescope summary and --batch on all $n exported files" \
+    || no "moescope on the $n exported files"
 
 echo "$pass passed, $failn failed"
 [ "$failn" -eq 0 ]
