@@ -15,7 +15,9 @@ SPDX-License-Identifier: MIT
 
 #include "io/Dump.h"
 #include "jobs/Batch.h"
+#include "jobs/KnobTable.h"
 #include "jobs/Summary.h"
+#include "ui/Ui.h"
 #include "util/Args.h"
 #include "util/XUtils.h"
 
@@ -31,7 +33,14 @@ static const char usageText[] =
     "With no FILE it opens the default data, " DEFAULT_DATA " (stories260K activations).\n"
     "A layer's members are looked up in the files in the order given.\n"
     "\n"
-    "Summary (the default for now):\n"
+    "Terminal UI (the default when standard input and output are terminals):\n"
+    "      --set NAME=VALUE     start with a knob set (repeatable): E, k, strategy,\n"
+    "                           router, tau, target, seed, test; e.g. --set E=16\n"
+    "      --ascii              ASCII characters only (also when the locale is not UTF-8)\n"
+    "      --no-color           no colours (also when NO_COLOR is set and not empty)\n"
+    "  Press ? or F1 in the UI for every key; q quits.\n"
+    "\n"
+    "Summary (when standard input or output is not a terminal):\n"
     "      --target-sparsity Q  report the tau that reaches sparsity Q of |h| (0.9)\n"
     "\n"
     "Batch mode, tidy CSV (SPEC section 6):\n"
@@ -52,7 +61,9 @@ static const char usageText[] =
     "      --mlp-epochs N       mlp router epochs (default 30)\n"
     "      --no-measure         skip the measured speedup of the MoE kernel\n"
     "      --partitions FILE    save the partitions used to FILE (HDF5)\n"
-    "      --threads N          worker threads (default 2)\n"
+    "      --figures DIR        also draw the figures into DIR (created if missing)\n"
+    "      --figure-format LIST svg,pdf,png (default pdf,png)\n"
+    "      --threads N          worker threads (default 2; also the UI's)\n"
     "  -q, --quiet              no progress line on standard error\n"
     "\n"
     "  -h, --help               show this help and exit\n"
@@ -71,7 +82,12 @@ enum {
     OPT_MLP_EPOCHS,
     OPT_NO_MEASURE,
     OPT_PARTITIONS,
+    OPT_FIGURES,
+    OPT_FIGURE_FORMAT,
     OPT_THREADS,
+    OPT_SET,
+    OPT_ASCII,
+    OPT_NO_COLOR,
 };
 
 static const struct option longOptions[] = {
@@ -95,7 +111,12 @@ static const struct option longOptions[] = {
     {"mlp-epochs", required_argument, NULL, OPT_MLP_EPOCHS},
     {"no-measure", no_argument, NULL, OPT_NO_MEASURE},
     {"partitions", required_argument, NULL, OPT_PARTITIONS},
+    {"figures", required_argument, NULL, OPT_FIGURES},
+    {"figure-format", required_argument, NULL, OPT_FIGURE_FORMAT},
     {"threads", required_argument, NULL, OPT_THREADS},
+    {"set", required_argument, NULL, OPT_SET},
+    {"ascii", no_argument, NULL, OPT_ASCII},
+    {"no-color", no_argument, NULL, OPT_NO_COLOR},
     {NULL, 0, NULL, 0},
 };
 
@@ -103,6 +124,9 @@ typedef struct Cli {
     bool batch;
     double target;
     BatchConfig config;
+    bool ascii, no_color;   /* UI */
+    const char **sets;      /* UI: --set NAME=VALUE */
+    int n_sets;
 } Cli;
 
 _Noreturn static void die(int status, char *cause) {
@@ -111,40 +135,58 @@ _Noreturn static void die(int status, char *cause) {
     exit(status);
 }
 
+/* Replaces a config list by a freshly parsed one, keeping the old list on failure. */
+static void replaceInts(int **list, int *count, MsStatus st, int *parsed, int n) {
+    if (st == MS_OK) {
+        free(*list);
+        *list = parsed;
+        *count = n;
+    }
+}
+
+static void replaceDoubles(double **list, int *count, MsStatus st, double *parsed, int n) {
+    if (st == MS_OK) {
+        free(*list);
+        *list = parsed;
+        *count = n;
+    }
+}
+
 /* Applies one option to cli; returns a status with *cause on a bad value. */
 static MsStatus applyOption(Cli *cli, int opt, const char *arg, char **cause) {
     BatchConfig *c = &cli->config;
     long v = 0;
+    int *ints = NULL, n = 0;
+    double *doubles = NULL;
     MsStatus st = MS_OK;
     switch (opt) {
     case 'b': cli->batch = true; break;
     case 'o': c->out_path = arg; break;
     case 'E':
-        free(c->experts);
-        st = Args_parseIntList("--experts", arg, 1, INT_MAX, &c->experts, &c->n_experts, cause);
+        st = Args_parseIntList("--experts", arg, 1, INT_MAX, &ints, &n, cause);
+        replaceInts(&c->experts, &c->n_experts, st, ints, n);
         break;
     case 'k':
-        free(c->ks);
-        st = Args_parseIntList("--k", arg, 1, INT_MAX, &c->ks, &c->n_ks, cause);
+        st = Args_parseIntList("--k", arg, 1, INT_MAX, &ints, &n, cause);
+        replaceInts(&c->ks, &c->n_ks, st, ints, n);
         break;
     case 's': st = BatchConfig_setStrategies(c, arg, cause); break;
     case 'r': st = BatchConfig_setRouters(c, arg, cause); break;
     case 't':
-        free(c->taus);
-        st = Args_parseDoubleList("--tau", arg, 0.0, 1e30, &c->taus, &c->n_taus, cause);
+        st = Args_parseDoubleList("--tau", arg, 0.0, 1e30, &doubles, &n, cause);
+        replaceDoubles(&c->taus, &c->n_taus, st, doubles, n);
         break;
     case 'l':
-        free(c->layers);
-        st = Args_parseRanges("--layers", arg, &c->layers, &c->n_layers, cause);
+        st = Args_parseRanges("--layers", arg, &ints, &n, cause);
+        replaceInts(&c->layers, &c->n_layers, st, ints, n);
         break;
     case 'q': c->quiet = true; break;
     case OPT_TARGET:
         st = Args_parseDouble("--target-sparsity", arg, 0.0, 1.0, &cli->target, cause);
         break;
     case OPT_SPARSITY_Q:
-        free(c->quantiles);
-        st = Args_parseDoubleList("--sparsity-q", arg, 0.0, 1.0, &c->quantiles,
-                                  &c->n_quantiles, cause);
+        st = Args_parseDoubleList("--sparsity-q", arg, 0.0, 1.0, &doubles, &n, cause);
+        replaceDoubles(&c->quantiles, &c->n_quantiles, st, doubles, n);
         break;
     case OPT_SEED:
         st = Args_parseLong("--seed", arg, 0, LONG_MAX, &v, cause);
@@ -167,10 +209,26 @@ static MsStatus applyOption(Cli *cli, int opt, const char *arg, char **cause) {
         break;
     case OPT_NO_MEASURE: c->measure = false; break;
     case OPT_PARTITIONS: c->partitions_path = arg; break;
+    case OPT_FIGURES: c->figures_dir = arg; break;
+    case OPT_FIGURE_FORMAT: c->figure_formats = arg; break;
     case OPT_THREADS:
         st = Args_parseLong("--threads", arg, 1, 64, &v, cause);
         c->threads = (int)v;
         break;
+    case OPT_SET: {
+        Knobs probe;
+        Knobs_default(&probe);
+        st = Knobs_assign(&probe, arg, cause);
+        if (st != MS_OK) {
+            prefixCause(cause, "--set");
+            break;
+        }
+        cli->sets = xReallocArray(cli->sets, (size_t)cli->n_sets + 1, sizeof *cli->sets);
+        cli->sets[cli->n_sets++] = arg;
+        break;
+    }
+    case OPT_ASCII: cli->ascii = true; break;
+    case OPT_NO_COLOR: cli->no_color = true; break;
     default:
         setCause(cause, "unknown option (see --help)");
         st = MS_ERR_RANGE;
@@ -185,11 +243,13 @@ static void parseArgs(Cli *cli, int argc, char **argv) {
         char *cause = NULL;
         if (opt == 'h') {
             fputs(usageText, stdout);
+            free(cli->sets);
             BatchConfig_done(&cli->config);
             exit(0);
         }
         if (opt == 'V') {
             puts(PACKAGE_STRING);
+            free(cli->sets);
             BatchConfig_done(&cli->config);
             exit(0);
         }
@@ -200,6 +260,7 @@ static void parseArgs(Cli *cli, int argc, char **argv) {
         } else if (applyOption(cli, opt, optarg, &cause) == MS_OK) {
             continue;
         }
+        free(cli->sets);
         BatchConfig_done(&cli->config);
         die(2, cause);
     }
@@ -278,6 +339,7 @@ int main(int argc, char **argv) {
     MsStatus st = Dump_open(&dump, paths, n_paths, &cause);
     free(fallback);
     if (st != MS_OK) {
+        free(cli.sets);
         BatchConfig_done(&cli.config);
         die(Status_exitCode(st), cause);
     }
@@ -292,10 +354,15 @@ int main(int argc, char **argv) {
             fprintf(stderr, "moescope: %s\n", cause ? cause : Status_name(st));
             free(cause);
         }
+    } else if (isatty(STDIN_FILENO) && isatty(STDOUT_FILENO)) {
+        UiOptions ui = {.ascii = cli.ascii, .no_color = cli.no_color,
+                        .threads = cli.config.threads, .sets = cli.sets, .n_sets = cli.n_sets};
+        status = Ui_run(dump, &ui);
     } else {
         status = runSummary(dump, cli.target);
     }
     Dump_delete(dump);
+    free(cli.sets);
     BatchConfig_done(&cli.config);
     return status;
 }
