@@ -1,0 +1,379 @@
+/*
+moescope - tests/test_Analysis.c
+The UI's result cache on the default data (data/stories260K.h5): results computed by the
+worker threads equal direct engine calls with `--batch`'s parameters (partition seed and
+iterations, router options, test split, thread count 2 against the UI's 1), for param +
+similarity, coact at a target sparsity with another test fraction, and the mlp router;
+cached results come back without work; pausing holds work; impossible knobs fail with a
+sentence; the Layers view shows the computed numbers.
+SPDX-License-Identifier: MIT
+*/
+#include "config.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/Coact.h"
+#include "core/Eval.h"
+#include "core/Partition.h"
+#include "core/Router.h"
+#include "core/Sparsity.h"
+#include "io/Dump.h"
+#include "jobs/Analysis.h"
+#include "jobs/LayerLoad.h"
+#include "util/XUtils.h"
+#include "views/LayersView.h"
+
+typedef struct Fixture {
+    Dump *dump;
+    Analysis *an;
+    LayerLoad load; /* layer 0, loaded directly */
+} Fixture;
+
+static int setup(void **state) {
+    const char *dir = getenv("top_builddir");
+    char *path = xAsprintf("%s/data/stories260K.h5", dir ? dir : ".");
+    Fixture *f = xCalloc(1, sizeof *f);
+    char *cause = NULL;
+    const char *paths[1] = {path};
+    MsStatus st = Dump_open(&f->dump, paths, 1, &cause);
+    free(path);
+    if (st != MS_OK) {
+        fprintf(stderr, "%s\n", cause);
+        free(cause);
+        free(f);
+        return -1;
+    }
+    f->an = Analysis_new(f->dump, 1, &cause);
+    assert_non_null(f->an);
+    assert_int_equal(LayerLoad_init(&f->load, f->dump, 0, 0.1, NULL, &cause), MS_OK);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state) {
+    Fixture *f = *state;
+    Analysis_delete(f->an);
+    LayerLoad_done(&f->load);
+    Dump_delete(f->dump);
+    free(f);
+    return 0;
+}
+
+typedef struct Ask {
+    int layer;
+    Knobs k;
+    RouterKind kind;
+} Ask;
+
+typedef const void *(*Getter)(Analysis *an, const Ask *a, AnStatus *st);
+
+static const void *getEval(Analysis *an, const Ask *a, AnStatus *st) {
+    return Analysis_eval(an, a->layer, &a->k, a->kind, st);
+}
+
+static const void *getPart(Analysis *an, const Ask *a, AnStatus *st) {
+    return Analysis_partition(an, a->layer, &a->k, st);
+}
+
+static const void *getSparsity(Analysis *an, const Ask *a, AnStatus *st) {
+    return Analysis_sparsity(an, a->layer, &a->k, st);
+}
+
+/* Frames until the getter has its value (or failed); NULL on failure or timeout. */
+static const void *pump(Analysis *an, Getter get, const Ask *a, AnStatus *st) {
+    double end = XUtils_now() + 120;
+    while (XUtils_now() < end) {
+        Analysis_beginFrame(an);
+        const void *v = get(an, a, st);
+        Analysis_endFrame(an);
+        if (v || st->state == AN_FAILED)
+            return v;
+        struct pollfd p = {.fd = Analysis_fd(an), .events = POLLIN};
+        poll(&p, 1, 200);
+        Analysis_collect(an);
+    }
+    return NULL;
+}
+
+static void assertMetricsEqual(const Eval *a, const Eval *b, int E) {
+    for (int k = 1; k <= E; k++) {
+        EvalMetrics x, y;
+        Eval_metrics(a, k, &x);
+        Eval_metrics(b, k, &y);
+        assert_memory_equal(&x, &y, sizeof x); /* bitwise: same computation */
+    }
+}
+
+static void test_param_similarity_equals_batch(void **state) {
+    Fixture *f = *state;
+    Ask a = {.layer = 0, .kind = ROUTER_SIMILARITY};
+    Knobs_default(&a.k);
+    AnStatus st;
+    const Eval *ev = pump(f->an, getEval, &a, &st);
+    assert_non_null(ev);
+
+    const LayerData *d = &f->load.data;
+    int N = d->w->d_ff, E = 8;
+    int32_t *part = xMallocArray((size_t)N, sizeof(int32_t));
+    char *cause = NULL;
+    assert_int_equal(Partition_param(part, FfnWeights_keys(d->w), N, d->w->d_model, E, 0, 30,
+                                     NULL, NULL, &cause), MS_OK);
+    const AnPartition *p = pump(f->an, getPart, &a, &st);
+    assert_non_null(p);
+    assert_memory_equal(p->part, part, (size_t)N * sizeof(int32_t));
+    RouterOptions o;
+    RouterOptions_default(&o);
+    o.epochs = 30;
+    o.seed = 0;
+    o.threads = 2;
+    Router *r = NULL;
+    assert_int_equal(Router_new(&r, ROUTER_SIMILARITY, d, part, E, &o, NULL, &cause), MS_OK);
+    Eval *ref = NULL;
+    assert_int_equal(Eval_new(&ref, d, part, E, r, SPLIT_TEST, 2, NULL, &cause), MS_OK);
+    assertMetricsEqual(ev, ref, E);
+
+    /* Cached: the next frame has it without any work. */
+    Analysis_beginFrame(f->an);
+    assert_ptr_equal(Analysis_eval(f->an, 0, &a.k, ROUTER_SIMILARITY, &st), ev);
+    Analysis_endFrame(f->an);
+    assert_int_equal(st.state, AN_DONE);
+    AnActivity act;
+    Analysis_activity(f->an, &act);
+    assert_int_equal(act.queued + act.running, 0);
+
+    Eval_delete(ref);
+    Router_delete(r);
+    free(part);
+}
+
+static void test_coact_target_equals_batch(void **state) {
+    Fixture *f = *state;
+    Ask a = {.layer = 0};
+    Knobs_default(&a.k);
+    a.k.strategy = PARTITION_COACT;
+    a.k.target = 0.9;
+    a.k.test_fraction = 0.2;
+    a.k.seed = 3;
+    AnStatus st;
+    const AnPartition *p = pump(f->an, getPart, &a, &st);
+    assert_non_null(p);
+
+    LayerData d = f->load.data;
+    d.T_train = Split_trainRows(d.T, d.seq_offsets, d.n_seq, 0.2);
+    int N = d.w->d_ff;
+    char *cause = NULL;
+    float tau;
+    assert_int_equal(Sparsity_tauForSparsity(d.h, d.T, N, 0.9, 2, NULL, &tau, &cause), MS_OK);
+    float atau;
+    Analysis_beginFrame(f->an);
+    assert_true(Analysis_tau(f->an, 0, &a.k, &atau, &st));
+    Analysis_endFrame(f->an);
+    assert_true(atau == tau);
+    Coact c;
+    assert_int_equal(Coact_compute(&c, d.h, d.T_train, N, tau, 2, NULL, &cause), MS_OK);
+    PartitionGraph g;
+    assert_int_equal(PartitionGraph_fromCoact(&g, &c, NULL, &cause), MS_OK);
+    int32_t *part = xMallocArray((size_t)N, sizeof(int32_t));
+    int fallback = -1;
+    assert_int_equal(Partition_coact(part, &g, 8, 3, &fallback, NULL, &cause), MS_OK);
+    assert_memory_equal(p->part, part, (size_t)N * sizeof(int32_t));
+    assert_int_equal(p->fallback_random, fallback);
+
+    double intra = NAN;
+    double end = XUtils_now() + 60;
+    bool have = false;
+    while (!have && XUtils_now() < end) {
+        Analysis_beginFrame(f->an);
+        have = Analysis_intra(f->an, 0, &a.k, &intra, &st);
+        Analysis_endFrame(f->an);
+        struct pollfd pf = {.fd = Analysis_fd(f->an), .events = POLLIN};
+        if (!have)
+            poll(&pf, 1, 200);
+        Analysis_collect(f->an);
+    }
+    assert_true(have);
+    assert_true(intra == Coact_intra(&c, part));
+
+    /* The router fits on the same split: the oracle's evaluation on the test rows. */
+    a.kind = ROUTER_ORACLE;
+    const Eval *ev = pump(f->an, getEval, &a, &st);
+    assert_non_null(ev);
+    Router *r = NULL;
+    RouterOptions o;
+    RouterOptions_default(&o);
+    o.seed = 3;
+    assert_int_equal(Router_new(&r, ROUTER_ORACLE, &d, part, 8, &o, NULL, &cause), MS_OK);
+    Eval *ref = NULL;
+    assert_int_equal(Eval_new(&ref, &d, part, 8, r, SPLIT_TEST, 2, NULL, &cause), MS_OK);
+    assertMetricsEqual(ev, ref, 8);
+    Eval_delete(ref);
+    Router_delete(r);
+    free(part);
+    PartitionGraph_done(&g);
+    Coact_done(&c);
+}
+
+static void test_mlp_equals_batch(void **state) {
+    Fixture *f = *state;
+    Ask a = {.layer = 0, .kind = ROUTER_MLP};
+    Knobs_default(&a.k);
+    a.k.strategy = PARTITION_RANDOM;
+    a.k.E = 4;
+    a.k.seed = 5;
+    AnStatus st;
+    const Eval *ev = pump(f->an, getEval, &a, &st);
+    assert_non_null(ev);
+    const LayerData *d = &f->load.data;
+    int N = d->w->d_ff;
+    int32_t *part = xMallocArray((size_t)N, sizeof(int32_t));
+    Partition_random(part, N, 4, 5);
+    RouterOptions o;
+    RouterOptions_default(&o);
+    o.epochs = 30;
+    o.seed = 5;
+    o.threads = 2;
+    char *cause = NULL;
+    Router *r = NULL;
+    assert_int_equal(Router_new(&r, ROUTER_MLP, d, part, 4, &o, NULL, &cause), MS_OK);
+    Eval *ref = NULL;
+    assert_int_equal(Eval_new(&ref, d, part, 4, r, SPLIT_TEST, 2, NULL, &cause), MS_OK);
+    assertMetricsEqual(ev, ref, 4);
+    Eval_delete(ref);
+    Router_delete(r);
+    free(part);
+}
+
+static void test_pause_and_failures(void **state) {
+    Fixture *f = *state;
+    Ask a = {.layer = 1};
+    Knobs_default(&a.k);
+    a.k.tau = 0.125;
+    Analysis_pause(f->an, true);
+    AnStatus st;
+    for (int i = 0; i < 3; i++) {
+        Analysis_beginFrame(f->an);
+        assert_null(Analysis_sparsity(f->an, 1, &a.k, &st));
+        Analysis_endFrame(f->an);
+        usleep(20000);
+        Analysis_collect(f->an);
+    }
+    assert_true(st.state == AN_IDLE || st.state == AN_QUEUED);
+    AnActivity act;
+    Analysis_activity(f->an, &act);
+    assert_true(act.paused);
+    Analysis_pause(f->an, false);
+    const Sparsity *s = pump(f->an, getSparsity, &a, &st);
+    assert_non_null(s);
+    Sparsity ref;
+    char *cause = NULL;
+    LayerLoad l1;
+    assert_int_equal(LayerLoad_init(&l1, f->dump, 1, 0.1, NULL, &cause), MS_OK);
+    assert_int_equal(Sparsity_compute(&ref, l1.data.h, l1.data.T, l1.data.w->d_ff, 0.125f, 2,
+                                      NULL, &cause), MS_OK);
+    assert_true(s->sparsity == ref.sparsity);
+    assert_true(s->dead_fraction == ref.dead_fraction);
+    Sparsity_done(&ref);
+    LayerLoad_done(&l1);
+
+    /* E above d_ff fails with a sentence, without any work. */
+    a.k.E = 500;
+    a.k.k = 2;
+    a.kind = ROUTER_SIMILARITY;
+    assert_null(pump(f->an, getEval, &a, &st));
+    assert_int_equal(st.state, AN_FAILED);
+    assert_non_null(strstr(st.error, "more than"));
+}
+
+static void test_layers_view_shows_numbers(void **state) {
+    Fixture *f = *state;
+    Knobs k;
+    Knobs_default(&k);
+    LayersView v;
+    int n = Analysis_layerCount(f->an);
+    LayersView_init(&v, n);
+    Cells c;
+    Cells_init(&c, 120, 12);
+    ViewContext ctx = {.an = f->an, .knobs = &k, .g = Glyphs_get(false), .layer = 0};
+    double end = XUtils_now() + 120;
+    for (;;) {
+        Analysis_beginFrame(f->an);
+        Cells_clear(&c);
+        LayersView_render(&v, &ctx, &c, 0, 0, c.w, c.h);
+        LayersView_demand(&v, &ctx);
+        Analysis_endFrame(f->an);
+        AnActivity act;
+        Analysis_activity(f->an, &act);
+        if (act.queued + act.running == 0 || XUtils_now() > end)
+            break;
+        struct pollfd p = {.fd = Analysis_fd(f->an), .events = POLLIN};
+        poll(&p, 1, 200);
+        Analysis_collect(f->an);
+    }
+    Analysis_collect(f->an);
+    Analysis_beginFrame(f->an);
+    Cells_clear(&c);
+    LayersView_render(&v, &ctx, &c, 0, 0, c.w, c.h);
+    Analysis_endFrame(f->an);
+    char *text = Cells_toText(&c);
+    /* row of layer 0: its oracle and similarity recall at k = 2 as "%.4f" */
+    AnStatus st;
+    Analysis_beginFrame(f->an);
+    const Eval *o = Analysis_eval(f->an, 0, &k, ROUTER_ORACLE, &st);
+    const Eval *s = Analysis_eval(f->an, 0, &k, ROUTER_SIMILARITY, &st);
+    Analysis_endFrame(f->an);
+    assert_non_null(o);
+    assert_non_null(s);
+    EvalMetrics mo, ms;
+    Eval_metrics(o, 2, &mo);
+    Eval_metrics(s, 2, &ms);
+    char want[128];
+    snprintf(want, sizeof want, "%.4f   %.4f  %.4f", mo.mass_recall, ms.mass_recall,
+             ms.output_rel_err);
+    assert_non_null(strstr(text, want));
+    assert_non_null(strstr(text, "layers.4.feed_forward"));
+    assert_null(strchr(text, '~')); /* nothing stale once idle */
+    /* sorting by the oracle column, descending: rows follow the values */
+    LayersView_sortBy(&v, LCOL_ORACLE);
+    assert_true(v.descending);
+    Analysis_beginFrame(f->an);
+    LayersView_render(&v, &ctx, &c, 0, 0, c.w, c.h);
+    double prev = INFINITY;
+    for (int i = 0; i < n; i++) {
+        const Eval *e = Analysis_eval(f->an, v.order[i], &k, ROUTER_ORACLE, &st);
+        assert_non_null(e);
+        EvalMetrics m;
+        Eval_metrics(e, 2, &m);
+        assert_true(m.mass_recall <= prev);
+        prev = m.mass_recall;
+    }
+    Analysis_endFrame(f->an);
+    /* search moves the cursor */
+    assert_true(LayersView_find(&v, &ctx, "layers.3", 1));
+    assert_int_equal(Analysis_layer(f->an, v.cursor)->index, 3);
+    assert_false(LayersView_find(&v, &ctx, "no such layer", 1));
+    free(text);
+    Cells_done(&c);
+    LayersView_done(&v);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_param_similarity_equals_batch),
+        cmocka_unit_test(test_coact_target_equals_batch),
+        cmocka_unit_test(test_mlp_equals_batch),
+        cmocka_unit_test(test_pause_and_failures),
+        cmocka_unit_test(test_layers_view_shows_numbers),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
