@@ -288,8 +288,9 @@ def find_layers(model, patterns, family="auto", names=None):
 # ---- one layer --------------------------------------------------------------------------
 
 class Layer:
-    """One FFN layer: its projections, weights (float32 copies on the model's device) and
-    the tensors its hooks captured during the current batch."""
+    """One FFN layer: its projections, their weights (detached, on the model's device) and
+    its hooks. The first projection's hook keeps x; the down projection's hook hands x and
+    h to the batch being run at once, so that only one layer's activations are held."""
 
     def __init__(self, index, path, module, fam, act):
         gate, inp, out = fam
@@ -304,7 +305,7 @@ class Layer:
         self._check_shapes()
         if self.act is None:
             self._detect_activation(module, inp)
-        self.captured = {"x": [], "h": []}
+        self.pending_x, self.runs, self.batch = None, 0, None
         self.worst = 0.0
         self.n_tokens = 0
         self.handles = []
@@ -345,12 +346,26 @@ class Layer:
 
     def hook(self):
         def on_in(_mod, inputs):
-            self.captured["x"].append(self._first(inputs, "in"))
+            if self.pending_x is not None:
+                self._ran_twice("in")
+            self.pending_x = self._first(inputs, "in")
 
         def on_out(_mod, inputs):
-            self.captured["h"].append(self._first(inputs, "out"))
+            h = self._first(inputs, "out")
+            if self.pending_x is None:
+                raise ExportError("layer %d (%s): '%s' ran without '%s' before it"
+                                  % (self.index, self.path, self.rel["out"], self.rel["in"]))
+            if self.runs:
+                self._ran_twice("out")
+            x, self.pending_x = self.pending_x, None
+            self.runs += 1
+            self.batch.take(self, x, h)
         self.handles = [self.mods["in"].register_forward_pre_hook(on_in),
                         self.mods["out"].register_forward_pre_hook(on_out)]
+
+    def _ran_twice(self, key):
+        raise ExportError("layer %d (%s): '%s' ran more than once in one forward pass (shared "
+                          "layers are not supported)" % (self.index, self.path, self.rel[key]))
 
     def _first(self, inputs, key):
         if not inputs:
@@ -363,15 +378,18 @@ class Layer:
             h.remove()
         self.handles = []
 
-    def take(self):
-        """The x and h captured during one forward pass, then forget them."""
-        xs, hs = self.captured["x"], self.captured["h"]
-        self.captured = {"x": [], "h": []}
-        if len(xs) != 1 or len(hs) != 1:
-            raise ExportError("layer %d (%s): its projections ran %d and %d times in one "
-                              "forward pass, expected once each (shared or skipped layers are "
-                              "not supported)" % (self.index, self.path, len(xs), len(hs)))
-        return xs[0], hs[0]
+    def start(self, batch):
+        self.pending_x, self.runs, self.batch = None, 0, batch
+
+    def finish(self):
+        """After a forward pass: the layer must have run exactly once."""
+        if not self.runs:
+            raise ExportError("layer %d (%s): '%s' did not run in a forward pass: the layer "
+                              "was skipped, or a fused fast path bypassed its modules (e.g. "
+                              "nn.TransformerEncoderLayer with batch_first=True in eval mode)"
+                              % (self.index, self.path,
+                                 self.rel["out" if self.pending_x is not None else "in"]))
+        self.pending_x, self.batch = None, None
 
     # The check: h recomputed from x and the weights against the captured h.
     def recompute(self, x, act):
@@ -461,10 +479,12 @@ def _batch_layout(batch):
         mask = batch.get("attention_mask")
     elif isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
         primary = batch[0]
-        if len(batch) > 1 and isinstance(batch[1], torch.Tensor) \
-                and tuple(batch[1].shape) == tuple(primary.shape[:2]) \
-                and not batch[1].is_floating_point():
-            mask = batch[1]
+        second = batch[1] if len(batch) > 1 else None
+        # (ids, attention_mask): a second tensor of ids' shape holding only 0 and 1
+        if isinstance(second, torch.Tensor) and not second.is_floating_point() \
+                and tuple(second.shape) == tuple(primary.shape[:2]) \
+                and bool(((second == 0) | (second == 1)).all()):
+            mask = second
     if primary is None:
         raise ExportError("cannot find the token ids of a batch (expected a tensor, a dict "
                           "with input_ids or inputs_embeds, or a tuple starting with ids)")
@@ -534,7 +554,8 @@ class Sink:
     def _numpy(self, t, what, lay):
         torch = _torch()
         wide = t.detach().to("cpu", torch.float32).numpy()
-        a = wide.astype(self.dtype)
+        with self.np.errstate(over="ignore"):  # reported below, naming the layer
+            a = wide.astype(self.dtype)
         if not self.np.isfinite(a).all():
             bad = "values beyond the float16 range" if self.np.isfinite(wide).all() \
                 else "non-finite values"
@@ -643,6 +664,34 @@ def _default_tol(x):
     return 2e-2 if x.dtype in (torch.float16, torch.bfloat16) else 1e-4
 
 
+class _Batch:
+    """One batch in flight: how its rows map to tokens, and what to do with each layer's
+    x and h as soon as the layer has run."""
+
+    def __init__(self, number, B, L, mask, seq_first, sink, check, tol):
+        self.number, self.B, self.L, self.mask, self.seq_first = number, B, L, mask, seq_first
+        self.sink, self.check, self.tol = sink, check, tol
+        self.unaligned = None
+
+    def take(self, lay, x, h):
+        lay.check_shapes(x, h)
+        x, ok_x = _rows(x, self.B, self.L, self.mask, self.seq_first)
+        h, ok_h = _rows(h, self.B, self.L, self.mask, self.seq_first)
+        if x.shape[0] != h.shape[0]:
+            raise ExportError("layer %d (%s): %d rows of x but %d rows of h in batch %d"
+                              % (lay.index, lay.path, x.shape[0], h.shape[0], self.number))
+        if not (ok_x and ok_h) and self.unaligned is None:
+            self.unaligned = lay
+        tol = self.tol if self.tol is not None else _default_tol(x)
+        if lay.act is None:
+            lay.infer_activation(x, h, tol)
+            self.sink.set_activation(lay)
+        if self.check:
+            lay.check(x, h, tol, self.number)
+        self.sink.append_layer(lay, x, h)
+        lay.n_tokens += x.shape[0]
+
+
 def _stream(model, batches, layers, sink, check, tol, max_batches, seq_first, say,
             progress):
     torch = _torch()
@@ -650,7 +699,7 @@ def _stream(model, batches, layers, sink, check, tol, max_batches, seq_first, sa
     device = params.device if params is not None else torch.device("cpu")
     for lay in layers:
         lay.hook()
-    n_tokens, n_seq, n_batches, aligned, unaligned_layer = 0, 0, 0, True, None
+    n_tokens, n_seq, n_batches, unaligned = 0, 0, 0, None
     with torch.no_grad():
         for batch in batches:
             if max_batches is not None and n_batches >= max_batches:
@@ -658,26 +707,13 @@ def _stream(model, batches, layers, sink, check, tol, max_batches, seq_first, sa
             batch = _to_device(batch, device)
             primary, ids, mask = _batch_layout(batch)
             B, L = int(primary.shape[0]), int(primary.shape[1])
+            run = _Batch(n_batches, B, L, mask, seq_first, sink, check, tol)
+            for lay in layers:
+                lay.start(run)
             _run(model, batch)
             for lay in layers:
-                x, h = lay.take()
-                lay.check_shapes(x, h)
-                x, ok_x = _rows(x, B, L, mask, seq_first)
-                h, ok_h = _rows(h, B, L, mask, seq_first)
-                if x.shape[0] != h.shape[0]:
-                    raise ExportError("layer %d (%s): %d rows of x but %d rows of h in batch %d"
-                                      % (lay.index, lay.path, x.shape[0], h.shape[0],
-                                         n_batches))
-                if aligned and not (ok_x and ok_h):
-                    aligned, unaligned_layer = False, lay
-                t = tol if tol is not None else _default_tol(x)
-                if lay.act is None:
-                    lay.infer_activation(x, h, t)
-                    sink.set_activation(lay)
-                if check:
-                    lay.check(x, h, t, n_batches)
-                sink.append_layer(lay, x, h)
-                lay.n_tokens += x.shape[0]
+                lay.finish()
+            unaligned = unaligned or run.unaligned
             lengths = mask.sum(dim=1).tolist() if mask is not None else [L] * B
             sink.append_tokens(ids[mask] if ids is not None and mask is not None else
                                (ids.reshape(-1) if ids is not None else None), lengths)
@@ -687,11 +723,12 @@ def _stream(model, batches, layers, sink, check, tol, max_batches, seq_first, sa
             progress(n_batches, n_tokens)
     if n_batches == 0 or n_tokens == 0:
         raise ExportError("no tokens: the batches were empty")
-    if not aligned:
+    if unaligned is not None:
         sink.drop_alignment()
         say("warning: layer %d (%s) does not see one row per token; /tokens and /seq_offsets "
-            "left out" % (unaligned_layer.index, unaligned_layer.path))
-    return {"n_tokens": n_tokens, "n_seq": n_seq if aligned else None, "batches": n_batches,
+            "left out" % (unaligned.index, unaligned.path))
+    return {"n_tokens": n_tokens, "n_seq": n_seq if unaligned is None else None,
+            "batches": n_batches,
             "layers": [{"index": lay.index, "name": lay.path, "d_model": lay.d_model,
                         "d_ff": lay.d_ff, "gated": lay.gated, "activation": lay.act,
                         "activation_source": lay.act_source, "n_tokens": lay.n_tokens,

@@ -105,7 +105,7 @@ for line in open(sys.argv[1]):
                for r in rows), (path, [r["value"] for r in rows])
     assert {r["k"] for r in rows} == {"1", "2"}, (path, {r["k"] for r in rows})
 PYEOF
-[ "$n" -ge 11 ] && [ "$failn" -eq "$f0" ] \
+[ "$n" -ge 13 ] && [ "$failn" -eq "$f0" ] \
     && ok "moescope summary and --batch on all $n exported files" \
     || no "moescope on the $n exported files"
 
