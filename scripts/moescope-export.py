@@ -24,8 +24,12 @@ keys model, batches and optionally model_name, text. A batch is one of
   - a LongTensor of token ids [batch, seq]          -> model(ids)
   - a dict / BatchEncoding with input_ids and optionally attention_mask -> model(**batch)
   - a tuple (ids, attention_mask, ...)              -> model(*batch)
+    (the second element is the mask when it has ids' shape and holds only 0 and 1)
 The exporter puts the model in eval mode (no dropout), runs it under torch.no_grad()
-and moves each batch to the device of the model's first parameter.
+and moves each batch to the device of the model's first parameter. FFN inputs may be
+[batch, seq, d], [seq, batch, d] (taken as such when seq != batch, or with --seq-first)
+or [batch * seq, d]. When a layer does not see one row per token (e.g. a decoder fed
+other tokens), its rows are still recorded, but /tokens and /seq_offsets are left out.
 
 --ffn selects the FFN modules by their path in model.named_modules(): a glob where * and
 ? match within one dotted component and ** across dots ('model.layers.*.mlp',
@@ -775,7 +779,8 @@ def parse_args(argv):
                    help="module paths of the FFN layers: a glob (* within a component, ** "
                         "across dots) or 're:REGEX' (repeatable; default: every module of "
                         "a known family)")
-    p.add_argument("--family", default="auto", choices=("auto", "plain", "gated"))
+    p.add_argument("--family", default="auto", choices=("auto", "plain", "gated"),
+                   help="look only for plain or gated FFNs (default: either)")
     p.add_argument("--in", dest="in_name", metavar="NAME",
                    help="first (up) projection, relative to the FFN module")
     p.add_argument("--out", dest="out_name", metavar="NAME",
