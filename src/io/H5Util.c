@@ -287,7 +287,9 @@ static herr_t readHalfRows(hid_t dset, hid_t space, hsize_t row0, hsize_t n_rows
         hsize_t start[2] = {row0 + r, 0};
         hsize_t count[2] = {n_rows - r < step ? n_rows - r : step, width};
         hsize_t values = count[0] * width;
-        hid_t mspace = H5Screate_simple(1, &values, NULL);
+        /* A memory space of the file selection's shape lets HDF5 copy whole rows; a 1-D
+           one makes it walk the selection element by element (measured 45% of a batch). */
+        hid_t mspace = H5Screate_simple(2, count, NULL);
         rc = mspace < 0 ? -1
                         : H5Sselect_hyperslab(space, H5S_SELECT_SET, start, NULL, count, NULL);
         if (rc >= 0)
@@ -315,7 +317,16 @@ herr_t H5Util_readFloatRows(hid_t dset, hid_t space, H5UtilFloat kind, hsize_t r
     hsize_t start[2] = {row0, 0}, count[2] = {n_rows, width};
     if (H5Sselect_hyperslab(space, H5S_SELECT_SET, start, NULL, count, NULL) < 0)
         return -1;
-    return H5Util_readFloats(dset, space, kind, out, (size_t)(n_rows * width));
+    hid_t mspace = H5Screate_simple(2, count, NULL);
+    if (mspace < 0)
+        return -1;
+    herr_t rc = kind == H5UTIL_FLOAT_HALF
+                    ? readHalf(dset, mspace, space, out, (size_t)(n_rows * width))
+                    : H5Dread(dset, H5T_NATIVE_FLOAT, mspace, space, H5P_DEFAULT, out);
+    hid_t err = H5Util_saveError(rc < 0);
+    H5Sclose(mspace);
+    H5Util_restoreError(err);
+    return rc;
 }
 
 /* Attributes and datasets read alike; this hides the two APIs. */
