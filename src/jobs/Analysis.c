@@ -1023,6 +1023,16 @@ void Analysis_activity(Analysis *this, AnActivity *out) {
     out->paused = this->paused;
 }
 
+int Analysis_running(Analysis *this, const char **labels, double *progress, int max) {
+    WorkerJob *r[16];
+    int n = Worker_running(this->pool, r, max < 16 ? max : 16);
+    for (int i = 0; i < n; i++) {
+        labels[i] = r[i]->label;
+        progress[i] = WorkerJob_progress(r[i]);
+    }
+    return n;
+}
+
 /* ---- lifetime ----------------------------------------------------------------------- */
 
 static size_t memoryBudget(void) {

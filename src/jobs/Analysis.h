@@ -119,6 +119,10 @@ void Analysis_cancelAll(Analysis *this);
 
 void Analysis_activity(Analysis *this, AnActivity *out);
 
+/* Up to max running jobs: their labels (valid until the next Analysis_collect) and
+   progress in [0, 1]. Returns how many. */
+int Analysis_running(Analysis *this, const char **labels, double *progress, int max);
+
 /* Failure sentences not yet shown, oldest first; NULL when none. The caller frees. */
 char *Analysis_takeMessage(Analysis *this);
 

@@ -159,7 +159,8 @@ static const int quitSignals[] = {SIGINT, SIGTERM, SIGHUP};
 
 /* Ends curses from a signal handler: endwin is what htop calls here too; nothing else
    (no stdio, no allocation). */
-static void fatalHandler(int sig) {
+static void fatalHandler(int sig, siginfo_t *info, void *uctx) {
+    (void)uctx;
     if (crt.active) {
         crt.active = false;
         endwin();
@@ -167,9 +168,10 @@ static void fatalHandler(int sig) {
     if (crt.saved_stderr >= 0)
         dup2(crt.saved_stderr, STDERR_FILENO);
     /* Hand over to the previous handler (the sanitizer's, or the default action). A
-       fault re-executes when we return; a raised signal is raised again. */
+       fault re-executes its instruction when we return; a signal that was sent (kill,
+       abort) is raised again. */
     sigaction(sig, &crt.old[sig], NULL);
-    if (sig == SIGABRT || sig == SIGFPE)
+    if (sig == SIGABRT || !info || info->si_code <= 0)
         raise(sig);
 }
 
@@ -186,12 +188,12 @@ static void installSignals(void) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sigemptyset(&sa.sa_mask);
-    sa.sa_handler = fatalHandler;
-    sa.sa_flags = SA_NODEFER;
+    sa.sa_sigaction = fatalHandler;
+    sa.sa_flags = SA_NODEFER | SA_SIGINFO;
     for (size_t i = 0; i < sizeof fatalSignals / sizeof *fatalSignals; i++)
         sigaction(fatalSignals[i], &sa, &crt.old[fatalSignals[i]]);
     sa.sa_handler = quitHandler;
-    sa.sa_flags = SA_RESTART;
+    sa.sa_flags = SA_RESTART; /* SA_SIGINFO off again: sa_handler is used */
     for (size_t i = 0; i < sizeof quitSignals / sizeof *quitSignals; i++)
         sigaction(quitSignals[i], &sa, &crt.old[quitSignals[i]]);
     signal(SIGPIPE, SIG_IGN);
@@ -266,6 +268,8 @@ static void setupColors(bool no_color) {
     }
 }
 
+static void defineKeys(void);
+
 MsStatus CRT_init(const CrtOptions *opt, char **cause) {
     setlocale(LC_ALL, "");
     bool utf8 = localeIsUtf8() && !opt->ascii;
@@ -291,6 +295,7 @@ MsStatus CRT_init(const CrtOptions *opt, char **cause) {
     crt.active = true;
     installSignals();
     XUtils_setFailHook(CRT_done);
+    defineKeys();
     raw();
     noecho();
     nonl();
@@ -300,6 +305,31 @@ MsStatus CRT_init(const CrtOptions *opt, char **cause) {
     curs_set(0);
     setupColors(opt->no_color);
     return MS_OK;
+}
+
+/* Sequences terminals send that their terminfo entry may not list (a TERM=xterm inside
+   tmux or screen, rxvt, the Linux console), as htop does: without them a key would reach
+   the UI as Esc plus characters. */
+static void defineKeys(void) {
+    static const struct {
+        const char *seq;
+        int key;
+    } keys[] = {
+        {"\033[1~", KEY_HOME}, {"\033[7~", KEY_HOME}, {"\033[H", KEY_HOME},
+        {"\033OH", KEY_HOME},  {"\033[4~", KEY_END},  {"\033[8~", KEY_END},
+        {"\033[F", KEY_END},   {"\033OF", KEY_END},   {"\033[Z", KEY_BTAB},
+        {"\033[11~", KEY_F(1)}, {"\033[12~", KEY_F(2)}, {"\033[13~", KEY_F(3)},
+        {"\033[14~", KEY_F(4)}, {"\033OP", KEY_F(1)},  {"\033OQ", KEY_F(2)},
+        {"\033OR", KEY_F(3)},  {"\033OS", KEY_F(4)},  {"\033[[A", KEY_F(1)},
+        {"\033[[B", KEY_F(2)}, {"\033[[C", KEY_F(3)}, {"\033[[D", KEY_F(4)},
+        {"\033[[E", KEY_F(5)}, {"\033[A", KEY_UP},    {"\033[B", KEY_DOWN},
+        {"\033[C", KEY_RIGHT}, {"\033[D", KEY_LEFT},  {"\033OA", KEY_UP},
+        {"\033OB", KEY_DOWN},  {"\033OC", KEY_RIGHT}, {"\033OD", KEY_LEFT},
+        {"\033[5~", KEY_PPAGE}, {"\033[6~", KEY_NPAGE}, {"\033[3~", KEY_DC},
+    };
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
+        if (key_defined(keys[i].seq) == 0)
+            define_key(keys[i].seq, keys[i].key);
 }
 
 void CRT_done(void) {

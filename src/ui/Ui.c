@@ -66,6 +66,7 @@ typedef enum Overlay {
     OVERLAY_NONE = 0,
     OVERLAY_HELP,
     OVERLAY_HISTORY,
+    OVERLAY_JOBS,
 } Overlay;
 
 typedef enum PromptPurpose {
@@ -389,6 +390,11 @@ static int actHistory(Ui *ui) {
     return R_REDRAW;
 }
 
+static int actJobs(Ui *ui) {
+    ui->overlay = ui->overlay == OVERLAY_JOBS ? OVERLAY_NONE : OVERLAY_JOBS;
+    return R_REDRAW;
+}
+
 static int actRedraw(Ui *ui) {
     (void)ui;
     return R_REDRAW | R_RESIZE;
@@ -480,6 +486,7 @@ static const Action actions[] = {
     {NULL, "=", "reset the selected knob to its default", actKnobReset, {'=', 0}},
     {NULL, ":", "set a knob by NAME=VALUE, e.g. :E=16 or :target=0.9", actSet, {':', 0}},
     {NULL, "Z", "pause / resume the computation", actPause, {'Z', 'z', 0}},
+    {NULL, "^T", "jobs: what is running, its progress, what is queued", actJobs, {CTRL('T'), 0}},
     {NULL, "^C", "cancel running work and pause (quits when idle)", actCancel, {CTRL('C'), 0}},
     {"Output", "e F9", "export CSV (Layers: all layers; a layer screen: that layer)", actExport,
      {'e', FN(KEY_F(9)), 0}},
@@ -621,7 +628,7 @@ static int handleKey(Ui *ui, int key) {
         case FN(KEY_END): case 'G':
             help ? HelpView_scroll(&ui->help, 100000) : ViewScroll_by(s, 100000);
             return R_REDRAW;
-        case 'q': case 27: case '?': case FN(KEY_F(1)): case CTRL('P'):
+        case 'q': case 27: case '?': case FN(KEY_F(1)): case CTRL('P'): case CTRL('T'):
             ui->overlay = OVERLAY_NONE;
             return R_REDRAW;
         case 'Q': case FN(KEY_F(10)):
@@ -790,6 +797,29 @@ static void renderHistory(Ui *ui, int x, int y, int w, int h) {
         Cells_text(c, x + 2, y + 1, w - 3, ROLE_DIM, "no messages yet");
 }
 
+static void renderJobs(Ui *ui, int x, int y, int w, int h) {
+    Cells *c = &ui->cells;
+    Cells_box(c, x, y, w, h, ROLE_NORMAL);
+    View_section(c, x + 1, y, w - 2, "Jobs (^T or q closes, ^C cancels, Z pauses)", ui->g);
+    AnActivity a;
+    Analysis_activity(ui->an, &a);
+    const char *labels[16];
+    double progress[16];
+    int n = Analysis_running(ui->an, labels, progress, 16);
+    int r = 1;
+    for (int i = 0; i < n && r < h; i++, r++) {
+        Cells_printf(c, x + 2, y + r, 40, ROLE_NORMAL, "%s", labels[i] ? labels[i] : "?");
+        Cells_printf(c, x + 43, y + r, 6, ROLE_NORMAL, "%4.0f%%", 100 * progress[i]);
+        View_hbar(c, x + 50, y + r, w - 52 > 10 ? w - 52 : 10, progress[i], ROLE_BAR, ui->g);
+    }
+    if (n == 0 && r < h)
+        Cells_text(c, x + 2, y + r++, w - 3, ROLE_DIM, "nothing running");
+    if (r + 1 < h)
+        Cells_printf(c, x + 2, y + r + 1, w - 3, ROLE_NORMAL,
+                     "%d queued, %ld finished since start%s", a.queued, a.done,
+                     a.paused ? "; paused (Z resumes)" : "");
+}
+
 static void renderBody(Ui *ui, const ViewContext *ctx, int y, int h) {
     Cells *c = &ui->cells;
     int w = c->w;
@@ -831,6 +861,8 @@ static void render(Ui *ui, bool resize) {
             free(lines);
         } else if (ui->overlay == OVERLAY_HISTORY) {
             renderHistory(ui, 0, body_y, w, body_h);
+        } else if (ui->overlay == OVERLAY_JOBS) {
+            renderJobs(ui, 0, body_y, w, body_h);
         }
         if (ui->panel.open) {
             const DumpLayer *info = Analysis_layer(ui->an, curLayer(ui));

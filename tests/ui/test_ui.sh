@@ -116,6 +116,24 @@ assert len(exp) > 5 * 20, len(exp)
 PYEOF
 ls "$tmp" | grep -q '\.tmp' && no "no temporary file left by the export" || ok "no temporary file left by the export"
 
+# s: the partitions of every layer to HDF5, as --batch --partitions writes them.
+keys main s
+check "s saves the partitions and names the file" "wait_for main 'saved 5 partitions to moescope-partitions-param-E16.h5' 30"
+"$B" --batch -q --experts 16 --k 4 --strategy param --router oracle --no-measure \
+    --partitions "$tmp/batch-parts.h5" -o "$tmp/b2.csv" "$DATA" 2>/dev/null
+"$PY" - "$tmp/moescope-partitions-param-E16.h5" "$tmp/batch-parts.h5" <<'PYEOF' && ok "saved partitions equal --batch --partitions" || no "saved partitions equal --batch --partitions"
+import sys, h5py, numpy as np
+a, b = h5py.File(sys.argv[1], "r"), h5py.File(sys.argv[2], "r")
+assert sorted(a["layers"]) == sorted(b["layers"]), (list(a["layers"]), list(b["layers"]))
+for i in a["layers"]:
+    for name in ("partition", "partitions/param_E16_tau0"):
+        x, y = a["layers"][i][name], b["layers"][i][name]
+        assert np.array_equal(x[...], y[...]), (i, name)
+        for attr in ("strategy", "experts", "seed", "source"):
+            assert x.attrs[attr] == y.attrs[attr], (i, name, attr, x.attrs[attr], y.attrs[attr])
+    assert np.bincount(a["layers"][i]["partition"][...]).size == 16
+PYEOF
+
 # Moving, opening a layer, the screens.
 keys main Down Down Enter
 check "Enter opens the cursor's layer (Sparsity)" "wait_for main 'layer 2 layers\.2\.feed_forward' 10 && grep -q '\[2Sparsity\]' '$tmp/screen'"
@@ -131,7 +149,11 @@ check "Tab: Estimates screen" "wait_for main 'FLOPs fraction 0\.2' 30"
 keys main q
 check "q goes back to Layers" "wait_for main '\[1Layers\]' 10"
 keys main '?'
-check "? shows the help with every section" "wait_for main 'Finding and sorting' 10 && grep -q 'Moving' '$tmp/screen' && grep -q 'Knobs (every' '$tmp/screen'"
+check "? shows the help" "wait_for main 'Finding and sorting' 10 && grep -q 'Moving' '$tmp/screen' && grep -q 'Q F10 ' '$tmp/screen'"
+keys main PageDown
+check "the help scrolls to the knobs" "wait_for main 'Knobs \\(every' 10 && grep -q 'F2 O ' '$tmp/screen'"
+keys main End
+check "the help ends with the knob table and notes" "wait_for main 'About the numbers' 10 && grep -q 'target (off)' '$tmp/screen'"
 keys main q
 check "q closes the help" "wait_for main 'oracle@4' 10"
 keys main / 'layers.4' Enter
@@ -188,6 +210,15 @@ pid=$(ps -o pid= --ppid "$shell" | head -n1 | tr -d ' ')
 kill -TERM "$pid"
 check "SIGTERM ends the UI (status 143)" "wait_for sig '^EXIT=143' 20"
 check "terminal restored after SIGTERM" "[ \"\$($T display -p -t ui:sig '#{alternate_on} #{cursor_flag}')\" = '0 1' ]"
+
+# --- SIGSEGV: the handler ends curses before the default action (sanitizer's off) -------
+start segv 80 24 LANG=C.UTF-8 ASAN_OPTIONS=handle_segv=0:detect_leaks=0
+wait_for segv 'oracle@2' 20 >/dev/null
+shell=$($T display -p -t ui:segv '#{pane_pid}')
+pid=$(ps -o pid= --ppid "$shell" | head -n1 | tr -d ' ')
+kill -SEGV "$pid"
+check "SIGSEGV ends the UI (status 139)" "wait_for segv '^EXIT=139' 20"
+check "terminal restored after SIGSEGV" "[ \"\$($T display -p -t ui:segv '#{alternate_on} #{cursor_flag}')\" = '0 1' ]"
 
 # No sanitizer report from any run.
 if ls "$tmp"/asan* >/dev/null 2>&1; then no "no sanitizer report"; cat "$tmp"/asan*; else ok "no sanitizer report"; fi
