@@ -396,33 +396,66 @@ static MsStatus meoRows(LayerRun *lr, const char *strategy, const Router *router
     return st;
 }
 
-static MsStatus routerRows(LayerRun *lr, PartitionStrategy strategy, RouterKind kind,
-                           const int32_t *part, int E, char **cause) {
+/* Builds every requested router (but the top-K bound) for one partition. */
+static MsStatus buildRouters(LayerRun *lr, const char *sname, const int32_t *part, int E,
+                             Router **routers, int *n, char **cause) {
     const BatchConfig *cfg = lr->run->cfg;
-    const char *sname = Partition_strategyName(strategy);
-    const char *rname = RouterKind_name(kind);
     RouterOptions ropt;
     RouterOptions_default(&ropt);
     ropt.epochs = cfg->mlp_epochs;
     ropt.seed = cfg->seed;
     ropt.threads = cfg->threads;
-    progress(lr, "%s E=%d router %s", sname, E, rname);
-    Router *router = NULL;
-    MsStatus st = Router_new(&router, kind, &lr->load.data, part, E, &ropt, NULL, cause);
-    Split splits[2] = {SPLIT_TEST, SPLIT_TRAIN};
-    for (int i = 0; i < (cfg->train_too ? 2 : 1) && st == MS_OK; i++) {
-        Eval *ev = NULL;
-        st = Eval_new(&ev, &lr->load.data, part, E, router, splits[i], cfg->threads, NULL,
-                      cause);
-        if (st == MS_OK)
-            evalRows(lr, sname, rname, E, Split_name(splits[i]), ev);
-        Eval_delete(ev);
-        if (st == MS_OK)
-            st = meoRows(lr, sname, router, part, E, splits[i], cause);
+    *n = 0;
+    for (int r = 0; r < cfg->n_routers; r++) {
+        if (cfg->routers[r] == ROUTER_TOPK_NEURONS)
+            continue;
+        progress(lr, "%s E=%d router %s", sname, E, RouterKind_name(cfg->routers[r]));
+        MsStatus st = Router_new(&routers[*n], cfg->routers[r], &lr->load.data, part, E, &ropt,
+                                 NULL, cause);
+        if (st != MS_OK)
+            return st;
+        (*n)++;
     }
-    if (st == MS_OK && cfg->measure)
-        st = measureRows(lr, sname, router, part, E, cause);
-    Router_delete(router);
+    return MS_OK;
+}
+
+/* Router metrics of one split: one shared evaluation pass for all routers, then MEO. */
+static MsStatus splitRows(LayerRun *lr, const char *sname, Router *const *routers, int n,
+                          const int32_t *part, int E, Split split, char **cause) {
+    const BatchConfig *cfg = lr->run->cfg;
+    Eval *evals[ROUTER_KINDS] = {NULL};
+    progress(lr, "%s E=%d evaluation (%s)", sname, E, Split_name(split));
+    MsStatus st = Eval_newSet(evals, &lr->load.data, part, E, (const Router *const *)routers, n,
+                              split, cfg->threads, NULL, cause);
+    for (int i = 0; i < n && st == MS_OK; i++)
+        evalRows(lr, sname, RouterKind_name(Router_kind(routers[i])), E, Split_name(split),
+                 evals[i]);
+    for (int i = 0; i < n; i++)
+        Eval_delete(evals[i]);
+    for (int i = 0; i < n && st == MS_OK; i++) {
+        progress(lr, "%s E=%d MEO %s (%s)", sname, E, RouterKind_name(Router_kind(routers[i])),
+                 Split_name(split));
+        st = meoRows(lr, sname, routers[i], part, E, split, cause);
+    }
+    return st;
+}
+
+static MsStatus routerRows(LayerRun *lr, PartitionStrategy strategy, const int32_t *part, int E,
+                           char **cause) {
+    const BatchConfig *cfg = lr->run->cfg;
+    const char *sname = Partition_strategyName(strategy);
+    Router *routers[ROUTER_KINDS] = {NULL};
+    int n = 0;
+    MsStatus st = buildRouters(lr, sname, part, E, routers, &n, cause);
+    Split splits[2] = {SPLIT_TEST, SPLIT_TRAIN};
+    for (int i = 0; i < (cfg->train_too ? 2 : 1) && st == MS_OK && n > 0; i++)
+        st = splitRows(lr, sname, routers, n, part, E, splits[i], cause);
+    for (int i = 0; i < n && st == MS_OK && cfg->measure; i++) {
+        progress(lr, "%s E=%d measuring %s", sname, E, RouterKind_name(Router_kind(routers[i])));
+        st = measureRows(lr, sname, routers[i], part, E, cause);
+    }
+    for (int i = 0; i < n; i++)
+        Router_delete(routers[i]);
     return st;
 }
 
@@ -446,20 +479,15 @@ static MsStatus strategyRows(LayerRun *lr, PartitionStrategy strategy, int E, ch
             emit(lr, sname, NULL, E, 0, "train", "coact_fallback_random", fallback);
         st = savePartition(lr, strategy, E, part, cause);
     }
-    for (int r = 0; r < cfg->n_routers && st == MS_OK; r++) {
-        if (cfg->routers[r] == ROUTER_TOPK_NEURONS)
-            continue;
-        bool fits = true;
-        for (int i = 0; i < cfg->n_ks; i++)
-            fits = fits && cfg->ks[i] <= E;
-        if (!fits) {
-            setCause(cause, "layer %d: the file partition has %d experts, fewer than a k asked for",
-                     lr->info->index, E);
+    for (int i = 0; i < cfg->n_ks && st == MS_OK; i++) {
+        if (cfg->ks[i] > E) {
+            setCause(cause, "layer %d: the file partition has %d experts, fewer than k = %d",
+                     lr->info->index, E, cfg->ks[i]);
             st = MS_ERR_RANGE;
-            break;
         }
-        st = routerRows(lr, strategy, cfg->routers[r], part, E, cause);
     }
+    if (st == MS_OK)
+        st = routerRows(lr, strategy, part, E, cause);
     free(part);
     return st;
 }
