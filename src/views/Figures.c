@@ -21,6 +21,7 @@ SPDX-License-Identifier: MIT
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 #include "io/Chart.h"
@@ -294,9 +295,12 @@ MsStatus FigureSet_addSparsity(FigureSet *this, int layer, const char *name, flo
         hi = tau * 1.1f;
     if (!(hi > 0))
         hi = 1;
+    /* Quadratic spacing: the curve is steepest near tau = 0. */
     double taus_d[CURVE_POINTS + 1];
-    for (int i = 0; i < CURVE_POINTS; i++)
-        taus_d[i] = (float)(hi * i / (CURVE_POINTS - 1));
+    for (int i = 0; i < CURVE_POINTS; i++) {
+        double u = (double)i / (CURVE_POINTS - 1);
+        taus_d[i] = (float)(hi * u * u);
+    }
     taus_d[CURVE_POINTS] = tau;
     qsort(taus_d, CURVE_POINTS + 1, sizeof(double), cmpDouble);
     float taus[CURVE_POINTS + 1];
@@ -376,9 +380,9 @@ static MsStatus sparsityFigure(FigureSet *this, const Group *g, const LayerFig *
 
     Chart_setPanel(c, 1, "Sparsity against the threshold \xcf\x84",
                    "threshold \xcf\x84 (units of |h|)", "sparsity (fraction of |h| \xe2\x89\xa4 \xcf\x84)");
-    src = xAsprintf("layer=%d;curve", L->layer);
+    src = xAsprintf("layer=%d;tau=%.9g;curve", L->layer, L->tau);
     Chart_addLine(c, 1, "sparsity(\xcf\x84), all tokens", L->curve_tau, L->curve_sparsity,
-                  L->n_curve, 1, CHART_LINE, src);
+                  L->n_curve, 0, CHART_LINE, src);
     free(src);
     /* The CSV's own numbers on the curve: the tau_for_sparsity_<q> points. */
     double qx[64], qy[64];
@@ -523,13 +527,16 @@ MsStatus FigureSet_addCoact(FigureSet *this, int layer, const char *name, float 
     }
     double chance = N > 1 ? same / ((double)N * (N - 1)) : NAN;
     char *title = layerTitle(this, layer);
-    char *full = xAsprintf("%s: co-activation, %s partition, E = %d", title, strategy, E);
+    char *full = xAsprintf("Layer %d co-activation, %s partition, E = %d", layer, strategy, E);
     Chart *c = Chart_new(full, 1, 1);
     Chart_setPanel(c, 0, NULL, "expert (neurons in expert order)",
                    "expert (neurons in expert order)");
-    char *note = xAsprintf("intra-expert co-activation %.4f (balanced random: %.4f); "
-                           "\xcf\x84 = %g, %ld train tokens", total > 0 ? intra / total : NAN,
-                           chance, (double)tau, coact->T_train);
+    char *sub = xAsprintf("%s; \xcf\x84 = %g, %ld train tokens", title, (double)tau,
+                          coact->T_train);
+    Chart_setSubtitle(c, sub);
+    free(sub);
+    char *note = xAsprintf("intra-expert co-activation %.4f (balanced random: %.4f)",
+                           total > 0 ? intra / total : NAN, chance);
     Chart_addNote(c, 0, note);
     if (M < N) {
         char *n2 = xAsprintf("cells average up to %d neurons", (N + HEAT_CELLS - 1) / HEAT_CELLS);
@@ -809,7 +816,8 @@ static MsStatus tradeoffFigure(FigureSet *this, const Group *g, const Names *str
     }
     for (int s = 0; s < strategies->n && xhi >= 8 * xlo && xlo > 0; s++)
         Chart_setScale(c, s, CHART_LOG, CHART_LINEAR);
-    Chart_addNote(c, 0, "markers: every (E, k); lines: lowest error at or below each fraction");
+    Chart_setSubtitle(c, "markers: every (E, k) of the run; lines: the lowest error at or below "
+                         "each FLOPs fraction");
     char *suffix = tauSuffix(this, g->tau);
     char *base = xAsprintf("layer%d_tradeoff%s", g->layer, suffix);
     double w = strategies->n == 1 ? 440 : 300.0 * strategies->n;
@@ -889,6 +897,13 @@ static MsStatus summaryFigure(FigureSet *this, const Summary *sm, char **cause) 
     Chart_setLimits(c, 0, NAN, NAN, 0.0, 1.02);
     summarySeries(c, 0, sm, NULL, NULL, 0, 0, "all", "sparsity", "sparsity", 0, true);
     summarySeries(c, 0, sm, NULL, NULL, 0, 0, "all", "dead_fraction", "dead neurons", 6, true);
+    double most = 0;
+    for (int i = 0; i < sm->n; i++) {
+        const Row *r = findRow(&sm->groups[i], NULL, NULL, 0, 0, "all", "sparsity");
+        most = r && r->value > most ? r->value : most;
+    }
+    if (most < 5e-4) /* empty bars would look like missing data */
+        Chart_addNote(c, 0, "every |h| > \xcf\x84: sparsity 0 in every layer");
     Chart_setPanel(c, cols, "Intra-expert co-activation", "layer", "share of co-activations");
     summaryLayerTicks(c, cols, sm);
     Chart_setLimits(c, cols, NAN, NAN, 0.0, NAN);
