@@ -33,6 +33,7 @@ SPDX-License-Identifier: MIT
 #include "util/Args.h"
 #include "util/XUtils.h"
 #include "views/Csv.h"
+#include "views/Figures.h"
 
 static const int defaultExperts[] = {8};
 static const int defaultKs[] = {1, 2};
@@ -134,6 +135,7 @@ typedef struct BatchRun {
     Dump *dump;
     Csv csv;
     Writer *parts;     /* --partitions, or NULL */
+    FigureSet *figures; /* --figures, or NULL */
     bool progress;     /* a progress line on stderr */
     int layer_pos, layer_count;
 } BatchRun;
@@ -170,6 +172,8 @@ static void emit(LayerRun *lr, const char *strategy, const char *router, int E, 
         .file = lr->info->x_file,
     };
     Csv_row(&lr->run->csv, &row);
+    if (lr->run->figures)
+        FigureSet_addRow(lr->run->figures, &row);
 }
 
 static void progress(LayerRun *lr, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -198,7 +202,12 @@ static MsStatus layerRows(LayerRun *lr, const float *tau_q, char **cause) {
     emit(lr, NULL, NULL, 0, 0, "all", "sparsity", s.sparsity);
     emit(lr, NULL, NULL, 0, 0, "all", "dead_fraction", s.dead_fraction);
     emit(lr, NULL, NULL, 0, 0, "all", "active_per_token_mean", s.active_per_token_mean);
+    if (lr->run->figures)
+        st = FigureSet_addSparsity(lr->run->figures, lr->info->index, lr->info->name, lr->tau,
+                                   &s, d->h, d->T, cfg->threads, cause);
     Sparsity_done(&s);
+    if (st != MS_OK)
+        return st;
     for (int i = 0; i < cfg->n_quantiles; i++) {
         char metric[64];
         snprintf(metric, sizeof metric, "tau_for_sparsity_%g", cfg->quantiles[i]);
@@ -478,6 +487,9 @@ static MsStatus strategyRows(LayerRun *lr, PartitionStrategy strategy, int E, ch
         if (strategy == PARTITION_COACT)
             emit(lr, sname, NULL, E, 0, "train", "coact_fallback_random", fallback);
         st = savePartition(lr, strategy, E, part, cause);
+        if (st == MS_OK && lr->run->figures)
+            st = FigureSet_addCoact(lr->run->figures, lr->info->index, lr->info->name, lr->tau,
+                                    sname, E, &lr->coact, part, cause);
     }
     for (int i = 0; i < cfg->n_ks && st == MS_OK; i++) {
         if (cfg->ks[i] > E) {
@@ -630,7 +642,10 @@ MsStatus Batch_run(const BatchConfig *cfg, Dump *dump, char **cause) {
         free(pos);
         return st;
     }
-    if (cfg->partitions_path)
+    if (cfg->figures_dir)
+        st = FigureSet_new(&run.figures, cfg->figures_dir, cfg->figure_formats, cfg->n_taus > 1,
+                           cause);
+    if (st == MS_OK && cfg->partitions_path)
         st = Writer_create(&run.parts, cfg->partitions_path, cause);
     for (int i = 0; i < n && st == MS_OK; i++) {
         run.layer_pos = i;
@@ -647,6 +662,9 @@ MsStatus Batch_run(const BatchConfig *cfg, Dump *dump, char **cause) {
         st = Csv_close(&run.csv, cause);
     else
         Csv_abort(&run.csv);
+    if (st == MS_OK && run.figures)
+        st = FigureSet_write(run.figures, cause);
+    FigureSet_delete(run.figures);
     free(pos);
     return st;
 }

@@ -39,6 +39,8 @@ typedef struct BatchConfig {
     bool measure;        /* measured speedup of the MoE kernel */
     const char *out_path;        /* NULL: stdout */
     const char *partitions_path; /* NULL: not saved */
+    const char *figures_dir;     /* NULL: no figures (views/Figures.h) */
+    const char *figure_formats;  /* "svg,pdf,png" subset; NULL: the default */
     int threads;
     bool quiet;          /* no progress line */
 } BatchConfig;
