@@ -893,10 +893,18 @@ static void render(Ui *ui, bool resize) {
             msg = "Help: Up/Down PgUp/PgDn scroll, q or ? closes";
             role = ROLE_DIM;
         }
+        char hint[160];
         if (!msg) {
-            msg = ui->screen == SCREEN_LAYERS
-                      ? "Enter: open layer  F2: knobs  +/-: change E  Tab: screens  ?: help"
-                      : "Tab: next screen  Left/Right: layer  q: back  ?: help";
+            const char *kn = KnobTable_def((KnobId)ui->selected_knob)->name;
+            if (ui->screen == SCREEN_LAYERS)
+                snprintf(hint, sizeof hint,
+                         "Enter: open layer  F2: knobs  +/-: change %s  {}: other knob  "
+                         "Tab: screens  ?: help", kn);
+            else
+                snprintf(hint, sizeof hint,
+                         "Tab: next screen  Left/Right: layer  +/-: change %s  q: back  ?: help",
+                         kn);
+            msg = hint;
             role = ROLE_DIM;
         }
         ChromeInfo info = {
@@ -1005,6 +1013,10 @@ int Ui_run(Dump *dump, const UiOptions *opt) {
             free(cause);
             return 2;
         }
+    }
+    if (Dump_layerCount(dump) == 0) {
+        fprintf(stderr, "moescope: the files hold no FFN layer (no /layers/<i>)\n");
+        return 2;
     }
     ui.an = Analysis_new(dump, opt->threads > 0 ? opt->threads : 2, &cause);
     if (!ui.an) {

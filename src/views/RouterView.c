@@ -35,38 +35,40 @@ void RouterView_render(ViewScroll *scroll, const ViewContext *ctx, Cells *c, int
                      info->d_ff);
         return;
     }
-    double *xs = xMallocArray((size_t)E, sizeof(double));
-    double *rec = xMallocArray((size_t)(KINDS + 1) * (size_t)E, sizeof(double));
-    double *err = xMallocArray((size_t)(KINDS + 1) * (size_t)E, sizeof(double));
+    /* Every k up to 512 experts; beyond, 512 evenly spaced k (Eval_metrics is O(E)). */
+    int P = E <= 512 ? E : 512;
+    double *xs = xMallocArray((size_t)P, sizeof(double));
+    double *rec = xMallocArray((size_t)(KINDS + 1) * (size_t)P, sizeof(double));
+    double *err = xMallocArray((size_t)(KINDS + 1) * (size_t)P, sizeof(double));
     const Eval *ev[KINDS];
     AnStatus st[KINDS + 1];
-    for (int e = 0; e < E; e++)
-        xs[e] = e + 1;
+    for (int e = 0; e < P; e++)
+        xs[e] = P == E ? e + 1 : floor(1 + (double)e * (E - 1) / (P - 1) + 0.5);
     for (int i = 0; i < KINDS; i++) {
         ev[i] = Analysis_eval(ctx->an, ctx->layer, k, kinds[i], &st[i]);
-        for (int e = 0; e < E; e++) {
+        for (int e = 0; e < P; e++) {
             EvalMetrics m;
             if (ev[i])
-                Eval_metrics(ev[i], e + 1, &m);
-            rec[i * E + e] = ev[i] ? m.mass_recall : NAN;
-            err[i * E + e] = ev[i] ? m.output_rel_err : NAN;
+                Eval_metrics(ev[i], (int)xs[e], &m);
+            rec[i * P + e] = ev[i] ? m.mass_recall : NAN;
+            err[i * P + e] = ev[i] ? m.output_rel_err : NAN;
         }
     }
     const NeuronBound *b = Analysis_bound(ctx->an, ctx->layer, k, &st[KINDS]);
-    for (int e = 0; e < E; e++) {
-        rec[KINDS * E + e] = NAN;
-        err[KINDS * E + e] = b ? NeuronBound_errorAt(b, E, e + 1, NULL) : NAN;
+    for (int e = 0; e < P; e++) {
+        rec[KINDS * P + e] = NAN;
+        err[KINDS * P + e] = b ? NeuronBound_errorAt(b, E, (int)xs[e], NULL) : NAN;
     }
     PlotSeries rs[KINDS], es[KINDS + 1];
     int roles[] = {ROLE_SERIES1, ROLE_SERIES2, ROLE_SERIES3, ROLE_SERIES4, ROLE_SERIES5};
     for (int i = 0; i < KINDS + 1; i++) {
         const char *name = i < KINDS ? RouterKind_name(kinds[i]) : "top-K neurons";
         if (i < KINDS)
-            rs[i] = (PlotSeries){name, marks[i], roles[i], xs, rec + i * E, E};
-        es[i] = (PlotSeries){name, marks[i], roles[i], xs, err + i * E, E};
+            rs[i] = (PlotSeries){name, marks[i], roles[i], xs, rec + i * P, P};
+        es[i] = (PlotSeries){name, marks[i], roles[i], xs, err + i * P, P};
     }
     double emax = 0;
-    for (int i = 0; i < (KINDS + 1) * E; i++)
+    for (int i = 0; i < (KINDS + 1) * P; i++)
         if (isfinite(err[i]) && err[i] > emax)
             emax = err[i];
     if (emax <= 0)
