@@ -44,15 +44,15 @@ static void costLines(Cells *c, int x, int y, int w, const ViewContext *ctx,
                                : NULL;
     if (sp)
         Cells_printf(c, x + 1, y + 4, w - 1, ROLE_NORMAL,
-                     "measured speedup of the MoE kernel: batch %.2fx  one token %.2fx "
-                     "(wall time, this machine)", sp->batch, sp->token);
+                     "measured speedup: batch %.2fx  one token %.2fx (MoE kernel, wall time)",
+                     sp->batch, sp->token);
     else
         View_missing(c, x + 1, y + 4, w - 1, ctx, &st, "measured speedup");
 }
 
 static void meoLines(Cells *c, int x, int y, int w, const ViewContext *ctx) {
     const Knobs *k = ctx->knobs;
-    View_section(c, x, y, w, "MEO: one merged expert per sequence (SPEC 5)", ctx->g);
+    View_section(c, x, y, w, "MEO: one merged expert per sequence", ctx->g);
     AnStatus st;
     const MeoMetrics *m = Analysis_meo(ctx->an, ctx->layer, k, k->router, k->k, &st);
     if (!m) {
@@ -65,14 +65,14 @@ static void meoLines(Cells *c, int x, int y, int w, const ViewContext *ctx) {
     if (ev)
         Eval_metrics(ev, k->k, &em);
     Cells_printf(c, x + 1, y + 1, w - 1, ROLE_NORMAL,
-                 "%ld sequences of %.1f tokens: recall %.4f sequence-level vs %.4f per token",
-                 m->sequences, m->seq_len_mean, m->mass_recall, ev ? em.mass_recall : NAN);
+                 "recall: per sequence %.4f, per token %.4f (%ld sequences of %.1f tokens)",
+                 m->mass_recall, ev ? em.mass_recall : NAN, m->sequences, m->seq_len_mean);
     Cells_printf(c, x + 1, y + 2, w - 1, ROLE_NORMAL,
-                 "error: experts unmerged %.4f  merged sum/position %.4f  sum/aligned %.4f",
+                 "error: experts unmerged %.4f; merged (sum) position %.4f aligned %.4f",
                  m->seqsel_output_rel_err, m->output_rel_err[MEO_GATES_SUM][MEO_SLOTS_POSITION],
                  m->output_rel_err[MEO_GATES_SUM][MEO_SLOTS_ALIGNED]);
     Cells_printf(c, x + 1, y + 3, w - 1, ROLE_NORMAL,
-                 "       softmax/position %.4f  softmax/aligned %.4f   MEO FLOPs fraction %.4f",
+                 "merged (softmax) position %.4f aligned %.4f; MEO FLOPs fraction %.4f",
                  m->output_rel_err[MEO_GATES_SOFTMAX][MEO_SLOTS_POSITION],
                  m->output_rel_err[MEO_GATES_SOFTMAX][MEO_SLOTS_ALIGNED], m->flops_fraction);
 }

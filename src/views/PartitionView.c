@@ -25,7 +25,7 @@ static void drawHeat(Cells *c, int x, int y, int w, int h, const ViewContext *ct
     }
     AnStatus st;
     const AnHeat *heat = Analysis_heat(ctx->an, ctx->layer, ctx->knobs, size, &st);
-    Cells_text(c, x, y, w, ROLE_HEADER, "Co-activation (phi), neurons by expert");
+    Cells_text(c, x, y, w, ROLE_HEADER, "Co-activation by expert");
     if (!heat) {
         View_missing(c, x, y + 1, w, ctx, &st, "co-activation");
         return;

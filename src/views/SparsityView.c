@@ -46,7 +46,7 @@ static void drawFreq(Cells *c, int x, int y, int w, int h, const Sparsity *s,
     for (int i = 0; i < FREQ_BINS + 2; i++)
         vmax = bins[i] > vmax ? bins[i] : vmax;
     long dead = (long)bins[0], always = (long)bins[FREQ_BINS + 1];
-    Cells_printf(c, x, y, w, ROLE_HEADER, "Neurons by activity frequency (N = %d)", s->N);
+    Cells_printf(c, x, y, w, ROLE_HEADER, "Neuron activity frequency (N=%d)", s->N);
     Cells_printf(c, x, y + 1, w, ROLE_NORMAL, "dead %ld  always-on %ld  peak bin %.0f", dead,
                  always, vmax);
     int bw = (w - 2) / (FREQ_BINS + 2);
@@ -148,8 +148,8 @@ void SparsityView_render(ViewScroll *scroll, const ViewContext *ctx, Cells *c, i
         View_missing(c, x + 1, y, w - 2, ctx, &st, "sparsity");
     } else {
         Cells_printf(c, x + 1, y, w - 2, ROLE_KNOB_VALUE,
-                     "tau %.6g%s: sparsity %.4f  active per token %.2f  dead %.4f",
-                     (double)tau, ctx->knobs->target >= 0 ? " (from the target)" : "",
+                     "tau %.4g%s: sparsity %.4f  active/token %.2f  dead %.4f",
+                     (double)tau, ctx->knobs->target >= 0 ? " (target)" : "",
                      s->sparsity, s->active_per_token_mean, s->dead_fraction);
     }
     int top_h = (h - 1) / 2;
