@@ -367,6 +367,52 @@ static void test_layers_view_shows_numbers(void **state) {
     LayersView_done(&v);
 }
 
+/* With a budget below two layers, layers load one at a time, everything still completes
+   with the same numbers, and the cache stays near its budget. */
+static void test_small_budget(void **state) {
+    Fixture *f = *state;
+    char *cause = NULL;
+    Analysis *an = Analysis_new(f->dump, 2, &cause);
+    assert_non_null(an);
+    const DumpLayer *l0 = Analysis_layer(an, 0);
+    size_t layer = (size_t)l0->n_tokens * (size_t)(l0->d_model + l0->d_ff) * 4;
+    Analysis_setBudget(an, layer + layer / 2);
+    Knobs k;
+    Knobs_default(&k);
+    k.seed = 11;
+    int n = Analysis_layerCount(an);
+    size_t peak = 0;
+    int done = 0;
+    double end = XUtils_now() + 120;
+    while (done < n && XUtils_now() < end) {
+        Analysis_beginFrame(an);
+        done = 0;
+        for (int i = 0; i < n; i++) {
+            AnStatus st;
+            done += Analysis_eval(an, i, &k, ROUTER_SIMILARITY, &st) != NULL;
+        }
+        Analysis_endFrame(an);
+        size_t used, budget;
+        Analysis_memory(an, &used, &budget);
+        peak = used > peak ? used : peak;
+        struct pollfd p = {.fd = Analysis_fd(an), .events = POLLIN};
+        if (done < n)
+            poll(&p, 1, 200);
+        Analysis_collect(an);
+    }
+    assert_int_equal(done, n);
+    /* one layer resident at a time (plus small results), not all five */
+    assert_true(peak < 2 * layer);
+    Ask a = {.layer = n - 1, .k = k, .kind = ROUTER_SIMILARITY};
+    AnStatus st;
+    const Eval *small = pump(an, getEval, &a, &st);
+    const Eval *big = pump(f->an, getEval, &a, &st);
+    assert_non_null(small);
+    assert_non_null(big);
+    assertMetricsEqual(small, big, k.E);
+    Analysis_delete(an);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_param_similarity_equals_batch),
@@ -374,6 +420,7 @@ int main(void) {
         cmocka_unit_test(test_mlp_equals_batch),
         cmocka_unit_test(test_pause_and_failures),
         cmocka_unit_test(test_layers_view_shows_numbers),
+        cmocka_unit_test(test_small_budget),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

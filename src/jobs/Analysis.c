@@ -123,6 +123,7 @@ struct Analysis {
     unsigned long frame;
     long seq;
     size_t bytes, budget;
+    size_t frame_load_bytes; /* layers loaded or loading that this frame still needs */
     long done;
     bool paused;
     WorkerJob *running[8];
@@ -692,6 +693,13 @@ static void makeLabel(Entry *e) {
 
 static Entry *need(Analysis *this, const AnKey *key);
 
+/* Memory a loaded layer takes: x, h and the weights, as float32. */
+static size_t layerBytes(const Analysis *this, int layer) {
+    const DumpLayer *l = Dump_layer(this->dump, layer);
+    size_t w = (size_t)l->d_ff * (size_t)l->d_model * (l->gated ? 3 : 2);
+    return ((size_t)l->n_tokens * (size_t)(l->d_model + l->d_ff) + w) * sizeof(float);
+}
+
 /* The inputs of key, each asked for; returns how many (at most 4). */
 static int depsOf(Analysis *this, const AnKey *key, Entry **out) {
     int n = 0;
@@ -798,8 +806,16 @@ static Entry *need(Analysis *this, const AnKey *key) {
         e->prio = this->seq++;
         if (e->live && e->state == AN_QUEUED)
             Worker_setPriority(this->pool, &e->job, e->prio);
+        if (key->kind == K_LOAD && (e->live || e->state == AN_DONE))
+            this->frame_load_bytes += layerBytes(this, key->layer);
     }
     if (e->state == AN_DONE || e->state == AN_FAILED || e->live)
+        return e;
+    /* Back-pressure: the I/O thread must not load layers far ahead of the compute
+       threads (a file of many large layers would fill memory). Layers are asked for in
+       screen order, so the ones shown load first. */
+    if (key->kind == K_LOAD && this->frame_load_bytes > 0 &&
+        this->frame_load_bytes + layerBytes(this, key->layer) > this->budget / 2)
         return e;
     char buf[160];
     const char *bad = checkKey(this, key, buf, sizeof buf);
@@ -820,6 +836,8 @@ static Entry *need(Analysis *this, const AnKey *key) {
             return e;
     if (this->paused)
         return e;
+    if (key->kind == K_LOAD)
+        this->frame_load_bytes += layerBytes(this, key->layer);
     for (int i = 0; i < n; i++) {
         e->deps[i] = deps[i];
         pin(deps[i]);
@@ -927,6 +945,7 @@ bool Analysis_collect(Analysis *this) {
 void Analysis_beginFrame(Analysis *this) {
     this->frame++;
     this->seq = 0;
+    this->frame_load_bytes = 0;
     this->n_running = Worker_running(this->pool, this->running, 8);
 }
 
@@ -1021,6 +1040,15 @@ void Analysis_activity(Analysis *this, AnActivity *out) {
     }
     out->done = this->done;
     out->paused = this->paused;
+}
+
+void Analysis_setBudget(Analysis *this, size_t bytes) {
+    this->budget = bytes;
+}
+
+void Analysis_memory(const Analysis *this, size_t *used, size_t *budget) {
+    *used = this->bytes;
+    *budget = this->budget;
 }
 
 int Analysis_running(Analysis *this, const char **labels, double *progress, int max) {

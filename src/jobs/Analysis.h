@@ -119,6 +119,13 @@ void Analysis_cancelAll(Analysis *this);
 
 void Analysis_activity(Analysis *this, AnActivity *out);
 
+/* The memory budget of cached results (default a third of physical memory, at least
+   256 MiB); layers load ahead of the computation only within half of it. */
+void Analysis_setBudget(Analysis *this, size_t bytes);
+
+/* Bytes of cached results now, and the budget. */
+void Analysis_memory(const Analysis *this, size_t *used, size_t *budget);
+
 /* Up to max running jobs: their labels (valid until the next Analysis_collect) and
    progress in [0, 1]. Returns how many. */
 int Analysis_running(Analysis *this, const char **labels, double *progress, int max);

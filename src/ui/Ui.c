@@ -814,10 +814,16 @@ static void renderJobs(Ui *ui, int x, int y, int w, int h) {
     }
     if (n == 0 && r < h)
         Cells_text(c, x + 2, y + r++, w - 3, ROLE_DIM, "nothing running");
+    size_t used, budget;
+    Analysis_memory(ui->an, &used, &budget);
     if (r + 1 < h)
         Cells_printf(c, x + 2, y + r + 1, w - 3, ROLE_NORMAL,
                      "%d queued, %ld finished since start%s", a.queued, a.done,
                      a.paused ? "; paused (Z resumes)" : "");
+    if (r + 2 < h)
+        Cells_printf(c, x + 2, y + r + 2, w - 3, ROLE_DIM,
+                     "cache %.1f MiB of %.0f MiB (MOESCOPE_CACHE_MB sets it)",
+                     (double)used / 1048576.0, (double)budget / 1048576.0);
 }
 
 static void renderBody(Ui *ui, const ViewContext *ctx, int y, int h) {
@@ -1024,6 +1030,8 @@ int Ui_run(Dump *dump, const UiOptions *opt) {
         free(cause);
         return 1;
     }
+    if (getenv("MOESCOPE_CACHE_MB") && atol(getenv("MOESCOPE_CACHE_MB")) > 0)
+        Analysis_setBudget(ui.an, (size_t)atol(getenv("MOESCOPE_CACHE_MB")) << 20);
     CrtOptions copt = {.ascii = opt->ascii, .no_color = opt->no_color};
     if (CRT_init(&copt, &cause) != MS_OK) {
         Analysis_delete(ui.an);
