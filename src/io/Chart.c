@@ -1147,7 +1147,16 @@ static void xTicksFitting(cairo_t *cr, const Panel *P, Axis *xa, double width) {
     }
 }
 
-static void renderPanel(cairo_t *cr, const Panel *P, const Box *cell, bool legend_inside) {
+/* Height of a panel's title and notes. */
+static double headerHeight(cairo_t *cr, const Panel *P) {
+    return (P->title ? lineHeight(cr, FS_PANEL) * 1.1 : 0) +
+           P->n_notes * lineHeight(cr, FS_NOTE) * 1.1;
+}
+
+/* header: the height reserved for titles and notes, the same across a row of panels so
+   that their plot boxes line up. */
+static void renderPanel(cairo_t *cr, const Panel *P, const Box *cell, double header,
+                        bool legend_inside) {
     double y = cell->y;
     if (P->title) {
         text(cr, cell->x + cell->w / 2, y, P->title, FS_PANEL, true, 0.5, 0, 0, true);
@@ -1159,7 +1168,7 @@ static void renderPanel(cairo_t *cr, const Panel *P, const Box *cell, bool legen
         cairo_set_source_rgb(cr, 0, 0, 0);
         y += lineHeight(cr, FS_NOTE) * 1.1;
     }
-    y += lineHeight(cr, FS_TICK) * 0.6; /* room for the top y tick label */
+    y = cell->y + header + lineHeight(cr, FS_TICK) * 0.6; /* room for the top tick label */
     double bottom = TICK_LEN + 1.5 + lineHeight(cr, FS_TICK) +
                     (P->xlabel ? 3 + lineHeight(cr, FS_LABEL) : 0) + 2;
     Box pb = {0, y, 0, cell->y + cell->h - bottom - y};
@@ -1320,10 +1329,14 @@ static void render(cairo_t *cr, const Chart *this, double W, double H) {
     }
     double cw = (W - 2 * PAD) / this->cols, chh = (bottom - top) / this->rows;
     for (int r = 0; r < this->rows; r++) {
+        double header = 0;
+        for (int c = 0; c < this->cols; c++)
+            header = fmax(header, headerHeight(cr, &this->panels[r * this->cols + c]));
         for (int c = 0; c < this->cols; c++) {
             Box cell = {PAD + c * cw + (c ? 8 : 0), top + r * chh + (r ? 8 : 0), cw - (c ? 8 : 0),
                         chh - (r ? 8 : 0)};
-            renderPanel(cr, &this->panels[r * this->cols + c], &cell, !this->legend_below);
+            renderPanel(cr, &this->panels[r * this->cols + c], &cell, header,
+                        !this->legend_below);
         }
     }
 }
