@@ -124,7 +124,8 @@ static void test_line_plot(void **state) {
         Cells c;
         Cells_init(&c, 40, 12);
         const double x[3] = {1, 2, 3}, y1[3] = {0, 0.5, 1}, y2[3] = {1, NAN, 1};
-        PlotSeries s[2] = {{"up", 'u', ROLE_SERIES1, x, y1, 3}, {"flat", 'f', ROLE_SERIES2, x, y2, 3}};
+        PlotSeries s[2] = {{"up", 'u', ROLE_SERIES1, x, y1, 3},
+                           {"flat", 'f', ROLE_SERIES2, x, y2, 3}};
         Plot p = {.title = "T", .xlabel = "k", .xmin = 1, .xmax = 3, .ymin = 0, .ymax = 1,
                   .series = s, .n_series = 2, .vline = NAN, .marks = true};
         Plot_draw(&c, 0, 0, 40, 12, &p, Glyphs_get(utf8));

@@ -99,7 +99,8 @@ const KnobDef *KnobTable_find(const char *name) {
     /* Aliases a user may type. */
     if (!found && (strcasecmp(name, "experts") == 0))
         found = &table[KNOB_E];
-    if (!found && (strcasecmp(name, "test_fraction") == 0 || strcasecmp(name, "test-fraction") == 0))
+    if (!found &&
+        (strcasecmp(name, "test_fraction") == 0 || strcasecmp(name, "test-fraction") == 0))
         found = &table[KNOB_TEST];
     if (!found && strcasecmp(name, "sparsity") == 0)
         found = &table[KNOB_TARGET];

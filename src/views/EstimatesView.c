@@ -112,7 +112,8 @@ static void kTable(Cells *c, int x, int y, int w, int h, const ViewContext *ctx,
         View_number(c, x + 46, ry, 9, ctx, NULL, meo != NULL, meo ? meo->mass_recall : NAN, &ms,
                     "%.4f");
         View_number(c, x + 56, ry, 9, ctx, NULL, meo != NULL,
-                    meo ? meo->output_rel_err[MEO_GATES_SUM][MEO_SLOTS_POSITION] : NAN, &ms, "%.4f");
+                    meo ? meo->output_rel_err[MEO_GATES_SUM][MEO_SLOTS_POSITION] : NAN, &ms,
+                    "%.4f");
         View_number(c, x + 66, ry, 9, ctx, NULL, meo != NULL, meo ? meo->flops_fraction : NAN, &ms,
                     "%.4f");
     }

@@ -1,6 +1,7 @@
 /*
 moescope - views/EstimatesView.h
-The Estimates screen of one layer: dense and MoE FLOPs per token, ideal and measured speedup, MEO's sequence-level figures for the current knobs, and a table over k.
+The Estimates screen of one layer: dense and MoE FLOPs per token, ideal and measured
+speedup, MEO's sequence-level figures for the current knobs, and a table over k.
 SPDX-License-Identifier: MIT
 */
 #ifndef MOESCOPE_ESTIMATESVIEW_H

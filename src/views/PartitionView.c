@@ -61,8 +61,8 @@ static void drawHeat(Cells *c, int x, int y, int w, int h, const ViewContext *ct
         Cells_text(c, x + 2, y + 1 + r, 1, ROLE_MARK, g->vline);
     }
     char legend[96];
-    snprintf(legend, sizeof legend, "%s%s%s%s 0..%.2f (sqrt scale)", g->shades[1], g->shades[2], g->shades[3],
-             g->shades[4], (double)heat->max);
+    snprintf(legend, sizeof legend, "%s%s%s%s 0..%.2f (sqrt scale)", g->shades[1],
+             g->shades[2], g->shades[3], g->shades[4], (double)heat->max);
     Cells_text(c, x + 3, y + 1 + S, w - 3, ROLE_DIM, legend);
 }
 
@@ -166,7 +166,8 @@ void PartitionView_render(ViewScroll *scroll, const ViewContext *ctx, Cells *c, 
         snprintf(line + n, sizeof line - (size_t)n, "%.4f (uniform %.4f)%s", intra, base,
                  p && p->fallback_random ? "  no coact edges: random fallback" : "");
     else
-        snprintf(line + n, sizeof line - (size_t)n, "%s", ist.state == AN_FAILED ? "failed" : "...");
+        snprintf(line + n, sizeof line - (size_t)n, "%s",
+                 ist.state == AN_FAILED ? "failed" : "...");
     Cells_text(c, x + 1, y, w - 2, ROLE_KNOB_VALUE, line);
     if (st.state == AN_FAILED) {
         View_missing(c, x + 1, y + 1, w - 2, ctx, &st, "partition");

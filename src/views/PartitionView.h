@@ -1,6 +1,9 @@
 /*
 moescope - views/PartitionView.h
-The Partition screen of one layer: the co-activation matrix as a heatmap with neurons ordered by expert (block structure shows as bright diagonal blocks), expert sizes and load bars at k, the intra-expert co-activation, and random, param and coact side by side for the same E.
+The Partition screen of one layer: the co-activation matrix as a heatmap with neurons
+ordered by expert (block structure shows as bright diagonal blocks), expert sizes and load
+bars at k, the intra-expert co-activation, and random, param and coact side by side for
+the same E.
 SPDX-License-Identifier: MIT
 */
 #ifndef MOESCOPE_PARTITIONVIEW_H

@@ -1,6 +1,8 @@
 /*
 moescope - views/RouterView.h
-The Router screen of one layer: mass recall@k for k = 1..E of the oracle and every router, and the output error against k with the top-K neuron bound, as terminal plots (braille, or ASCII).
+The Router screen of one layer: mass recall@k for k = 1..E of the oracle and every router,
+and the output error against k with the top-K neuron bound, as terminal plots (braille, or
+ASCII).
 SPDX-License-Identifier: MIT
 */
 #ifndef MOESCOPE_ROUTERVIEW_H

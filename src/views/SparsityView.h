@@ -1,6 +1,8 @@
 /*
 moescope - views/SparsityView.h
-The Sparsity screen of one layer: per-neuron activation frequency histogram (dead and always-on neurons counted apart), the distribution of active neurons per token, and the tau -> sparsity curve with the current tau marked.
+The Sparsity screen of one layer: per-neuron activation frequency histogram (dead and
+always-on neurons counted apart), the distribution of active neurons per token, and the
+tau -> sparsity curve with the current tau marked.
 SPDX-License-Identifier: MIT
 */
 #ifndef MOESCOPE_SPARSITYVIEW_H
