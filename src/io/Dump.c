@@ -32,6 +32,7 @@ SPDX-License-Identifier: MIT
 #include <string.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -89,17 +90,19 @@ struct Dump {
     int seq_file, tokens_file, text_file; /* -1 when absent */
     int64_t *seq;
     long n_seq;
-    volatile int *probe_file; /* in the crash-guard child: the file being read */
+    int *probe_file; /* in the crash-guard child: where to note the file being read */
 };
 
 static atomic_size_t memoryLimit;
 static atomic_bool crashGuard = true;
 
 /* The crash guard's time limit for reading the metadata of a file set. */
-enum { PROBE_SECONDS = 60 };
+enum { PROBE_SECONDS = 30 };
+static atomic_int probeSeconds = PROBE_SECONDS;
 
-void Dump_setCrashGuard(bool on) {
+void Dump_setCrashGuard(bool on, int seconds) {
     atomic_store(&crashGuard, on);
+    atomic_store(&probeSeconds, seconds > 0 ? seconds : PROBE_SECONDS);
 }
 
 void Dump_setMemoryLimit(size_t bytes) {
@@ -1107,12 +1110,47 @@ static Dump *newDump(const char *const *paths, int n_paths) {
     return this;
 }
 
+/* What the probe child found, in memory shared with the parent. */
+typedef struct ProbeResult {
+    int file;         /* the file being read when the child stopped; -1 before any */
+    int status;       /* MsStatus of the child's metadata pass */
+    char cause[2048]; /* and its message */
+} ProbeResult;
+
 /* Sanitizer builds (tests, fuzzing) must not treat the probe child's death as their own. */
 extern void __sanitizer_set_death_callback(void (*callback)(void)) __attribute__((weak));
 
+#if defined(__SANITIZE_ADDRESS__)
+#define MS_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define MS_ASAN 1
+#endif
+#endif
+
+/* A crafted string attribute can make HDF5 allocate gigabytes; the child may grow its
+   address space by PROBE_EXTRA_BYTES only (not under ASan, whose shadow memory needs
+   terabytes of address space), so such a file fails there as out of memory. */
+static void limitProbeMemory(void) {
+#ifndef MS_ASAN
+    enum { PROBE_EXTRA_MB = 1024 };
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long pages = 0;
+    bool ok = f && fscanf(f, "%lu", &pages) == 1;
+    if (f)
+        fclose(f);
+    long page = sysconf(_SC_PAGE_SIZE);
+    if (ok && page > 0) {
+        rlim_t bytes = (rlim_t)pages * (rlim_t)page + ((rlim_t)PROBE_EXTRA_MB << 20);
+        struct rlimit rl = {bytes, bytes};
+        setrlimit(RLIMIT_AS, &rl);
+    }
+#endif
+}
+
 /* The probe child: default signal handling (the parent's handlers, e.g. one restoring
-   the terminal, must not run here), no output, a time limit, then openAll. */
-_Noreturn static void runProbe(const char *const *paths, int n_paths, volatile int *shared) {
+   the terminal, must not run here), no output, limits, then the metadata pass. */
+_Noreturn static void runProbe(const char *const *paths, int n_paths, ProbeResult *shared) {
     static const int deadly[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGALRM};
     sigset_t unblock;
     sigemptyset(&unblock);
@@ -1126,24 +1164,29 @@ _Noreturn static void runProbe(const char *const *paths, int n_paths, volatile i
     int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
     if (devnull >= 0)
         dup2(devnull, STDERR_FILENO);
-    alarm(PROBE_SECONDS);
+    alarm((unsigned)atomic_load(&probeSeconds));
+    limitProbeMemory();
     H5Util_quiet();
     Dump *probe = newDump(paths, n_paths);
-    probe->probe_file = shared;
-    char *text = NULL;
+    probe->probe_file = &shared->file;
+    char *cause = NULL, *text = NULL;
+    MsStatus st = openAll(probe, &cause);
     /* /text is a variable-length string, read through the same global heap code */
-    if (openAll(probe, NULL) == MS_OK && probe->text_file >= 0) {
+    if (st == MS_OK && probe->text_file >= 0) {
         useFile(probe, probe->text_file);
-        Dump_readText(probe, &text, NULL);
+        st = Dump_readText(probe, &text, &cause);
     }
+    if (st != MS_OK)
+        snprintf(shared->cause, sizeof shared->cause, "%s", cause ? cause : "?");
+    shared->status = (int)st;
     _exit(0);
 }
 
-/* Why the probe child ended, for the message. */
+/* Why the probe child died, for the message. */
 static char *probeOutcome(int status) {
     if (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM)
         return xAsprintf("found metadata that HDF5 did not finish reading in %d s",
-                         PROBE_SECONDS);
+                         atomic_load(&probeSeconds));
     if (WIFSIGNALED(status))
         return xAsprintf("found metadata that crashes the HDF5 library (%s)",
                          strsignal(WTERMSIG(status)));
@@ -1152,16 +1195,18 @@ static char *probeOutcome(int status) {
 }
 
 /* HDF5 1.10 still has memory-safety bugs on damaged or crafted files (object headers,
-   the global heap behind variable-length strings). Dump_open first does all its
-   metadata reading in a child process; if the child dies, the file is reported as
-   damaged instead of taking the program down. Bulk reads are not guarded. When fork
-   fails the open simply goes ahead unguarded. */
+   the global heap behind variable-length strings). Dump_open first does its whole
+   metadata pass in a child process with a time and memory limit; when the child dies
+   the file is reported as damaged, when it finds an error that error is returned, and
+   only a clean pass is repeated in this process. Bulk reads are not guarded. When fork
+   fails the open goes ahead unguarded. */
 static MsStatus probeInChild(const char *const *paths, int n_paths, char **cause) {
-    volatile int *shared = mmap(NULL, sizeof(int), PROT_READ | PROT_WRITE,
-                                MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    ProbeResult *shared = mmap(NULL, sizeof *shared, PROT_READ | PROT_WRITE,
+                               MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (shared == MAP_FAILED)
         return MS_OK;
-    *shared = -1;
+    shared->file = -1;
+    shared->status = MS_OK;
     pid_t pid = fork();
     if (pid == 0)
         runProbe(paths, n_paths, shared);
@@ -1170,13 +1215,16 @@ static MsStatus probeInChild(const char *const *paths, int n_paths, char **cause
         continue;
     MsStatus st = MS_OK;
     if (pid > 0 && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
-        int f = *shared;
+        int f = shared->file;
         char *outcome = probeOutcome(status);
         st = report(cause, MS_ERR_FORMAT, f >= 0 && f < n_paths ? paths[f] : paths[0], NULL,
                     "expected an intact HDF5 file, %s: the file is damaged", outcome);
         free(outcome);
+    } else if (pid > 0 && shared->status != MS_OK) {
+        st = (MsStatus)shared->status;
+        setCause(cause, "%s", shared->cause);
     }
-    munmap((void *)shared, sizeof(int));
+    munmap(shared, sizeof *shared);
     return st;
 }
 

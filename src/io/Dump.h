@@ -104,9 +104,11 @@ MsStatus Dump_readLayerInts(Dump *this, int i, const char *member, int32_t *out,
 
 /* Dump_open first reads all metadata in a forked child (default on), so that a damaged
    or crafted file that crashes or hangs the HDF5 library itself (1.10 has such bugs)
-   yields MS_ERR_FORMAT naming the file instead of killing the program; the child has
-   60 s. Call from the thread that uses HDF5, with no other thread inside HDF5. */
-void Dump_setCrashGuard(bool on);
+   yields MS_ERR_FORMAT naming the file instead of killing the program. The child gets
+   `seconds` (<= 0: the default, 30 s) and, outside sanitizer builds, 1 GB more address
+   space than the parent. Process-wide; Dump_open must be called from the thread that
+   uses HDF5, with no other thread inside HDF5 at the time. */
+void Dump_setCrashGuard(bool on, int seconds);
 
 /* The names under /layers/<i>/partitions/ of the i-th layer (across all files, first
    seen first), each readable as "partitions/<name>" with Dump_readLayerInts. The array

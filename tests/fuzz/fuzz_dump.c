@@ -102,7 +102,7 @@ int FuzzDump_runFile(const char *path) {
     Dump_setMemoryLimit(FUZZ_MEMORY_LIMIT);
     /* FUZZ_DUMP_NO_GUARD=1 lets HDF5's own crashes through (to find and minimize them) */
     const char *noGuard = getenv("FUZZ_DUMP_NO_GUARD");
-    Dump_setCrashGuard(!(noGuard && noGuard[0] == '1'));
+    Dump_setCrashGuard(!(noGuard && noGuard[0] == '1'), 3);
     const char *paths[] = {path};
     Dump *d = NULL;
     char *cause = NULL;
@@ -143,12 +143,13 @@ const char *__lsan_default_suppressions(void) {
 }
 
 /* A corrupt size field makes HDF5 itself ask malloc for hundreds of GB while opening a
-   file; without sanitizers malloc returns NULL and HDF5 fails cleanly. Let ASan do the
-   same instead of aborting (libFuzzer's own -malloc_limit_mb must be raised as well). */
+   file; without sanitizers malloc returns NULL (or the crash guard's address-space
+   limit refuses) and HDF5 fails cleanly. Let ASan do the same for anything over 1 GB
+   instead of aborting (libFuzzer's own -malloc_limit_mb must be raised as well). */
 const char *__asan_default_options(void);
 
 const char *__asan_default_options(void) {
-    return "allocator_may_return_null=1";
+    return "allocator_may_return_null=1:max_allocation_size_mb=1024";
 }
 
 #ifdef FUZZ_DUMP_LIBFUZZER
