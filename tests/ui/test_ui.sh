@@ -70,31 +70,38 @@ cp "$tmp/screen" "$tmp/layers80.txt"
 "$B" --batch -q --experts 16 --k 4 --strategy param --router oracle,similarity,topk_neurons \
     --no-measure -o "$tmp/batch.csv" "$DATA" 2>"$tmp/batch.err" \
     && ok "batch run for the same knobs" || { no "batch run"; cat "$tmp/batch.err"; }
-"$PY" - "$tmp/layers80.txt" "$tmp/batch.csv" <<'PYEOF' && ok "Layers screen equals --batch (E=16 k=4)" || no "Layers screen equals --batch"
+# compare SCREEN CSV STRATEGY ROUTER: the Layers rows against the batch rows at the printed
+# precision.
+compare() {
+"$PY" - "$@" <<'PYEOF'
 import csv, re, sys
+screen, path, strategy, router = sys.argv[1:5]
 rows = {}
-for r in csv.DictReader(open(sys.argv[2])):
+for r in csv.DictReader(open(path)):
     rows[(r["layer"], r["strategy"], r["router"], r["metric"])] = float(r["value"])
 seen = 0
-for line in open(sys.argv[1]):
+for line in open(screen):
     m = re.match(r"^ +(\d+) ", line)
     if not m:
         continue
     f = line.split()
     layer = m.group(1)
-    sparsity, oracle, router, err, flops, speed = f[-6:]
+    sparsity, oracle, recall, err, flops, speed = f[-6:]
     def same(shown, key, fmt):
         want = fmt % rows[key]
         assert shown == want, (layer, key, shown, want)
     same(sparsity, (layer, "", "", "sparsity"), "%.4f")
-    same(oracle, (layer, "param", "oracle", "mass_recall"), "%.4f")
-    same(router, (layer, "param", "similarity", "mass_recall"), "%.4f")
-    same(err, (layer, "param", "similarity", "output_rel_err"), "%.4f")
-    same(flops, (layer, "param", "similarity", "flops_fraction"), "%.4f")
-    same(speed, (layer, "param", "similarity", "ideal_speedup"), "%.2fx")
+    same(oracle, (layer, strategy, "oracle", "mass_recall"), "%.4f")
+    same(recall, (layer, strategy, router, "mass_recall"), "%.4f")
+    same(err, (layer, strategy, router, "output_rel_err"), "%.4f")
+    same(flops, (layer, strategy, router, "flops_fraction"), "%.4f")
+    same(speed, (layer, strategy, router, "ideal_speedup"), "%.2fx")
     seen += 1
 assert seen == 5, seen
 PYEOF
+}
+compare "$tmp/layers80.txt" "$tmp/batch.csv" param similarity \
+    && ok "Layers screen equals --batch (E=16 k=4)" || no "Layers screen equals --batch (E=16 k=4)"
 
 # Export: the same tidy CSV as --batch (every exported row is in the batch CSV, same value).
 keys main e
@@ -133,6 +140,19 @@ for i in a["layers"]:
             assert x.attrs[attr] == y.attrs[attr], (i, name, attr, x.attrs[attr], y.attrs[attr])
     assert np.bincount(a["layers"][i]["partition"][...]).size == 16
 PYEOF
+
+# Another strategy and router, with a tau and a seed: coact + mlp.
+keys main : strategy=coact Enter : router=mlp Enter : tau=0.1 Enter : seed=3 Enter
+check "knob line shows coact, mlp, tau 0.1, seed 3" "wait_for main 'strategy=coact +router=mlp +tau=0.1 .*seed=3' 10"
+check "recomputation finishes (coact, mlp)" "wait_idle main 120"
+cp "$tmp/screen" "$tmp/layers80b.txt"
+"$B" --batch -q --experts 16 --k 4 --strategy coact --router oracle,mlp --tau 0.1 --seed 3 \
+    --no-measure -o "$tmp/batch2.csv" "$DATA" 2>/dev/null
+compare "$tmp/layers80b.txt" "$tmp/batch2.csv" coact mlp \
+    && ok "Layers screen equals --batch (coact, mlp, tau 0.1, seed 3)" \
+    || no "Layers screen equals --batch (coact, mlp, tau 0.1, seed 3)"
+keys main : strategy=param Enter : router=similarity Enter : tau=0 Enter : seed=0 Enter
+check "back to the first knobs: cached, no recomputation" "wait_for main 'strategy=param +router=similarity +tau=0 ' 10 && wait_idle main 5"
 
 # Moving, opening a layer, the screens.
 keys main Down Down Enter
