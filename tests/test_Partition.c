@@ -11,6 +11,7 @@ SPDX-License-Identifier: MIT
 
 #include <math.h>
 #include <setjmp.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -548,6 +549,53 @@ static void test_coact_planted_and_sizes(void **state) {
     free(h);
 }
 
+/* Partition_coact from several threads at once gives what it gives alone (METIS keeps
+   its random state in a global, so unserialized calls interleave their streams). */
+typedef struct CoactJob {
+    const PartitionGraph *g;
+    int E;
+    int32_t part[96];
+    MsStatus st;
+} CoactJob;
+
+static void *coactThread(void *arg) {
+    CoactJob *job = arg;
+    int fallback = 0;
+    for (int rep = 0; rep < 20 && job->st == MS_OK; rep++)
+        job->st = Partition_coact(job->part, job->g, job->E, 5, &fallback, NULL, NULL);
+    return NULL;
+}
+
+static void test_coact_threads(void **state) {
+    (void)state;
+    const long T = 2000;
+    const int N = 96, G = 6;
+    int32_t truth[96], alone[2][96];
+    float *h = plantedH(T, N, G, truth);
+    Coact c;
+    assert_int_equal(Coact_compute(&c, h, T, N, 0.0f, 2, NULL, NULL), MS_OK);
+    PartitionGraph g;
+    assert_int_equal(PartitionGraph_fromCoact(&g, &c, NULL, NULL), MS_OK);
+    const int Es[2] = {7, 12};
+    int fallback = 0;
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(Partition_coact(alone[i], &g, Es[i], 5, &fallback, NULL, NULL), MS_OK);
+    CoactJob jobs[4];
+    pthread_t threads[4];
+    for (int i = 0; i < 4; i++) {
+        jobs[i] = (CoactJob){.g = &g, .E = Es[i % 2], .st = MS_OK};
+        assert_int_equal(pthread_create(&threads[i], NULL, coactThread, &jobs[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(threads[i], NULL);
+        assert_int_equal(jobs[i].st, MS_OK);
+        assert_memory_equal(jobs[i].part, alone[i % 2], sizeof(alone[0]));
+    }
+    PartitionGraph_done(&g);
+    Coact_done(&c);
+    free(h);
+}
+
 static void test_coact_fallback_and_tiny(void **state) {
     (void)state;
     /* no edges at all: everything fires on every token, C = n_i n_j / T exactly */
@@ -707,6 +755,7 @@ int main(void) {
         cmocka_unit_test(test_rebalance_random_replay),
         cmocka_unit_test(test_coact_planted_and_sizes),
         cmocka_unit_test(test_coact_fallback_and_tiny),
+        cmocka_unit_test(test_coact_threads),
         cmocka_unit_test(test_synth_planted_truth),
         cmocka_unit_test(test_cancel),
     };

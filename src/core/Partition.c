@@ -18,6 +18,7 @@ SPDX-License-Identifier: MIT
 #include <cblas.h>
 #include <math.h>
 #include <metis.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -667,9 +668,14 @@ static bool metisKway(int32_t *part, const PartitionGraph *g, int E, uint64_t se
         free(tpwgts);
         return false;
     }
+    /* METIS keeps its random generator in GKlib's global state: two calls at once would
+       interleave their streams and differ from run to run. One call at a time. */
+    static pthread_mutex_t metisLock = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&metisLock);
     int rc = METIS_PartGraphKway(&nvtxs, &ncon, g->xadj, g->adjncy, NULL, NULL,
                                  scaled ? scaled : g->adjwgt, &nparts, tpwgts, NULL, options,
                                  &objval, part);
+    pthread_mutex_unlock(&metisLock);
     free(scaled);
     free(tpwgts);
     if (rc != METIS_OK)

@@ -108,7 +108,8 @@ void PartitionGraph_done(PartitionGraph *this);
    With no edges at all, *fallback_random = 1 and part is Partition_random(seed); else 0.
    If METIS reports an error (tiny or degenerate graphs), the partition is built by the
    rebalance alone, starting from everything in expert 0.
-   Errors: MS_ERR_RANGE (1 <= E <= N), MS_ERR_NOMEM, MS_ERR_CANCELED. */
+   Errors: MS_ERR_RANGE (1 <= E <= N), MS_ERR_NOMEM, MS_ERR_CANCELED. Thread-safe: the
+   METIS call itself is serialized, because METIS keeps its random state in a global. */
 MsStatus Partition_coact(int32_t *part, const PartitionGraph *g, int E, uint64_t seed,
                          int *fallback_random, const Cancel *cancel, char **cause);
 

@@ -24,10 +24,6 @@ SPDX-License-Identifier: MIT
 #include "jobs/Worker.h"
 #include "util/XUtils.h"
 
-/* METIS keeps its random generator in GKlib's global state: two partitions computed at
-   once interleave their random streams and differ from run to run (and from --batch,
-   which partitions one layer at a time). One METIS call at a time. */
-static pthread_mutex_t metisLock = PTHREAD_MUTEX_INITIALIZER;
 
 enum { MEO_BLOCK = 64, PARAM_ITERATIONS = 30, MLP_EPOCHS = 30, CURVE_POINTS = 48 };
 
@@ -419,10 +415,8 @@ static MsStatus runPart(Entry *e, char **cause) {
         break;
     }
     case PARTITION_COACT:
-        pthread_mutex_lock(&metisLock);
         st = Partition_coact(part, dep(e, K_GRAPH), E, e->key.seed, &fallback, &e->job.cancel,
                              cause);
-        pthread_mutex_unlock(&metisLock);
         break;
     default:
         setCause(cause, "unsupported partition strategy");
