@@ -49,6 +49,9 @@ H5UtilFloat H5Util_floatKind(hid_t ftype);
    place. fspace H5S_ALL reads the whole dataset. Returns negative on an HDF5 error (the stack holds the reason). */
 herr_t H5Util_readFloats(hid_t dset, hid_t fspace, H5UtilFloat kind, float *out, size_t n);
 
+/* Float16 row blocks larger than this many values go through a scratch buffer. */
+enum { H5UTIL_HALF_SCRATCH = 1 << 18 };
+
 /* Reads rows [row0, row0 + n_rows) of a 2-D [*, width] dataset (space: its dataspace,
    whose selection this changes) as float32 into out (n_rows * width floats). */
 herr_t H5Util_readFloatRows(hid_t dset, hid_t space, H5UtilFloat kind, hsize_t row0,

@@ -6,6 +6,11 @@ blocks, partitions, tokens, offsets, text), then everything is freed. Besides th
 sanitizers it checks that no HDF5 object stays open and that failures carry a message.
 Built by `make fuzz` (clang); tests/test_fuzz_dump_replay runs the seed corpus through
 FuzzDump_run under gcc's sanitizers in make check.
+
+Corpus (tests/fuzz/corpus-dump): seeds from `tests/fixtures/make_dumps.py --corpus`,
+plus every input the fuzzer found, named crash_<what>.h5 (it crashed HDF5 or us) or
+hang_<what>.h5 (HDF5 looped); those must be refused by Dump_open (the crash guard runs
+with a 3 s limit here).
 SPDX-License-Identifier: MIT
 */
 #include "config.h"
