@@ -5,7 +5,8 @@ worker threads equal direct engine calls with `--batch`'s parameters (partition 
 iterations, router options, test split, thread count 2 against the UI's 1), for param +
 similarity, coact at a target sparsity with another test fraction, and the mlp router;
 cached results come back without work; pausing holds work; impossible knobs fail with a
-sentence; the Layers view shows the computed numbers.
+sentence; the Layers view shows the computed numbers; the caller's tasks keep the results
+they pin and report how they ended.
 SPDX-License-Identifier: MIT
 */
 #include "config.h"
@@ -413,6 +414,132 @@ static void test_small_budget(void **state) {
     Analysis_delete(an);
 }
 
+/* A task of the caller's: what it read, and what its done callback was told. */
+typedef struct Probe {
+    const LayerLoad *load;
+    const Sparsity *sparsity;
+    MsStatus fail;          /* what run returns when not MS_OK */
+    int runs, dones;
+    MsStatus status;
+    char cause[64];
+    double h_sum, sparsity_value;
+} Probe;
+
+static MsStatus probeRun(void *ctx, const Cancel *cancel, char **cause) {
+    Probe *p = ctx;
+    p->runs++;
+    Cancel_progress(cancel, 0.5);
+    if (p->fail != MS_OK) {
+        setCause(cause, "probe failed on purpose");
+        return p->fail;
+    }
+    const LayerData *d = &p->load->data;
+    double sum = 0;
+    for (size_t i = 0; i < (size_t)d->T * (size_t)d->w->d_ff; i++)
+        sum += d->h[i];
+    p->h_sum = sum;
+    p->sparsity_value = p->sparsity->sparsity;
+    return MS_OK;
+}
+
+static void probeDone(void *ctx, MsStatus status, const char *cause) {
+    Probe *p = ctx;
+    p->dones++;
+    p->status = status;
+    snprintf(p->cause, sizeof p->cause, "%s", cause ? cause : "");
+}
+
+/* Frames asking for nothing, collecting, until probe is done (or 60 s). */
+static void idleUntilDone(Analysis *an, const Probe *probe) {
+    double end = XUtils_now() + 60;
+    while (probe->dones == 0 && XUtils_now() < end) {
+        Analysis_beginFrame(an);
+        Analysis_endFrame(an);
+        struct pollfd p = {.fd = Analysis_fd(an), .events = POLLIN};
+        poll(&p, 1, 100);
+        Analysis_collect(an);
+    }
+}
+
+/* Tasks: pinned results outlive frames that would evict them (a budget of one byte; a
+   use after free would be a sanitizer report) and the task reads them; unpinned once
+   done, they go; a failing task reports its sentence; ^C's cancelAll and
+   Analysis_delete report a task that never ran as canceled. */
+static void test_tasks(void **state) {
+    Fixture *f = *state;
+    char *cause = NULL;
+    Analysis *an = Analysis_new(f->dump, 1, &cause);
+    assert_non_null(an);
+    Ask a = {.layer = 0};
+    Knobs_default(&a.k);
+    a.k.tau = 0.25;
+    AnStatus st;
+    Probe probe = {.sparsity = pump(an, getSparsity, &a, &st)};
+    assert_non_null(probe.sparsity);
+    Analysis_beginFrame(an);
+    probe.load = Analysis_load(an, 0, &st);
+    probe.sparsity = Analysis_sparsity(an, 0, &a.k, &st);
+    assert_non_null(probe.load);
+    Analysis_pause(an, true);
+    const void *pins[3] = {probe.load, NULL, probe.sparsity};
+    Analysis_runTask(an, "probe", probeRun, probeDone, &probe, pins, 3);
+    Analysis_endFrame(an);
+    Analysis_setBudget(an, 1);
+    for (int i = 0; i < 3; i++) {
+        Analysis_beginFrame(an);
+        Analysis_endFrame(an);
+    }
+    size_t used, budget;
+    Analysis_memory(an, &used, &budget);
+    assert_true(used > 0); /* the pinned results stay */
+    assert_int_equal(probe.runs, 0);
+    Analysis_pause(an, false);
+    idleUntilDone(an, &probe);
+    assert_int_equal(probe.dones, 1);
+    assert_int_equal(probe.status, MS_OK);
+    double want = 0;
+    const LayerData *d = &f->load.data;
+    for (size_t i = 0; i < (size_t)d->T * (size_t)d->w->d_ff; i++)
+        want += d->h[i];
+    assert_true(probe.h_sum == want);
+    Sparsity ref;
+    assert_int_equal(Sparsity_compute(&ref, d->h, d->T, d->w->d_ff, 0.25f, 1, NULL, &cause),
+                     MS_OK);
+    assert_true(probe.sparsity_value == ref.sparsity);
+    Sparsity_done(&ref);
+    Analysis_beginFrame(an);
+    Analysis_endFrame(an);
+    Analysis_memory(an, &used, &budget);
+    assert_true(used == 0); /* unpinned: evicted */
+
+    /* A failure comes back with its sentence. */
+    Probe bad = {.fail = MS_ERR_IO};
+    Analysis_runTask(an, "bad probe", probeRun, probeDone, &bad, NULL, 0);
+    idleUntilDone(an, &bad);
+    assert_int_equal(bad.status, MS_ERR_IO);
+    assert_string_equal(bad.cause, "probe failed on purpose");
+
+    /* Queued while paused: cancelAll reports it at once, it never runs. */
+    Analysis_pause(an, true);
+    Probe queued = {.fail = MS_ERR_IO};
+    Analysis_runTask(an, "queued probe", probeRun, probeDone, &queued, NULL, 0);
+    AnActivity act;
+    Analysis_activity(an, &act);
+    assert_int_equal(act.queued, 1);
+    Analysis_cancelAll(an);
+    assert_int_equal(queued.dones, 1);
+    assert_int_equal(queued.status, MS_ERR_CANCELED);
+    assert_int_equal(queued.runs, 0);
+
+    /* Still queued when the Analysis goes: reported as canceled too. */
+    Probe left = {.fail = MS_ERR_IO};
+    Analysis_runTask(an, "left probe", probeRun, probeDone, &left, NULL, 0);
+    Analysis_delete(an);
+    assert_int_equal(left.dones, 1);
+    assert_int_equal(left.status, MS_ERR_CANCELED);
+    assert_int_equal(left.runs, 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_param_similarity_equals_batch),
@@ -421,6 +548,7 @@ int main(void) {
         cmocka_unit_test(test_pause_and_failures),
         cmocka_unit_test(test_layers_view_shows_numbers),
         cmocka_unit_test(test_small_budget),
+        cmocka_unit_test(test_tasks),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

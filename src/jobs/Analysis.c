@@ -62,7 +62,7 @@ typedef struct AnKey {
     double q, tf;
 } AnKey;
 
-enum { TAG_ENTRY = 1, TAG_SAVE };
+enum { TAG_ENTRY = 1, TAG_SAVE, TAG_TASK };
 
 typedef struct Entry Entry;
 struct Entry {
@@ -111,6 +111,19 @@ typedef struct SaveTask {
     struct SaveTask *next;
 } SaveTask;
 
+/* A task of the caller's (Analysis_runTask). */
+typedef struct Task {
+    int tag;
+    WorkerJob job;
+    AnTaskRunFn run;
+    AnTaskDoneFn done;
+    void *ctx;
+    Entry *pins[8];
+    int n_pins;
+    char label[64];
+    struct Task *next;
+} Task;
+
 typedef struct Message {
     char *text;
     struct Message *next;
@@ -131,6 +144,7 @@ struct Analysis {
     int n_running;
     Message *msg_head, *msg_tail;
     SaveTask *saves;
+    Task *tasks;
 };
 
 /* ---- keys and the table ------------------------------------------------------------- */
@@ -885,11 +899,49 @@ static void releaseDeps(Entry *e) {
     e->holds_deps = false;
 }
 
+/* ---- tasks -------------------------------------------------------------------------- */
+
+static void runTask(WorkerJob *job) {
+    Task *t = job->ctx;
+    char *cause = NULL;
+    job->status = Cancel_requested(&job->cancel) ? MS_ERR_CANCELED
+                                                 : t->run(t->ctx, &job->cancel, &cause);
+    job->cause = cause;
+}
+
+/* The cache entry holding value (a getter's result), or NULL. */
+static Entry *entryOf(Analysis *this, const void *value) {
+    for (size_t i = 0; i < this->buckets; i++)
+        for (Entry *e = this->table[i]; e; e = e->hnext)
+            if (e->state == AN_DONE && e->value == value)
+                return e;
+    return NULL;
+}
+
+/* Unlinks t, releases its pins, tells its owner and frees it. */
+static void endTask(Analysis *this, Task *t, MsStatus status, const char *cause) {
+    Task **p = &this->tasks;
+    while (*p && *p != t)
+        p = &(*p)->next;
+    if (*p)
+        *p = t->next;
+    for (int i = 0; i < t->n_pins; i++)
+        unpin(t->pins[i]);
+    t->done(t->ctx, status, cause);
+    free(t->job.cause);
+    free(t);
+}
+
 bool Analysis_collect(Analysis *this) {
     bool changed = false;
     WorkerJob *job;
     while ((job = Worker_takeDone(this->pool))) {
         changed = true;
+        if (*(int *)job->ctx == TAG_TASK) {
+            this->done++;
+            endTask(this, job->ctx, job->status, job->cause);
+            continue;
+        }
         if (*(int *)job->ctx == TAG_SAVE) {
             SaveTask *t = job->ctx;
             pushMessage(this, job->status == MS_OK
@@ -1012,6 +1064,13 @@ void Analysis_pause(Analysis *this, bool paused) {
 }
 
 void Analysis_cancelAll(Analysis *this) {
+    for (Task *t = this->tasks, *next; t; t = next) {
+        next = t->next;
+        if (Worker_unqueue(this->pool, &t->job))
+            endTask(this, t, MS_ERR_CANCELED, NULL);
+        else
+            WorkerJob_cancel(&t->job);
+    }
     for (size_t i = 0; i < this->buckets; i++) {
         for (Entry *e = this->table[i]; e; e = e->hnext) {
             if (!e->live)
@@ -1089,6 +1148,9 @@ void Analysis_delete(Analysis *this) {
         return;
     Analysis_cancelAll(this);
     Worker_delete(this->pool);
+    /* The threads are gone: whatever tasks are left never report through collect. */
+    while (this->tasks)
+        endTask(this, this->tasks, MS_ERR_CANCELED, NULL);
     for (size_t i = 0; i < this->buckets; i++) {
         for (Entry *e = this->table[i], *next; e; e = next) {
             next = e->hnext;
@@ -1359,4 +1421,28 @@ int Analysis_savePartitions(Analysis *this, const Knobs *kn, const char *path) {
     this->saves = t;
     Worker_submit(this->pool, &t->job);
     return t->n;
+}
+
+/* ---- tasks -------------------------------------------------------------------------- */
+
+void Analysis_runTask(Analysis *this, const char *label, AnTaskRunFn run, AnTaskDoneFn done,
+                      void *ctx, const void *const *pins, int n_pins) {
+    Task *t = xCalloc(1, sizeof *t);
+    t->tag = TAG_TASK;
+    t->run = run;
+    t->done = done;
+    t->ctx = ctx;
+    for (int i = 0; i < n_pins && t->n_pins < (int)(sizeof t->pins / sizeof *t->pins); i++) {
+        Entry *e = pins[i] ? entryOf(this, pins[i]) : NULL;
+        if (e) {
+            pin(e);
+            t->pins[t->n_pins++] = e;
+        }
+    }
+    snprintf(t->label, sizeof t->label, "%s", label);
+    WorkerJob_init(&t->job, runTask, t, WORKER_COMPUTE, t->label);
+    t->job.priority = -1;
+    t->next = this->tasks;
+    this->tasks = t;
+    Worker_submit(this->pool, &t->job);
 }

@@ -25,6 +25,8 @@ DESIGN
   reads run on the one I/O thread.
 - Large results (layer data, co-activation counts) are evicted least recently used
   beyond a memory budget; they are recomputed when asked for again.
+- Tasks (Analysis_runTask) are the caller's jobs in the same pool, reading cached results
+  it pins for their duration; their outcome comes back through a callback on the UI thread.
 Every function here is for the UI thread only.
 SPDX-License-Identifier: MIT
 */
@@ -44,6 +46,8 @@ SPDX-License-Identifier: MIT
 #include "io/Dump.h"
 #include "jobs/KnobTable.h"
 #include "jobs/LayerLoad.h"
+#include "util/Cancel.h"
+#include "util/Status.h"
 
 typedef enum AnState {
     AN_IDLE = 0, /* not computed and not under way (e.g. canceled, or paused) */
@@ -182,5 +186,24 @@ int Analysis_savePartitions(Analysis *this, const Knobs *k, const char *path);
 
 /* The partitions (k->strategy, k->E) not computed yet, asked for as a side effect. */
 int Analysis_missingPartitions(Analysis *this, const Knobs *k);
+
+/* Tasks: the caller's own work on the compute threads (drawing figures from cached
+   results), shown on the jobs line and canceled by Analysis_cancelAll like the cache's. */
+
+/* Runs on a compute thread; reads what its ctx holds and the results it pinned, checks
+   cancel between steps and may report progress through it. */
+typedef MsStatus (*AnTaskRunFn)(void *ctx, const Cancel *cancel, char **cause);
+
+/* Runs on the UI thread once the task is over: from Analysis_collect, or with
+   MS_ERR_CANCELED and cause NULL from Analysis_cancelAll (when it had not started) or
+   Analysis_delete (whatever it did). The Analysis forgets the task then; ctx stays the
+   caller's. */
+typedef void (*AnTaskDoneFn)(void *ctx, MsStatus status, const char *cause);
+
+/* Queues run(ctx) ahead of the cache's work, labelled label ("figures layer 3").
+   pins[0..n_pins-1] (at most 8) are results the getters returned in this frame (NULL
+   ones are ignored) that run reads: they stay cached and unchanged until done is called. */
+void Analysis_runTask(Analysis *this, const char *label, AnTaskRunFn run, AnTaskDoneFn done,
+                      void *ctx, const void *const *pins, int n_pins);
 
 #endif
