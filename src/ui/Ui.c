@@ -33,6 +33,7 @@ SPDX-License-Identifier: MIT
 #include "jobs/Analysis.h"
 #include "jobs/KnobTable.h"
 #include "ui/CRT.h"
+#include "ui/FigureRun.h"
 #include "ui/KnobPanel.h"
 #include "ui/Prompt.h"
 #include "util/XUtils.h"
@@ -73,6 +74,7 @@ typedef enum PromptPurpose {
     PROMPT_SEARCH = 1,
     PROMPT_SET,
     PROMPT_KNOB,
+    PROMPT_FIGURES,
 } PromptPurpose;
 
 typedef struct Ui {
@@ -103,6 +105,13 @@ typedef struct Ui {
     bool export_all;
     int export_layer;
     bool save_pending;
+    bool figures_pending;  /* waiting for the rows, like an export */
+    bool figures_all;
+    int figures_layer;
+    Knobs figures_knobs;   /* as when f was pressed */
+    char *figures_dir;
+    FigureRun *figures;    /* drawing */
+    char *figures_shown;   /* the last progress put on the message line */
     char *files;
     int e_cand[E_CANDIDATES];
     int n_cand;
@@ -372,6 +381,15 @@ static int actSave(Ui *ui) {
     return R_REDRAW;
 }
 
+static int actFigures(Ui *ui) {
+    if (ui->figures_pending || ui->figures) {
+        say(ui, ROLE_WARN, "figures: still writing into %s", ui->figures_dir);
+        return R_REDRAW;
+    }
+    Prompt_open(&ui->prompt, PROMPT_FIGURES, "Figures directory: ", FIGURERUN_DEFAULT_DIR);
+    return R_REDRAW;
+}
+
 static int actLastError(Ui *ui) {
     const char *e = lastError(ui);
     if (e) {
@@ -491,6 +509,8 @@ static const Action actions[] = {
     {"Output", "e F9", "export CSV (Layers: all layers; a layer screen: that layer)", actExport,
      {'e', FN(KEY_F(9)), 0}},
     {NULL, "s", "save the current partitions of every layer to HDF5", actSave, {'s', 0}},
+    {NULL, "f", "write figures (PDF, PNG) of what e exports into a directory", actFigures,
+     {'f', 0}},
     {NULL, "^E ^P", "last error / message history", actLastError, {CTRL('E'), 0}},
     {NULL, "", "", actHistory, {CTRL('P'), 0}},
     {NULL, "^L", "redraw the screen", actRedraw, {CTRL('L'), 0}},
@@ -526,6 +546,24 @@ static const Action *actionFor(int key) {
 
 /* ---- prompts, panels and keys ------------------------------------------------------- */
 
+/* f's directory is accepted: wait for the numbers `e` would export, at these knobs. */
+static int startFigures(Ui *ui, const char *dir) {
+    if (!dir[0]) {
+        say(ui, ROLE_WARN, "figures: no directory given, nothing written");
+        return R_REDRAW;
+    }
+    free(ui->figures_dir);
+    ui->figures_dir = xStrdup(dir);
+    ui->figures_pending = true;
+    ui->figures_all = ui->screen == SCREEN_LAYERS;
+    ui->figures_layer = curLayer(ui);
+    ui->figures_knobs = ui->knobs;
+    say(ui, ROLE_NORMAL, "figures: waiting for the numbers to be computed...");
+    free(ui->figures_shown);
+    ui->figures_shown = xStrdup(ui->message);
+    return R_REDRAW;
+}
+
 static int promptDone(Ui *ui) {
     char text[PROMPT_MAX * 4];
     Prompt_text(&ui->prompt, text, sizeof text);
@@ -559,6 +597,8 @@ static int promptDone(Ui *ui) {
         Knobs_set(&ui->knobs, d->id, v);
         return knobsChanged(ui, &before);
     }
+    case PROMPT_FIGURES:
+        return startFigures(ui, text);
     }
     return R_REDRAW;
 }
@@ -649,8 +689,10 @@ static int handleKey(Ui *ui, int key) {
 
 /* ---- export ------------------------------------------------------------------------- */
 
+/* Where exported rows go: a CSV file (e) or a figure run (f). */
 typedef struct ExportRows {
-    Csv csv;
+    Csv *csv;
+    FigureRun *figures;
     long rows;
 } ExportRows;
 
@@ -660,13 +702,15 @@ static void row(ExportRows *x, const DumpLayer *info, float tau, const char *str
     CsvRow r = {.layer = info->index, .layer_name = info->name, .strategy = strategy,
                 .router = router, .E = E, .k = k, .tau = tau, .split = split,
                 .metric = metric, .value = value, .file = info->x_file};
-    Csv_row(&x->csv, &r);
+    if (x->csv)
+        Csv_row(x->csv, &r);
+    if (x->figures)
+        FigureRun_addRow(x->figures, &r);
     x->rows++;
 }
 
 /* True when every number of layer is computed or failed (and asks for them). */
-static bool layerReady(Ui *ui, int layer) {
-    const Knobs *k = &ui->knobs;
+static bool layerReady(Ui *ui, const Knobs *k, int layer) {
     AnStatus st;
     bool ready = true;
     double intra;
@@ -681,8 +725,7 @@ static bool layerReady(Ui *ui, int layer) {
     return ready;
 }
 
-static void exportLayer(Ui *ui, ExportRows *x, int layer) {
-    const Knobs *k = &ui->knobs;
+static void exportLayer(Ui *ui, ExportRows *x, const Knobs *k, int layer) {
     const DumpLayer *info = Analysis_layer(ui->an, layer);
     float tau;
     if (!Analysis_tau(ui->an, layer, k, &tau, NULL))
@@ -739,7 +782,7 @@ static void tryExport(Ui *ui) {
     int n = ui->export_all ? Analysis_layerCount(ui->an) : 1;
     bool ready = true;
     for (int i = 0; i < n; i++)
-        ready = layerReady(ui, ui->export_all ? i : ui->export_layer) && ready;
+        ready = layerReady(ui, &ui->knobs, ui->export_all ? i : ui->export_layer) && ready;
     if (!ready)
         return;
     ui->export_pending = false;
@@ -747,12 +790,13 @@ static void tryExport(Ui *ui) {
     ui->layers.cursor = ui->export_layer;
     char *path = exportName(ui, ui->export_all, "csv");
     ui->layers.cursor = saved;
-    ExportRows x = {.rows = 0};
+    Csv csv;
+    ExportRows x = {.csv = &csv};
     char *cause = NULL;
-    if (Csv_open(&x.csv, path, &cause) == MS_OK) {
+    if (Csv_open(&csv, path, &cause) == MS_OK) {
         for (int i = 0; i < n; i++)
-            exportLayer(ui, &x, ui->export_all ? i : ui->export_layer);
-        if (Csv_close(&x.csv, &cause) == MS_OK) {
+            exportLayer(ui, &x, &ui->knobs, ui->export_all ? i : ui->export_layer);
+        if (Csv_close(&csv, &cause) == MS_OK) {
             say(ui, ROLE_OK, "exported %ld rows to %s", x.rows, path);
             free(path);
             return;
@@ -775,6 +819,97 @@ static void trySave(Ui *ui) {
     else
         say(ui, ROLE_NORMAL, "saving %d partition%s to %s ...", n, n == 1 ? "" : "s", name);
     free(name);
+}
+
+/* ---- figures ------------------------------------------------------------------------ */
+
+/* Layers of a figure run: all (from the Layers screen) or the one shown. */
+static int figureLayers(const Ui *ui, int *out) {
+    if (!ui->figures_all) {
+        out[0] = ui->figures_layer;
+        return 1;
+    }
+    int n = Analysis_layerCount(ui->an);
+    for (int i = 0; i < n; i++)
+        out[i] = i;
+    return n;
+}
+
+/* With a target sparsity each layer has its own tau: name files by tau then, as the
+   batch does for several taus, or the summaries of different taus would collide. */
+static bool tausDiffer(Ui *ui, const int *layers, int n) {
+    float first = 0;
+    bool have = false;
+    for (int i = 0; i < n; i++) {
+        float tau;
+        if (!Analysis_tau(ui->an, layers[i], &ui->figures_knobs, &tau, NULL))
+            continue;
+        if (have && tau != first)
+            return true;
+        first = tau;
+        have = true;
+    }
+    return false;
+}
+
+/* Called every frame while f waits for its rows: starts the figure run once they are
+   all computed (the rows `e` writes for the same knobs and layers). */
+static void tryFigures(Ui *ui) {
+    int *layers = xMallocArray((size_t)Analysis_layerCount(ui->an), sizeof(int));
+    int n = figureLayers(ui, layers);
+    bool ready = true;
+    for (int i = 0; i < n; i++)
+        ready = layerReady(ui, &ui->figures_knobs, layers[i]) && ready;
+    if (!ready) {
+        free(layers);
+        return;
+    }
+    ui->figures_pending = false;
+    char *cause = NULL;
+    ui->figures = FigureRun_new(ui->an, &ui->figures_knobs, ui->figures_dir, layers, n,
+                                tausDiffer(ui, layers, n), &cause);
+    if (!ui->figures) {
+        say(ui, ROLE_ERROR, "figures: %s", cause ? cause : "cannot start");
+        free(cause);
+        free(layers);
+        return;
+    }
+    ExportRows x = {.figures = ui->figures};
+    for (int i = 0; i < n; i++)
+        exportLayer(ui, &x, &ui->figures_knobs, layers[i]);
+    free(layers);
+}
+
+/* Called every frame while figures are drawn: the progress, then the outcome. */
+static void stepFigures(Ui *ui) {
+    FigureRun *r = ui->figures;
+    FigureRunState state = FigureRun_step(r);
+    if (state == FIGURERUN_WORKING) {
+        /* On the message line, without filling the history; other messages stay. */
+        const char *p = FigureRun_progress(r);
+        if (!ui->message || (ui->figures_shown && strcmp(ui->message, ui->figures_shown) == 0)) {
+            free(ui->message);
+            ui->message = xStrdup(p);
+            ui->message_role = ROLE_NORMAL;
+            free(ui->figures_shown);
+            ui->figures_shown = xStrdup(p);
+        }
+        return;
+    }
+    if (state == FIGURERUN_DONE) {
+        const char *const *notes;
+        int n_notes = FigureRun_notes(r, &notes);
+        for (int i = 0; i < n_notes; i++)
+            say(ui, ROLE_WARN, "figures: %s", notes[i]);
+        say(ui, ROLE_OK, "wrote %d figure files to %s%s", FigureRun_written(r),
+            FigureRun_dir(r), n_notes ? " (some skipped: ^P lists them)" : "");
+    } else {
+        say(ui, ROLE_ERROR, "figures: %s", FigureRun_error(r));
+    }
+    FigureRun_delete(r);
+    ui->figures = NULL;
+    free(ui->figures_shown);
+    ui->figures_shown = NULL;
 }
 
 /* ---- rendering ---------------------------------------------------------------------- */
@@ -860,6 +995,10 @@ static void render(Ui *ui, bool resize) {
             tryExport(ui);
         if (ui->save_pending)
             trySave(ui);
+        if (ui->figures_pending)
+            tryFigures(ui);
+        if (ui->figures)
+            stepFigures(ui);
         if (ui->overlay == OVERLAY_HELP) {
             int n;
             HelpLine *lines = helpLines(&n);
@@ -978,7 +1117,9 @@ static int loop(Ui *ui) {
             {.fd = Analysis_fd(ui->an), .events = POLLIN},
             {.fd = CRT_signalFd(), .events = POLLIN},
         };
-        int r = poll(fds, 3, busy || ui->export_pending || ui->save_pending ? 150 : -1);
+        bool waiting = ui->export_pending || ui->save_pending || ui->figures_pending ||
+                       ui->figures;
+        int r = poll(fds, 3, busy || waiting ? 150 : -1);
         if (r < 0 && errno != EINTR)
             return 1;
         if (r == 0) {
@@ -1051,7 +1192,10 @@ int Ui_run(Dump *dump, const UiOptions *opt) {
     int status = loop(&ui);
 
     CRT_done();
-    Analysis_delete(ui.an);
+    Analysis_delete(ui.an); /* ends the figure run's task, if any, before it is freed */
+    FigureRun_delete(ui.figures);
+    free(ui.figures_dir);
+    free(ui.figures_shown);
     LayersView_done(&ui.layers);
     Cells_done(&ui.cells);
     free(ui.files);

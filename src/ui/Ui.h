@@ -2,7 +2,7 @@
 moescope - ui/Ui.h
 The terminal UI: `moescope [FILE...]` on a terminal. Screens (Layers, Sparsity,
 Partition, Router, Estimates), live knobs recomputed by worker threads, help, search,
-sorting, CSV export and partition saving.
+sorting, CSV export, figures and partition saving.
 SPDX-License-Identifier: MIT
 */
 #ifndef MOESCOPE_UI_H
