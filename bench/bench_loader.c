@@ -90,7 +90,7 @@ static void benchCase(Dump *d, const Case *c, const Options *o) {
         secs[p] = readPass(d, c, o->block, buf);
     double s = median(secs, o->passes);
     double values = (double)L->n_tokens * (double)width;
-    printf("%-36s [%ld x %ld]: %6.2f GB/s float32 out, %6.2f GB/s from the file\n", c->what,
+    printf("%-36s [%ld x %ld]: %6.2f GB/s float32 out, %6.2f GB/s of stored values\n", c->what,
            L->n_tokens, width, values * 4 / s / 1e9, values * c->storedBytes / s / 1e9);
     printCommand(o, c->name);
     free(secs);
