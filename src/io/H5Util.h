@@ -46,7 +46,8 @@ H5UtilFloat H5Util_floatKind(hid_t ftype);
 
 /* Reads the selection fspace of dset (n elements) into out as float32. With
    H5UTIL_FLOAT_HALF the 16-bit values are read into the front of out and widened in
-   place. fspace H5S_ALL reads the whole dataset. Returns negative on an HDF5 error (the stack holds the reason). */
+   place. fspace H5S_ALL reads the whole dataset. Returns negative on an HDF5 error
+   (the stack holds the reason). */
 herr_t H5Util_readFloats(hid_t dset, hid_t fspace, H5UtilFloat kind, float *out, size_t n);
 
 /* Float16 row blocks larger than this many values go through a scratch buffer. */
