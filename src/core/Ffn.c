@@ -11,9 +11,8 @@ SPDX-License-Identifier: MIT
 
 #include "util/XUtils.h"
 
-/* out[rows][n_out] = x[rows][n_in] W^T, W row-major [n_out][n_in], then + bias. */
-static void linear(const float *x, long rows, const float *W, const float *bias, int n_in,
-                   int n_out, float *out) {
+void Ffn_linear(const float *x, long rows, const float *W, const float *bias, int n_in,
+                int n_out, float *out) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, n_out, n_in, 1.0f, x,
                 n_in, W, n_in, 0.0f, out, n_out);
     if (!bias)
@@ -28,16 +27,16 @@ static void linear(const float *x, long rows, const float *W, const float *bias,
 MsStatus Ffn_hidden(const FfnWeights *w, const float *x, long rows, float *h) {
     long n = rows * (long)w->d_ff;
     if (!w->w_gate) {
-        linear(x, rows, w->w_in, w->b_in, w->d_model, w->d_ff, h);
+        Ffn_linear(x, rows, w->w_in, w->b_in, w->d_model, w->d_ff, h);
         Activation_applyArray(w->act, h, n);
         return MS_OK;
     }
     float *up = tryMallocArray((size_t)n, sizeof(float));
     if (!up)
         return MS_ERR_NOMEM;
-    linear(x, rows, w->w_gate, NULL, w->d_model, w->d_ff, h);
+    Ffn_linear(x, rows, w->w_gate, NULL, w->d_model, w->d_ff, h);
     Activation_applyArray(w->act, h, n);
-    linear(x, rows, w->w_in, w->b_in, w->d_model, w->d_ff, up);
+    Ffn_linear(x, rows, w->w_in, w->b_in, w->d_model, w->d_ff, up);
     for (long i = 0; i < n; i++)
         h[i] *= up[i];
     free(up);
@@ -45,5 +44,5 @@ MsStatus Ffn_hidden(const FfnWeights *w, const float *x, long rows, float *h) {
 }
 
 void Ffn_output(const FfnWeights *w, const float *h, long rows, bool with_bias, float *y) {
-    linear(h, rows, w->w_out, with_bias ? w->b_out : NULL, w->d_ff, w->d_model, y);
+    Ffn_linear(h, rows, w->w_out, with_bias ? w->b_out : NULL, w->d_ff, w->d_model, y);
 }

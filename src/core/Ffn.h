@@ -14,6 +14,11 @@ SPDX-License-Identifier: MIT
 #include "util/FfnWeights.h"
 #include "util/Status.h"
 
+/* out[rows][n_out] = x[rows][n_in] W^T (+ bias when not NULL), W row-major [n_out][n_in]
+   (nn.Linear layout), through cblas_sgemm. */
+void Ffn_linear(const float *x, long rows, const float *W, const float *bias, int n_in,
+                int n_out, float *out);
+
 /* h[rows][d_ff] from x[rows][d_model]. Gated layers need a scratch of rows*d_ff floats,
    allocated here; MS_ERR_NOMEM when that fails. */
 MsStatus Ffn_hidden(const FfnWeights *w, const float *x, long rows, float *h);

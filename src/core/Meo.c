@@ -28,6 +28,7 @@ SPDX-License-Identifier: MIT
 #include <string.h>
 
 #include "core/Assign.h"
+#include "core/Ffn.h"
 #include "core/Cost.h"
 #include "core/TopK.h"
 #include "util/XUtils.h"
@@ -72,20 +73,6 @@ const char *MeoSlots_name(MeoSlots slots) {
 
 static inline int expertSize(const Meo *this, int e) {
     return this->offset[e + 1] - this->offset[e];
-}
-
-/* out[rows][n_out] = x[rows][n_in] W^T (+ bias), W row-major [n_out][n_in]. */
-static void linear(const float *x, int rows, const float *W, const float *bias, int n_in,
-                   int n_out, float *out) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, n_out, n_in, 1.0f, x, n_in, W,
-                n_in, 0.0f, out, n_out);
-    if (!bias)
-        return;
-    for (int r = 0; r < rows; r++) {
-        float *o = out + (size_t)r * n_out;
-        for (int j = 0; j < n_out; j++)
-            o[j] += bias[j];
-    }
 }
 
 /* The split's sequences: cut at every seq_offsets entry inside it, else every block_len. */
@@ -200,7 +187,8 @@ static bool scoreTokens(Meo *this, const int32_t *part, const Cancel *cancel) {
         if (Cancel_requested(cancel))
             return false;
         int c = (int)(this->rows - t0 < CHUNK ? this->rows - t0 : CHUNK);
-        linear(h + (size_t)t0 * N, c, this->w->w_out, NULL, N, D, this->y + (size_t)t0 * D);
+        Ffn_linear(h + (size_t)t0 * N, c, this->w->w_out, NULL, N, D,
+                   this->y + (size_t)t0 * D);
     }
     for (long t = 0; t < this->rows; t++) {
         double ss = 0.0;
@@ -429,12 +417,12 @@ static void runMerged(Meo *this, int G0, long t0, int c) {
         return;
     }
     if (!w->w_gate) {
-        linear(x, c, this->m_in, b, D, G0, this->hid);
+        Ffn_linear(x, c, this->m_in, b, D, G0, this->hid);
         Activation_applyArray(w->act, this->hid, (long)n);
     } else {
-        linear(x, c, this->m_gate, NULL, D, G0, this->hid);
+        Ffn_linear(x, c, this->m_gate, NULL, D, G0, this->hid);
         Activation_applyArray(w->act, this->hid, (long)n);
-        linear(x, c, this->m_in, b, D, G0, this->up);
+        Ffn_linear(x, c, this->m_in, b, D, G0, this->up);
         for (size_t i = 0; i < n; i++)
             this->hid[i] *= this->up[i];
     }

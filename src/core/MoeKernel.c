@@ -21,6 +21,7 @@ SPDX-License-Identifier: MIT
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/Ffn.h"
 #include "util/XUtils.h"
 
 struct MoeKernel {
@@ -171,20 +172,6 @@ static MsStatus reserve(MoeKernel *this, long n, int k, char **cause) {
     return MS_OK;
 }
 
-/* out[rows][n_out] = x[rows][n_in] W^T (+ bias), W row-major [n_out][n_in]. */
-static void linear(const float *x, int rows, const float *W, const float *bias, int n_in,
-                   int n_out, float *out) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, n_out, n_in, 1.0f, x, n_in, W,
-                n_in, 0.0f, out, n_out);
-    if (!bias)
-        return;
-    for (int r = 0; r < rows; r++) {
-        float *o = out + (size_t)r * n_out;
-        for (int j = 0; j < n_out; j++)
-            o[j] += bias[j];
-    }
-}
-
 /* The hidden activations hid[rows][g] of expert e for the gathered rows xg. */
 static void expertHidden(MoeKernel *this, int e, const float *xg, int rows, float *hid,
                          float *up) {
@@ -192,13 +179,13 @@ static void expertHidden(MoeKernel *this, int e, const float *xg, int rows, floa
     const float *bias = this->b_in ? this->b_in + o : NULL;
     size_t n = (size_t)rows * g;
     if (!this->w_gate) {
-        linear(xg, rows, this->w_in + (size_t)o * D, bias, D, g, hid);
+        Ffn_linear(xg, rows, this->w_in + (size_t)o * D, bias, D, g, hid);
         Activation_applyArray(this->act, hid, (long)n);
         return;
     }
-    linear(xg, rows, this->w_gate + (size_t)o * D, NULL, D, g, hid);
+    Ffn_linear(xg, rows, this->w_gate + (size_t)o * D, NULL, D, g, hid);
     Activation_applyArray(this->act, hid, (long)n);
-    linear(xg, rows, this->w_in + (size_t)o * D, bias, D, g, up);
+    Ffn_linear(xg, rows, this->w_in + (size_t)o * D, bias, D, g, up);
     for (size_t i = 0; i < n; i++)
         hid[i] *= up[i];
 }
@@ -346,16 +333,16 @@ static void denseBatch(void *ctx) {
     int D = w->d_model, N = w->d_ff, rows = (int)d->rows;
     size_t n = (size_t)rows * N;
     if (!w->w_gate) {
-        linear(d->x, rows, w->w_in, w->b_in, D, N, d->h);
+        Ffn_linear(d->x, rows, w->w_in, w->b_in, D, N, d->h);
         Activation_applyArray(w->act, d->h, (long)n);
     } else {
-        linear(d->x, rows, w->w_gate, NULL, D, N, d->h);
+        Ffn_linear(d->x, rows, w->w_gate, NULL, D, N, d->h);
         Activation_applyArray(w->act, d->h, (long)n);
-        linear(d->x, rows, w->w_in, w->b_in, D, N, d->up);
+        Ffn_linear(d->x, rows, w->w_in, w->b_in, D, N, d->up);
         for (size_t i = 0; i < n; i++)
             d->h[i] *= d->up[i];
     }
-    linear(d->h, rows, w->w_out, NULL, N, D, d->y);
+    Ffn_linear(d->h, rows, w->w_out, NULL, N, D, d->y);
 }
 
 /* The dense FFN one token at a time (sgemv). */
