@@ -25,6 +25,7 @@ SPDX-License-Identifier: MIT
 #include <strings.h>
 
 #include "util/AtomicFile.h"
+#include "util/CsvField.h"
 #include "util/XUtils.h"
 
 #define PNG_DPI CHART_PNG_DPI
@@ -1437,22 +1438,6 @@ MsStatus Chart_write(const Chart *this, const char *path, double width_pt, doubl
     return AtomicFile_commit(&af, cause);
 }
 
-static void csvString(FILE *fp, const char *s) {
-    if (!s)
-        return;
-    if (!strpbrk(s, ",\"\n\r")) {
-        fputs(s, fp);
-        return;
-    }
-    fputc('"', fp);
-    for (; *s; s++) {
-        if (*s == '"')
-            fputc('"', fp);
-        fputc(*s, fp);
-    }
-    fputc('"', fp);
-}
-
 static void csvNumber(FILE *fp, double v) {
     fputc(',', fp);
     if (isfinite(v))
@@ -1462,9 +1447,9 @@ static void csvNumber(FILE *fp, double v) {
 static void dataRow(FILE *fp, int panel, const char *kind, const char *series,
                     const char *source, double x, double y, double z) {
     fprintf(fp, "%d,%s,", panel, kind);
-    csvString(fp, series);
+    CsvField_write(fp, series);
     fputc(',', fp);
-    csvString(fp, source);
+    CsvField_write(fp, source);
     csvNumber(fp, x);
     csvNumber(fp, y);
     csvNumber(fp, z);

@@ -9,21 +9,7 @@ SPDX-License-Identifier: MIT
 #include <stdio.h>
 #include <string.h>
 
-static void writeText(FILE *fp, const char *s) {
-    if (!s)
-        return;
-    if (!strpbrk(s, ",\"\n\r")) {
-        fputs(s, fp);
-        return;
-    }
-    fputc('"', fp);
-    for (; *s; s++) {
-        if (*s == '"')
-            fputc('"', fp);
-        fputc(*s, fp);
-    }
-    fputc('"', fp);
-}
+#include "util/CsvField.h"
 
 static void writeNumber(FILE *fp, double v) {
     if (isnan(v))
@@ -45,11 +31,11 @@ MsStatus Csv_open(Csv *this, const char *path, char **cause) {
 void Csv_row(Csv *this, const CsvRow *r) {
     FILE *fp = this->out.fp;
     fprintf(fp, "%d,", r->layer);
-    writeText(fp, r->layer_name);
+    CsvField_write(fp, r->layer_name);
     fputc(',', fp);
-    writeText(fp, r->strategy);
+    CsvField_write(fp, r->strategy);
     fputc(',', fp);
-    writeText(fp, r->router);
+    CsvField_write(fp, r->router);
     fputc(',', fp);
     if (r->E > 0)
         fprintf(fp, "%d", r->E);
@@ -59,13 +45,13 @@ void Csv_row(Csv *this, const CsvRow *r) {
     fputc(',', fp);
     writeNumber(fp, r->tau);
     fputc(',', fp);
-    writeText(fp, r->split);
+    CsvField_write(fp, r->split);
     fputc(',', fp);
-    writeText(fp, r->metric);
+    CsvField_write(fp, r->metric);
     fputc(',', fp);
     writeNumber(fp, r->value);
     fputc(',', fp);
-    writeText(fp, r->file);
+    CsvField_write(fp, r->file);
     fputc('\n', fp);
     this->rows++;
 }
