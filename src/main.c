@@ -287,7 +287,7 @@ static char *defaultDataPath(void) {
     return xStrdup(MOESCOPE_PKGDATADIR "/" DEFAULT_DATA);
 }
 
-static void printSummaryHeader(const Dump *dump, double target) {
+static void printSummaryHeader(const Dump *dump) {
     printf("# moescope %s: %d layer%s", PACKAGE_VERSION, Dump_layerCount(dump),
            Dump_layerCount(dump) == 1 ? "" : "s");
     if (Dump_modelName(dump))
@@ -297,11 +297,10 @@ static void printSummaryHeader(const Dump *dump, double target) {
         printf(" %s", Dump_fileName(dump, i));
     printf("\n%-5s %-28s %7s %6s %8s %-9s %-5s %11s %10s %13s\n", "layer", "name", "d_model",
            "d_ff", "tokens", "act", "gated", "sparsity@0", "tau@q", "sparsity@tau");
-    (void)target;
 }
 
 static int runSummary(Dump *dump, double target) {
-    printSummaryHeader(dump, target);
+    printSummaryHeader(dump);
     for (int i = 0; i < Dump_layerCount(dump); i++) {
         LayerSummary s;
         char *cause = NULL;
