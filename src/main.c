@@ -14,7 +14,7 @@ SPDX-License-Identifier: MIT
 #include <unistd.h>
 
 #include "io/Dump.h"
-#include "jobs/Batch.h"
+#include "ui/Batch.h"
 #include "jobs/KnobTable.h"
 #include "jobs/Summary.h"
 #include "ui/Ui.h"

@@ -2,7 +2,7 @@
 moescope - jobs/Analysis.c
 The demand-driven result cache behind the UI (see Analysis.h for the design). Entries
 live in a hash table keyed by AnKey; each entry embeds the WorkerJob that computes it.
-The engine calls in run* mirror jobs/Batch.c so the UI's numbers equal the batch CSV's.
+The engine calls in run* mirror ui/Batch.c so the UI's numbers equal the batch CSV's.
 SPDX-License-Identifier: MIT
 */
 #include "config.h"
@@ -538,7 +538,7 @@ static MsStatus runMeo(Entry *e, char **cause) {
     return MS_OK;
 }
 
-/* The measured speedup at one k, as jobs/Batch.c's measureRows does it. */
+/* The measured speedup at one k, as ui/Batch.c's measureRows does it. */
 static MsStatus runSpeed(Entry *e, char **cause) {
     LayerData d = dataFor(depLoad(e), e->key.tf);
     const AnPartition *p = dep(e, K_PART);
@@ -1334,7 +1334,7 @@ const AnHeat *Analysis_heat(Analysis *this, int layer, const Knobs *kn, int size
 
 /* ---- saving partitions -------------------------------------------------------------- */
 
-/* Writes each layer's partition as jobs/Batch.c's savePartition does. */
+/* Writes each layer's partition as ui/Batch.c's savePartition does. */
 static MsStatus saveLayers(SaveTask *t, char **cause) {
     Writer *wr = NULL;
     MsStatus st = Writer_create(&wr, t->path, cause);

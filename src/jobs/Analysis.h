@@ -17,7 +17,7 @@ DESIGN
   shows it at once.
 - Keys hold every knob a result depends on and nothing else (a random partition does
   not depend on tau, so changing tau keeps it), with the same parameters as
-  `moescope --batch` (jobs/Batch.c): partitions with the seed, param with 30 iterations,
+  `moescope --batch` (ui/Batch.c): partitions with the seed, param with 30 iterations,
   routers with SPEC's options, seed and 30 mlp epochs, evaluation on the test split, MEO
   blocks of 64 tokens, so the numbers equal the batch CSV's.
 - Workers only read their inputs (pinned in the cache while the job runs) and write

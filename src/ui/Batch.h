@@ -1,9 +1,11 @@
 /*
-moescope - jobs/Batch.h
+moescope - ui/Batch.h
 `moescope --batch`: every metric of SPEC §2-§5 for a grid of layers, taus, partition
 strategies, expert counts E, routers and k, written as the tidy CSV of SPEC §6.
 Layers are processed one at a time, so memory holds one layer's x and h plus its
-co-activation matrix, whatever the number of layers.
+co-activation matrix, whatever the number of layers. It is a front end like the
+terminal UI (it writes views: the CSV and the figures), so it lives in ui/ but uses
+no curses.
 SPDX-License-Identifier: MIT
 */
 #ifndef MOESCOPE_BATCH_H

@@ -1,5 +1,5 @@
 /*
-moescope - jobs/Batch.c
+moescope - ui/Batch.c
 The batch run: for each selected layer (one at a time), for each tau, strategy and E,
 build the partition, then each router, evaluate every k on the test split (and the train
 split when asked) and write one CSV row per number.
@@ -12,7 +12,7 @@ per (router, split) and then queried for every k (their per-k cost is small by d
 SPDX-License-Identifier: MIT
 */
 #include "config.h"
-#include "jobs/Batch.h"
+#include "ui/Batch.h"
 
 #include <math.h>
 #include <stdio.h>
