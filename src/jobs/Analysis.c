@@ -19,8 +19,8 @@ SPDX-License-Identifier: MIT
 #include "core/LayerData.h"
 #include "core/Partition.h"
 #include "core/Router.h"
-#include "core/TopK.h"
 #include "io/Writer.h"
+#include "jobs/Speedup.h"
 #include "jobs/Worker.h"
 #include "util/XUtils.h"
 
@@ -538,40 +538,17 @@ static MsStatus runMeo(Entry *e, char **cause) {
     return MS_OK;
 }
 
-/* The measured speedup at one k, as ui/Batch.c's measureRows does it. */
+/* The measured speedup at one k (jobs/Speedup, as the batch measures it). */
 static MsStatus runSpeed(Entry *e, char **cause) {
     LayerData d = dataFor(depLoad(e), e->key.tf);
     const AnPartition *p = dep(e, K_PART);
-    const Router *router = dep(e, K_ROUTER);
-    int E = p->E, k = e->key.k;
-    MoeTimingOptions opt = {.batch_tokens = 1024, .token_tokens = 64, .budget_s = 0.02,
-                            .max_reps = 3};
-    long row0 = d.T_train, n = d.T - d.T_train;
-    n = n < opt.batch_tokens ? n : opt.batch_tokens;
-    if (n < 1) {
-        setCause(cause, "the test split is empty");
-        return MS_ERR_RANGE;
-    }
     MoeKernel *kernel = NULL;
-    MsStatus st = MoeKernel_new(d.w, p->part, E, &kernel, cause);
+    MsStatus st = MoeKernel_new(d.w, p->part, p->E, &kernel, cause);
     if (st != MS_OK)
         return st;
-    int *sel = xMallocArray((size_t)n * (size_t)k, sizeof(int));
-    float *gates = xMallocArray((size_t)n * (size_t)k, sizeof(float));
-    float *scores = xMallocArray((size_t)n * (size_t)E, sizeof(float));
-    Router_score(router, d.x + row0 * d.w->d_model, d.h + row0 * d.w->d_ff, n, scores);
-    for (long t = 0; t < n; t++) {
-        TopK_select(scores + t * E, E, k, sel + t * k);
-        for (int i = 0; i < k; i++)
-            gates[t * k + i] = Router_gate(router, scores[t * E + sel[t * k + i]]);
-    }
-    free(scores);
     MoeSpeedup *sp = xCalloc(1, sizeof *sp);
-    st = MoeKernel_measure(kernel, d.w, d.x + row0 * d.w->d_model, n, k, sel,
-                           Router_scalesOutput(router) ? gates : NULL, &opt, NULL,
-                           &e->job.cancel, sp, cause);
-    free(sel);
-    free(gates);
+    st = Speedup_measure(kernel, &d, dep(e, K_ROUTER), p->E, e->key.k, NULL, &e->job.cancel,
+                         sp, cause);
     MoeKernel_delete(kernel);
     if (st != MS_OK) {
         free(sp);

@@ -27,9 +27,9 @@ SPDX-License-Identifier: MIT
 #include "core/MoeKernel.h"
 #include "core/NeuronBound.h"
 #include "core/Sparsity.h"
-#include "core/TopK.h"
 #include "io/Writer.h"
 #include "jobs/LayerLoad.h"
+#include "jobs/Speedup.h"
 #include "util/Args.h"
 #include "util/XUtils.h"
 #include "views/Csv.h"
@@ -312,38 +312,17 @@ static MsStatus savePartition(LayerRun *lr, PartitionStrategy strategy, int E,
     return st;
 }
 
-/* The experts each of the first n test tokens selects, for the measured speedup. */
-static void selectTokens(const Router *router, const LayerData *d, long row0, long n, int E,
-                         int k, int *sel, float *gates) {
-    float *scores = xMallocArray((size_t)n * (size_t)E, sizeof(float));
-    Router_score(router, d->x + row0 * d->w->d_model, d->h + row0 * d->w->d_ff, n, scores);
-    for (long t = 0; t < n; t++) {
-        TopK_select(scores + t * E, E, k, sel + t * k);
-        for (int i = 0; i < k; i++)
-            gates[t * k + i] = Router_gate(router, scores[t * E + sel[t * k + i]]);
-    }
-    free(scores);
-}
-
 static MsStatus measureRows(LayerRun *lr, const char *strategy, const Router *router,
                             const int32_t *part, int E, char **cause) {
     const LayerData *d = &lr->load.data;
     const BatchConfig *cfg = lr->run->cfg;
-    MoeTimingOptions opt = {.batch_tokens = 1024, .token_tokens = 64, .budget_s = 0.02,
-                            .max_reps = 3};
-    long row0 = d->T_train, n = d->T - d->T_train;
-    n = n < opt.batch_tokens ? n : opt.batch_tokens;
     MoeKernel *kernel = NULL;
     MsStatus st = MoeKernel_new(d->w, part, E, &kernel, cause);
     for (int i = 0; i < cfg->n_ks && st == MS_OK; i++) {
         int k = cfg->ks[i];
-        int *sel = xMallocArray((size_t)n * (size_t)k, sizeof(int));
-        float *gates = xMallocArray((size_t)n * (size_t)k, sizeof(float));
-        selectTokens(router, d, row0, n, E, k, sel, gates);
         MoeSpeedup sp;
-        st = MoeKernel_measure(kernel, d->w, d->x + row0 * d->w->d_model, n, k, sel,
-                               Router_scalesOutput(router) ? gates : NULL, &opt,
-                               lr->have_dense ? &lr->dense : NULL, NULL, &sp, cause);
+        st = Speedup_measure(kernel, d, router, E, k, lr->have_dense ? &lr->dense : NULL, NULL,
+                             &sp, cause);
         if (st == MS_OK) {
             lr->dense = sp.dense;
             lr->have_dense = true;
@@ -351,8 +330,6 @@ static MsStatus measureRows(LayerRun *lr, const char *strategy, const Router *ro
             emit(lr, strategy, rname, E, k, "test", "measured_speedup_batch", sp.batch);
             emit(lr, strategy, rname, E, k, "test", "measured_speedup_token", sp.token);
         }
-        free(sel);
-        free(gates);
     }
     MoeKernel_delete(kernel);
     return st;
