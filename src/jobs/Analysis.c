@@ -24,7 +24,6 @@ SPDX-License-Identifier: MIT
 #include "jobs/Worker.h"
 #include "util/XUtils.h"
 
-
 enum { MEO_BLOCK = 64, PARAM_ITERATIONS = 30, MLP_EPOCHS = 30, CURVE_POINTS = 48 };
 
 typedef enum AnKind {
