@@ -20,11 +20,12 @@ SPDX-License-Identifier: MIT
 #include "core/Partition.h"
 #include "core/Router.h"
 #include "io/Writer.h"
+#include "jobs/Defaults.h"
 #include "jobs/Speedup.h"
 #include "jobs/Worker.h"
 #include "util/XUtils.h"
 
-enum { MEO_BLOCK = 64, PARAM_ITERATIONS = 30, MLP_EPOCHS = 30, CURVE_POINTS = 48 };
+enum { CURVE_POINTS = 48 };
 
 typedef enum AnKind {
     K_LOAD = 0,
@@ -424,7 +425,7 @@ static MsStatus runPart(Entry *e, char **cause) {
     case PARTITION_PARAM: {
         const FfnWeights *w = &depLoad(e)->w;
         st = Partition_param(part, FfnWeights_keys(w), N, w->d_model, E, e->key.seed,
-                             PARAM_ITERATIONS, NULL, &e->job.cancel, cause);
+                             DEFAULTS_PARAM_ITERATIONS, NULL, &e->job.cancel, cause);
         break;
     }
     case PARTITION_COACT:
@@ -458,7 +459,7 @@ static MsStatus runRouter(Entry *e, char **cause) {
     const AnPartition *p = dep(e, K_PART);
     RouterOptions ropt;
     RouterOptions_default(&ropt);
-    ropt.epochs = MLP_EPOCHS;
+    ropt.epochs = DEFAULTS_MLP_EPOCHS;
     ropt.seed = e->key.seed;
     ropt.threads = 1;
     Router *r = NULL;
@@ -510,7 +511,7 @@ static MsStatus runMeoBase(Entry *e, char **cause) {
     b->L = dataFor(depLoad(e), e->key.tf);
     pthread_mutex_init(&b->lock, NULL);
     MsStatus st = Meo_new(&b->meo, &b->L, p->part, p->E, dep(e, K_ROUTER), SPLIT_TEST,
-                          MEO_BLOCK, &e->job.cancel, cause);
+                          DEFAULTS_MEO_BLOCK, &e->job.cancel, cause);
     if (st != MS_OK) {
         pthread_mutex_destroy(&b->lock);
         free(b);

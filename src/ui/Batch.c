@@ -28,6 +28,7 @@ SPDX-License-Identifier: MIT
 #include "core/NeuronBound.h"
 #include "core/Sparsity.h"
 #include "io/Writer.h"
+#include "jobs/Defaults.h"
 #include "jobs/LayerLoad.h"
 #include "jobs/Speedup.h"
 #include "util/Args.h"
@@ -62,8 +63,8 @@ void BatchConfig_init(BatchConfig *this) {
     this->quantiles = xMallocArray(3, sizeof(double));
     memcpy(this->quantiles, defaultQuantiles, sizeof defaultQuantiles);
     this->test_fraction = 0.1;
-    this->meo_block = 64;
-    this->mlp_epochs = 30;
+    this->meo_block = DEFAULTS_MEO_BLOCK;
+    this->mlp_epochs = DEFAULTS_MLP_EPOCHS;
     this->measure = true;
     this->threads = 2;
 }
@@ -265,8 +266,8 @@ static MsStatus makePartition(LayerRun *lr, PartitionStrategy strategy, int E, i
         Partition_random(part, w->d_ff, E, seed);
         return MS_OK;
     case PARTITION_PARAM:
-        return Partition_param(part, FfnWeights_keys(w), w->d_ff, w->d_model, E, seed, 30, NULL,
-                               NULL, cause);
+        return Partition_param(part, FfnWeights_keys(w), w->d_ff, w->d_model, E, seed,
+                               DEFAULTS_PARAM_ITERATIONS, NULL, NULL, cause);
     case PARTITION_COACT: {
         MsStatus st = ensureGraph(lr, cause);
         if (st == MS_OK)
