@@ -433,6 +433,10 @@ static void checkGoodCase(const char *refCase, const char *files) {
             free(member);
         }
     }
+    /* Only one layer's row datasets stay open: reading the layers again, last first,
+       reopens each of them and must give the same values. */
+    for (int i = Dump_layerCount(d) - 1; i >= 0; i--)
+        checkRows(d, refCase, i, DUMP_X);
     const char *xfile = Meta_get(&m, "x_file");
     if (xfile) {
         const char *got = Dump_layer(d, 0)->x_file;

@@ -91,6 +91,7 @@ struct Dump {
     int64_t *seq;
     long n_seq;
     int *probe_file; /* in the crash-guard child: where to note the file being read */
+    int rows_layer;  /* the one layer whose x/h datasets are open for Dump_readRows; -1 */
 };
 
 static atomic_size_t memoryLimit;
@@ -1107,6 +1108,7 @@ static Dump *newDump(const char *const *paths, int n_paths) {
         this->fids[f] = -1;
     }
     this->seq_file = this->tokens_file = this->text_file = -1;
+    this->rows_layer = -1;
     return this;
 }
 
@@ -1250,13 +1252,18 @@ MsStatus Dump_open(Dump **out, const char *const *paths, int n_paths, char **cau
     return MS_OK;
 }
 
-static void LayerPriv_done(LayerPriv *p) {
+static void closeRows(LayerPriv *p) {
     for (int r = 0; r < 2; r++) {
         if (p->rows[r].dset >= 0) {
             H5Sclose(p->rows[r].space);
             H5Dclose(p->rows[r].dset);
+            p->rows[r].dset = p->rows[r].space = -1;
         }
     }
+}
+
+static void LayerPriv_done(LayerPriv *p) {
+    closeRows(p);
     for (int k = 0; k < p->n_parts; k++)
         free(p->part_names[k]);
     free(p->part_names);
@@ -1422,6 +1429,11 @@ static MsStatus openRows(Dump *this, int i, DumpMember member, RowSource **out,
     *out = rs;
     if (rs->dset >= 0)
         return MS_OK;
+    /* An open dataset keeps its chunk cache (up to 1 MiB each): keep one layer's open,
+       so memory does not grow with the number of layers read. */
+    if (this->rows_layer >= 0 && this->rows_layer != i)
+        closeRows(&this->priv[this->rows_layer]);
+    this->rows_layer = i;
     Member m = member == DUMP_H ? M_H : M_X;
     int f = p->file[m];
     char *path = memberPath(p, memberNames[m]);
