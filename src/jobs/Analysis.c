@@ -332,17 +332,22 @@ static MsStatus runLoad(Entry *e, char **cause) {
     return MS_OK;
 }
 
+/* Stores a job's result on success; frees it on failure. */
+static MsStatus keepResult(Entry *e, MsStatus st, void *result) {
+    if (st != MS_OK) {
+        free(result);
+        return st;
+    }
+    e->result = result;
+    return MS_OK;
+}
+
 static MsStatus runTauq(Entry *e, char **cause) {
     const LayerData *d = &depLoad(e)->data;
     float *tau = xMalloc(sizeof *tau);
     MsStatus st = Sparsity_tauForSparsity(d->h, d->T, d->w->d_ff, e->key.q, 1, &e->job.cancel,
                                           tau, cause);
-    if (st != MS_OK) {
-        free(tau);
-        return st;
-    }
-    e->result = tau;
-    return MS_OK;
+    return keepResult(e, st, tau);
 }
 
 static MsStatus runSparsity(Entry *e, char **cause) {
@@ -530,12 +535,7 @@ static MsStatus runMeo(Entry *e, char **cause) {
     pthread_mutex_lock(&b->lock);
     MsStatus st = Meo_metrics(b->meo, e->key.k, &e->job.cancel, m, cause);
     pthread_mutex_unlock(&b->lock);
-    if (st != MS_OK) {
-        free(m);
-        return st;
-    }
-    e->result = m;
-    return MS_OK;
+    return keepResult(e, st, m);
 }
 
 /* The measured speedup at one k (jobs/Speedup, as the batch measures it). */
@@ -550,12 +550,7 @@ static MsStatus runSpeed(Entry *e, char **cause) {
     st = Speedup_measure(kernel, &d, dep(e, K_ROUTER), p->E, e->key.k, NULL, &e->job.cancel,
                          sp, cause);
     MoeKernel_delete(kernel);
-    if (st != MS_OK) {
-        free(sp);
-        return st;
-    }
-    e->result = sp;
-    return MS_OK;
+    return keepResult(e, st, sp);
 }
 
 static MsStatus runHeat(Entry *e, char **cause) {
