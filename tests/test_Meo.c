@@ -414,6 +414,68 @@ static void test_aligned_duplicates(void **state) {
     checkDuplicates(true, ACTIVATION_SILU, false);
 }
 
+static void assertIdentical(const MeoMetrics *a, const MeoMetrics *b) {
+    assert_int_equal(a->sequences, b->sequences);
+    assert_int_equal(a->tokens, b->tokens);
+    assert_memory_equal(&a->mass_recall, &b->mass_recall, sizeof(double));
+    assert_memory_equal(&a->seqsel_output_rel_err, &b->seqsel_output_rel_err, sizeof(double));
+    assert_memory_equal(a->output_rel_err, b->output_rel_err, sizeof a->output_rel_err);
+    assert_memory_equal(&a->flops_fraction, &b->flops_fraction, sizeof(double));
+}
+
+/* The staged API (one Meo whose partition and router change, as the batch uses it) gives
+   the same bits as a fresh Meo_new, for any number of threads. */
+static void checkStages(bool gated, Activation act) {
+    int D = 6, N = 24, E = 4;
+    RandLayer r;
+    randLayer(&r, D, N, gated, act);
+    int32_t *first = randPartition(N, 3), *part = randPartition(N, E);
+    Router *router = NULL;
+    assert_int_equal(Router_new(&router, ROUTER_SIGMOID, &r.L, part, E, NULL, NULL, NULL),
+                     MS_OK);
+    Meo *staged = NULL, *fresh = NULL;
+    assert_int_equal(Meo_open(&staged, &r.L, SPLIT_ALL, 8, NULL, NULL), MS_OK);
+    assert_int_equal(Meo_setPartition(staged, first, 3, NULL), MS_OK);
+    MeoMetrics a, b;
+    assert_int_equal(Meo_metrics(staged, 2, NULL, &a, NULL), MS_OK); /* fills its caches */
+    int32_t bad[24];
+    memcpy(bad, part, sizeof bad);
+    bad[5] = E;
+    char *cause = NULL;
+    assert_int_equal(Meo_setPartition(staged, bad, E, &cause), MS_ERR_RANGE);
+    assert_non_null(strstr(cause, "neuron 5 is in expert 4"));
+    free(cause);
+    assert_int_equal(Meo_setPartition(staged, part, E, NULL), MS_OK);
+    Meo_setRouter(staged, router);
+    assert_int_equal(Meo_new(&fresh, &r.L, part, E, router, SPLIT_ALL, 8, NULL, NULL), MS_OK);
+    for (int threads = 1; threads <= 3; threads++) {
+        Meo_setThreads(staged, threads);
+        for (int k = 1; k <= E; k++) {
+            assert_int_equal(Meo_metrics(fresh, k, NULL, &a, NULL), MS_OK);
+            assert_int_equal(Meo_metrics(staged, k, NULL, &b, NULL), MS_OK);
+            assertIdentical(&a, &b);
+        }
+    }
+    /* Back to the oracle: the same as a fresh oracle Meo. */
+    Meo_setRouter(staged, NULL);
+    Meo_delete(fresh);
+    assert_int_equal(Meo_new(&fresh, &r.L, part, E, NULL, SPLIT_ALL, 8, NULL, NULL), MS_OK);
+    assert_int_equal(Meo_metrics(fresh, 2, NULL, &a, NULL), MS_OK);
+    assert_int_equal(Meo_metrics(staged, 2, NULL, &b, NULL), MS_OK);
+    assertIdentical(&a, &b);
+    Meo_delete(fresh);
+    Meo_delete(staged);
+    Router_delete(router);
+    free(first);
+    free(part);
+    randLayerDone(&r);
+}
+
+static void test_stages_and_threads(void **state) {
+    checkStages(false, ACTIVATION_RELU);
+    checkStages(true, ACTIVATION_SILU);
+}
+
 /* With a router, a sequence is scored on its mean x: recompute the recall from
    Router_score on the mean rows and TopK_select. */
 static void test_router_mean_x(void **state) {
@@ -543,7 +605,7 @@ int main(void) {
         cmocka_unit_test(test_relabel),
         cmocka_unit_test(test_offsets_vs_blocks),  cmocka_unit_test(test_aligned_duplicates),
         cmocka_unit_test(test_router_mean_x),      cmocka_unit_test(test_align_cap),
-        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_errors),            cmocka_unit_test(test_stages_and_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

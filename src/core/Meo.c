@@ -2,18 +2,22 @@
 moescope - core/Meo.c
 Sequence-level MEO metrics (SPEC §5).
 
-DESIGN: Meo_new does the k-independent work once: the split's sequences, the token
-oracle scores s[t,e] and their totals, each sequence's router scores (its mean x through
-Router_score, or the mean of s for the oracle), softmax logits (Router_logits) and expert
-order (TopK_order, ties to the lower index), the dense y = w_out h (no b_out) with its row
-norms, the experts' neuron lists, their w_out columns as contiguous rows (for the merge
-and the unmerged sequence-selection output) and their L2-normalized key rows (for aligned
-slots). Slot maps hold rows of that grouped order.
-Meo_metrics then walks the sequences: the first k experts of the order are the selection;
-tokens are processed in chunks of CHUNK rows so scratch stays small for long sequences.
+DESIGN: the work is staged by what it depends on. Meo_open: the split's sequences and the
+dense y = w_out h (no b_out) with its row norms. Meo_setPartition: the token oracle scores
+s[t,e] and their totals, the experts' neuron lists, their w_out columns as contiguous rows
+(for the merge and the unmerged sequence-selection output) and their L2-normalized key rows
+(for aligned slots), and an empty cache of aligned slot maps. Meo_setRouter: each
+sequence's router scores (its mean x through Router_score, or the mean of s for the
+oracle), softmax logits (Router_logits) and expert order (TopK_order, ties to the lower
+index). The batch so pays for y once per partition and for the alignments once per
+partition, not once per router. Slot maps hold rows of the grouped order.
+Meo_metrics first makes the aligned maps the selections need (in parallel), then evaluates
+the sequences in parallel, one worker's scratch each: the first k experts of the order are
+the selection; tokens are processed in chunks of CHUNK rows so scratch stays small for long
+sequences. Each sequence keeps its own sums, added in sequence order afterwards, and the
+products run through Vec (not OpenBLAS), so the numbers do not depend on the thread count.
 Merged weights are summed over the selection in rank order, so relabelling experts does
-not change a single float operation. The aligned slot map of an expert pair depends only
-on the partition, so it is computed on first use and cached.
+not change a single float operation.
 
 Cost (SPEC §5): L in the merge and router terms is the mean length of the sequences
 actually used (split tokens / sequences), so a short last block raises the cost a little.
@@ -22,45 +26,61 @@ SPDX-License-Identifier: MIT
 #include "config.h"
 #include "core/Meo.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/Assign.h"
-#include "core/Ffn.h"
 #include "core/Cost.h"
+#include "core/Ffn.h"
+#include "core/Parallel.h"
 #include "core/TopK.h"
+#include "core/Vec.h"
 #include "util/XUtils.h"
 
 #define CHUNK 256 /* token rows per block of work */
 
+/* One worker's scratch for Meo_metrics. */
+typedef struct Scratch {
+    float *m_in, *m_gate, *m_b, *m_outT; /* merged [G][D], [G][D], [G], [G][D] */
+    float *hid, *up, *yhat, *part;       /* [CHUNK][G] x2, [CHUNK][D] x2 */
+} Scratch;
+
+/* One sequence's sums (added in sequence order after the parallel pass). */
+typedef struct SeqSums {
+    double recall, seqsel, merged[MEO_GATES][MEO_SLOTS];
+    long recall_n, err_n;
+} SeqSums;
+
 struct Meo {
     const LayerData *L;
     const FfnWeights *w;
-    const Router *router; /* NULL: the oracle */
-    RouterKind kind;
-    int E, D, N;
+    int D, N;
     long row0, rows;
     long n_seq;
     long *seq;            /* [n_seq + 1] sequence starts, relative to row0 */
-    float *s;             /* [rows][E] token oracle scores */
-    double *s_total;      /* [rows] */
-    float *score;         /* [n_seq][E] the sequence's router scores */
-    float *logit;         /* [n_seq][E] softmax inputs */
-    int *order;           /* [n_seq][E] experts, best first */
     float *y;             /* [rows][D] dense output, no b_out */
     double *y_norm;       /* [rows] */
+    int threads;
+    /* partition (Meo_setPartition) */
+    int E;
+    float *s;             /* [rows][E] token oracle scores */
+    double *s_total;      /* [rows] */
     int max_g;
     int *offset;          /* [E + 1] */
     int *neuron;          /* [N] neurons grouped by expert, ascending within each */
     float *w_outT;        /* [N][D] w_out columns as rows, grouped order */
     float *khat;          /* [N][D] normalized key rows in grouped order */
     int **align;          /* [E * E] cached aligned maps (grouped row or -1), or NULL */
-    /* scratch for Meo_metrics */
-    float *m_in, *m_gate, *m_b, *m_outT; /* merged [G][D], [G][D], [G], [G][D] */
-    float *hid, *up, *yhat;             /* [CHUNK][max_g], [CHUNK][max_g], [CHUNK][D] */
-    int *pos_map;                       /* [E][max_g] position maps (grouped rows or -1) */
+    int *pos_map;         /* [E][max_g] position maps (grouped rows or -1) */
+    Scratch *scratch;     /* [threads] */
+    int n_scratch;
+    /* router (Meo_setRouter) */
+    const Router *router; /* NULL: the oracle */
+    RouterKind kind;
+    float *score;         /* [n_seq][E] the sequence's router scores */
+    float *logit;         /* [n_seq][E] softmax inputs */
+    int *order;           /* [n_seq][E] experts, best first */
 };
 
 const char *MeoGates_name(MeoGates gates) {
@@ -107,6 +127,7 @@ static void gatherExperts(Meo *this, const int32_t *part) {
     this->offset = xCalloc((size_t)E + 1, sizeof(int));
     for (int j = 0; j < N; j++)
         this->offset[part[j] + 1]++;
+    this->max_g = 0;
     for (int e = 0; e < E; e++) {
         if (this->offset[e + 1] > this->max_g)
             this->max_g = this->offset[e + 1];
@@ -171,18 +192,11 @@ static void scoreSequences(Meo *this) {
     free(xm);
 }
 
-/* Token oracle scores and the dense output of the split, with their per-row sums;
-   false when canceled (checked per chunk: y costs as much as the dense FFN's output). */
-static bool scoreTokens(Meo *this, const int32_t *part, const Cancel *cancel) {
-    int E = this->E, D = this->D, N = this->N;
+/* The dense output of the split with its row norms; false when canceled (checked per
+   chunk: y costs as much as the dense FFN's output). */
+static bool denseOutput(Meo *this, const Cancel *cancel) {
+    int D = this->D, N = this->N;
     const float *h = this->L->h + (size_t)this->row0 * N;
-    Router_oracleScores(h, this->rows, N, part, E, this->s);
-    for (long t = 0; t < this->rows; t++) {
-        double tot = 0.0;
-        for (int e = 0; e < E; e++)
-            tot += this->s[t * E + e];
-        this->s_total[t] = tot;
-    }
     for (long t0 = 0; t0 < this->rows; t0 += CHUNK) {
         if (Cancel_requested(cancel))
             return false;
@@ -200,18 +214,20 @@ static bool scoreTokens(Meo *this, const int32_t *part, const Cancel *cancel) {
     return true;
 }
 
-static MsStatus checkArgs(const LayerData *L, const int32_t *part, int E, long block_len,
-                          long rows, char **cause) {
-    if (E < 1 || E > L->w->d_ff) {
-        setCause(cause, "MEO needs 1 to %d experts, got %d", L->w->d_ff, E);
-        return MS_ERR_RANGE;
+/* Token oracle scores of the partition and their per-row sums. */
+static void scoreTokens(Meo *this, const int32_t *part) {
+    int E = this->E, N = this->N;
+    const float *h = this->L->h + (size_t)this->row0 * N;
+    Router_oracleScores(h, this->rows, N, part, E, this->s);
+    for (long t = 0; t < this->rows; t++) {
+        double tot = 0.0;
+        for (int e = 0; e < E; e++)
+            tot += this->s[t * E + e];
+        this->s_total[t] = tot;
     }
-    for (int j = 0; j < L->w->d_ff; j++) {
-        if (part[j] < 0 || part[j] >= E) {
-            setCause(cause, "neuron %d is in expert %d, outside 0..%d", j, (int)part[j], E - 1);
-            return MS_ERR_RANGE;
-        }
-    }
+}
+
+static MsStatus checkSplit(const LayerData *L, long block_len, long rows, char **cause) {
     if (rows < 1) {
         setCause(cause, "the split has no tokens to evaluate MEO on");
         return MS_ERR_RANGE;
@@ -227,38 +243,138 @@ static MsStatus checkArgs(const LayerData *L, const int32_t *part, int E, long b
     return MS_OK;
 }
 
-MsStatus Meo_new(Meo **out, const LayerData *L, const int32_t *part, int E,
-                 const Router *router, Split split, long block_len, const Cancel *cancel,
-                 char **cause) {
+static MsStatus checkPartition(const LayerData *L, const int32_t *part, int E, char **cause) {
+    if (E < 1 || E > L->w->d_ff) {
+        setCause(cause, "MEO needs 1 to %d experts, got %d", L->w->d_ff, E);
+        return MS_ERR_RANGE;
+    }
+    for (int j = 0; j < L->w->d_ff; j++) {
+        if (part[j] < 0 || part[j] >= E) {
+            setCause(cause, "neuron %d is in expert %d, outside 0..%d", j, (int)part[j], E - 1);
+            return MS_ERR_RANGE;
+        }
+    }
+    return MS_OK;
+}
+
+MsStatus Meo_open(Meo **out, const LayerData *L, Split split, long block_len,
+                  const Cancel *cancel, char **cause) {
     *out = NULL;
     long row0, row1;
     Split_rows(L, split, &row0, &row1);
-    MsStatus st = checkArgs(L, part, E, block_len, row1 - row0, cause);
+    MsStatus st = checkSplit(L, block_len, row1 - row0, cause);
     if (st != MS_OK)
         return st;
     Meo *this = xCalloc(1, sizeof(*this));
     this->L = L;
     this->w = L->w;
-    this->router = router && Router_kind(router) != ROUTER_ORACLE ? router : NULL;
-    this->kind = this->router ? Router_kind(router) : ROUTER_ORACLE;
-    this->E = E;
     this->D = L->w->d_model;
     this->N = L->w->d_ff;
     this->row0 = row0;
     this->rows = row1 - row0;
+    this->threads = 1;
     makeSequences(this, block_len);
+    size_t R = (size_t)this->rows, D = (size_t)this->D;
+    this->y = tryMallocArray(R * D, sizeof(float));
+    this->y_norm = tryMallocArray(R, sizeof(double));
+    if (!this->y || !this->y_norm) {
+        setCause(cause, "out of memory preparing MEO (%zu bytes)", R * (D + 2) * sizeof(float));
+        Meo_delete(this);
+        return MS_ERR_NOMEM;
+    }
+    if (Cancel_requested(cancel) || !denseOutput(this, cancel)) {
+        setCause(cause, "canceled");
+        Meo_delete(this);
+        return MS_ERR_CANCELED;
+    }
+    *out = this;
+    return MS_OK;
+}
+
+void Meo_setThreads(Meo *this, int threads) {
+    this->threads = threads < 1 ? 1 : threads;
+}
+
+static void freeScratch(Meo *this) {
+    for (int i = 0; i < this->n_scratch; i++) {
+        Scratch *s = &this->scratch[i];
+        free(s->m_in);
+        free(s->m_gate);
+        free(s->m_b);
+        free(s->m_outT);
+        free(s->hid);
+        free(s->up);
+        free(s->yhat);
+        free(s->part);
+    }
+    free(this->scratch);
+    this->scratch = NULL;
+    this->n_scratch = 0;
+}
+
+static void ensureScratch(Meo *this) {
+    if (this->n_scratch >= this->threads)
+        return;
+    freeScratch(this);
+    size_t G = (size_t)this->max_g, D = (size_t)this->D; /* max_g >= 1: N >= E >= 1 */
+    this->scratch = xCalloc((size_t)this->threads, sizeof(Scratch));
+    this->n_scratch = this->threads;
+    for (int i = 0; i < this->n_scratch; i++) {
+        Scratch *s = &this->scratch[i];
+        s->m_in = xMallocArray(G * D, sizeof(float));
+        s->m_gate = xMallocArray(G * D, sizeof(float));
+        s->m_b = xMallocArray(G, sizeof(float));
+        s->m_outT = xMallocArray(G * D, sizeof(float));
+        s->hid = xMallocArray(G * CHUNK, sizeof(float));
+        s->up = xMallocArray(G * CHUNK, sizeof(float));
+        s->yhat = xMallocArray(D * CHUNK, sizeof(float));
+        s->part = xMallocArray(D * CHUNK, sizeof(float));
+    }
+}
+
+/* Drops what belongs to the partition (and so to the router). */
+static void clearPartition(Meo *this) {
+    if (this->align)
+        for (int i = 0; i < this->E * this->E; i++)
+            free(this->align[i]);
+    free(this->align);
+    free(this->s);
+    free(this->s_total);
+    free(this->offset);
+    free(this->neuron);
+    free(this->w_outT);
+    free(this->khat);
+    free(this->pos_map);
+    free(this->score);
+    free(this->logit);
+    free(this->order);
+    freeScratch(this);
+    this->align = NULL;
+    this->s = this->w_outT = this->khat = this->score = this->logit = NULL;
+    this->s_total = NULL;
+    this->offset = this->neuron = this->pos_map = this->order = NULL;
+    this->E = 0;
+}
+
+void Meo_releasePartition(Meo *this) {
+    clearPartition(this);
+}
+
+MsStatus Meo_setPartition(Meo *this, const int32_t *part, int E, char **cause) {
+    MsStatus st = checkPartition(this->L, part, E, cause);
+    if (st != MS_OK)
+        return st;
+    clearPartition(this);
+    this->E = E;
     size_t R = (size_t)this->rows, D = (size_t)this->D, N = (size_t)this->N;
     this->s = tryMallocArray(R * E, sizeof(float));
     this->s_total = tryMallocArray(R, sizeof(double));
-    this->y = tryMallocArray(R * D, sizeof(float));
-    this->y_norm = tryMallocArray(R, sizeof(double));
     this->w_outT = tryMallocArray(N * D, sizeof(float));
     this->khat = tryMallocArray(N * D, sizeof(float));
-    if (!this->s || !this->s_total || !this->y || !this->y_norm || !this->w_outT ||
-        !this->khat) {
+    if (!this->s || !this->s_total || !this->w_outT || !this->khat) {
         setCause(cause, "out of memory preparing MEO (%zu bytes)",
-                 R * (E + D) * sizeof(float) + 2 * N * D * sizeof(float));
-        Meo_delete(this);
+                 R * (E + 2) * sizeof(float) + 2 * N * D * sizeof(float));
+        clearPartition(this);
         return MS_ERR_NOMEM;
     }
     this->score = xMallocArray((size_t)this->n_seq * E, sizeof(float));
@@ -266,55 +382,47 @@ MsStatus Meo_new(Meo **out, const LayerData *L, const int32_t *part, int E,
     this->order = xMallocArray((size_t)this->n_seq * E, sizeof(int));
     this->align = xCalloc((size_t)E * E, sizeof(int *));
     gatherExperts(this, part);
-    if (Cancel_requested(cancel) || !scoreTokens(this, part, cancel)) {
-        setCause(cause, "canceled");
-        Meo_delete(this);
-        return MS_ERR_CANCELED;
-    }
-    scoreSequences(this);
-    size_t G = (size_t)this->max_g; /* >= 1: N >= E >= 1 */
-    this->m_in = xMallocArray(G * D, sizeof(float));
-    this->m_gate = xMallocArray(G * D, sizeof(float));
-    this->m_b = xMallocArray(G, sizeof(float));
-    this->m_outT = xMallocArray(G * D, sizeof(float));
-    this->hid = xMallocArray(G * CHUNK, sizeof(float));
-    this->up = xMallocArray(G * CHUNK, sizeof(float));
-    this->yhat = xMallocArray(D * CHUNK, sizeof(float));
+    scoreTokens(this, part);
+    size_t G = (size_t)this->max_g;
     this->pos_map = xMallocArray(G * E, sizeof(int));
     for (int e = 0; e < E; e++)
         for (size_t i = 0; i < G; i++)
             this->pos_map[e * G + i] = (int)i < expertSize(this, e) ? this->offset[e] + (int)i : -1;
-    *out = this;
+    Meo_setRouter(this, NULL);
+    return MS_OK;
+}
+
+void Meo_setRouter(Meo *this, const Router *router) {
+    this->router = router && Router_kind(router) != ROUTER_ORACLE ? router : NULL;
+    this->kind = this->router ? Router_kind(router) : ROUTER_ORACLE;
+    scoreSequences(this);
+}
+
+MsStatus Meo_new(Meo **out, const LayerData *L, const int32_t *part, int E,
+                 const Router *router, Split split, long block_len, const Cancel *cancel,
+                 char **cause) {
+    *out = NULL;
+    MsStatus st = checkPartition(L, part, E, cause);
+    if (st == MS_OK)
+        st = Meo_open(out, L, split, block_len, cancel, cause);
+    if (st == MS_OK)
+        st = Meo_setPartition(*out, part, E, cause);
+    if (st != MS_OK) {
+        Meo_delete(*out);
+        *out = NULL;
+        return st;
+    }
+    Meo_setRouter(*out, router);
     return MS_OK;
 }
 
 void Meo_delete(Meo *this) {
     if (!this)
         return;
-    if (this->align)
-        for (int i = 0; i < this->E * this->E; i++)
-            free(this->align[i]);
-    free(this->align);
+    clearPartition(this);
     free(this->seq);
-    free(this->s);
-    free(this->s_total);
-    free(this->score);
-    free(this->logit);
-    free(this->order);
     free(this->y);
     free(this->y_norm);
-    free(this->offset);
-    free(this->neuron);
-    free(this->w_outT);
-    free(this->khat);
-    free(this->m_in);
-    free(this->m_gate);
-    free(this->m_b);
-    free(this->m_outT);
-    free(this->hid);
-    free(this->up);
-    free(this->yhat);
-    free(this->pos_map);
     free(this);
 }
 
@@ -328,9 +436,8 @@ static int *computeAlignment(const Meo *this, int a, int b) {
         return map;
     float *cos = xCalloc((size_t)n * n, sizeof(float));
     if (ga > 0 && gb > 0)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, ga, gb, D, 1.0f,
-                    this->khat + (size_t)this->offset[a] * D, D,
-                    this->khat + (size_t)this->offset[b] * D, D, 0.0f, cos, n);
+        Vec_gemmNT(ga, gb, D, this->khat + (size_t)this->offset[a] * D, D,
+                   this->khat + (size_t)this->offset[b] * D, D, cos, n);
     int *match = xMallocArray((size_t)n, sizeof(int));
     Assign_maxWeight(cos, n, match);
     for (int i = 0; i < ga; i++)
@@ -340,7 +447,8 @@ static int *computeAlignment(const Meo *this, int a, int b) {
     return map;
 }
 
-/* The cached slot map of b into a (grouped rows or -1, G_a entries). */
+/* The cached slot map of b into a (grouped rows or -1, G_a entries); computed here when
+   missing, so only single-threaded callers may ask for a map not yet made. */
 static const int *alignedMap(Meo *this, int a, int b) {
     if (a == b)
         return this->pos_map + (size_t)a * this->max_g;
@@ -360,40 +468,40 @@ bool Meo_alignment(Meo *this, int a, int b, int *map) {
 }
 
 /* W' = sum_q g[q] W[maps[q]] into the merged scratch, G0 slots (rank order). */
-static void mergeWeights(Meo *this, int k, const float *g, const int *const *maps, int G0) {
+static void mergeWeights(const Meo *this, Scratch *sc, int k, const float *g,
+                         const int *const *maps, int G0) {
     const FfnWeights *w = this->w;
     int D = this->D;
-    memset(this->m_in, 0, (size_t)G0 * D * sizeof(float));
+    memset(sc->m_in, 0, (size_t)G0 * D * sizeof(float));
     if (w->w_gate)
-        memset(this->m_gate, 0, (size_t)G0 * D * sizeof(float));
-    memset(this->m_b, 0, (size_t)G0 * sizeof(float));
-    memset(this->m_outT, 0, (size_t)G0 * D * sizeof(float));
+        memset(sc->m_gate, 0, (size_t)G0 * D * sizeof(float));
+    memset(sc->m_b, 0, (size_t)G0 * sizeof(float));
+    memset(sc->m_outT, 0, (size_t)G0 * D * sizeof(float));
     for (int q = 0; q < k; q++) {
         for (int i = 0; i < G0; i++) {
             int row = maps[q][i];
             if (row < 0)
                 continue;
             size_t j = (size_t)this->neuron[row];
-            cblas_saxpy(D, g[q], w->w_in + j * D, 1, this->m_in + (size_t)i * D, 1);
+            Vec_axpy(D, g[q], w->w_in + j * D, sc->m_in + (size_t)i * D);
             if (w->w_gate)
-                cblas_saxpy(D, g[q], w->w_gate + j * D, 1, this->m_gate + (size_t)i * D, 1);
+                Vec_axpy(D, g[q], w->w_gate + j * D, sc->m_gate + (size_t)i * D);
             if (w->b_in)
-                this->m_b[i] += g[q] * w->b_in[j];
-            cblas_saxpy(D, g[q], this->w_outT + (size_t)row * D, 1,
-                        this->m_outT + (size_t)i * D, 1);
+                sc->m_b[i] += g[q] * w->b_in[j];
+            Vec_axpy(D, g[q], this->w_outT + (size_t)row * D, sc->m_outT + (size_t)i * D);
         }
     }
 }
 
 /* Sum over the chunk's tokens of ||y - yhat|| / ||y|| (tokens with ||y|| = 0 skipped). */
-static double chunkError(const Meo *this, long t0, int c, long *counted) {
+static double chunkError(const Meo *this, const Scratch *sc, long t0, int c, long *counted) {
     int D = this->D;
     double sum = 0.0;
     for (int r = 0; r < c; r++) {
         double yn = this->y_norm[t0 + r];
         if (yn == 0.0)
             continue;
-        const float *yt = this->y + (size_t)(t0 + r) * D, *yh = this->yhat + (size_t)r * D;
+        const float *yt = this->y + (size_t)(t0 + r) * D, *yh = sc->yhat + (size_t)r * D;
         double ss = 0.0;
         for (int i = 0; i < D; i++) {
             double d = (double)yt[i] - yh[i];
@@ -405,54 +513,59 @@ static double chunkError(const Meo *this, long t0, int c, long *counted) {
     return sum;
 }
 
+/* out[c][n] = x[c][D] W^T + bias (W is [n][D]), through Vec so that workers never share
+   OpenBLAS's thread pool and the bits do not depend on the thread count. */
+static void linear(const float *x, int c, const float *W, const float *bias, int D, int n,
+                   float *out) {
+    Vec_gemmNT(c, n, D, x, D, W, D, out, n);
+    if (bias)
+        for (int r = 0; r < c; r++)
+            for (int i = 0; i < n; i++)
+                out[(size_t)r * n + i] += bias[i];
+}
+
 /* yhat of the merged expert (G0 slots) on tokens [t0, t0 + c) of the split. */
-static void runMerged(Meo *this, int G0, long t0, int c) {
+static void runMerged(const Meo *this, Scratch *sc, int G0, long t0, int c) {
     int D = this->D;
     const float *x = this->L->x + (size_t)(this->row0 + t0) * D;
     const FfnWeights *w = this->w;
     size_t n = (size_t)c * G0;
-    const float *b = w->b_in ? this->m_b : NULL;
+    const float *b = w->b_in ? sc->m_b : NULL;
     if (G0 == 0) {
-        memset(this->yhat, 0, (size_t)c * D * sizeof(float));
+        memset(sc->yhat, 0, (size_t)c * D * sizeof(float));
         return;
     }
     if (!w->w_gate) {
-        Ffn_linear(x, c, this->m_in, b, D, G0, this->hid);
-        Activation_applyArray(w->act, this->hid, (long)n);
+        linear(x, c, sc->m_in, b, D, G0, sc->hid);
+        Activation_applyArray(w->act, sc->hid, (long)n);
     } else {
-        Ffn_linear(x, c, this->m_gate, NULL, D, G0, this->hid);
-        Activation_applyArray(w->act, this->hid, (long)n);
-        Ffn_linear(x, c, this->m_in, b, D, G0, this->up);
+        linear(x, c, sc->m_gate, NULL, D, G0, sc->hid);
+        Activation_applyArray(w->act, sc->hid, (long)n);
+        linear(x, c, sc->m_in, b, D, G0, sc->up);
         for (size_t i = 0; i < n; i++)
-            this->hid[i] *= this->up[i];
+            sc->hid[i] *= sc->up[i];
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, c, D, G0, 1.0f, this->hid, G0,
-                this->m_outT, D, 0.0f, this->yhat, D);
+    Vec_gemmNN(c, D, G0, sc->hid, G0, sc->m_outT, D, sc->yhat, D);
 }
 
 /* yhat of the selected experts kept unmerged (h masked, times gates) on a chunk. */
-static void runSelected(Meo *this, int k, const int *sel, const float *gate, long t0, int c) {
+static void runSelected(const Meo *this, Scratch *sc, int k, const int *sel, const float *gate,
+                        long t0, int c) {
     int D = this->D, N = this->N;
     const float *h = this->L->h + (size_t)(this->row0 + t0) * N;
-    memset(this->yhat, 0, (size_t)c * D * sizeof(float));
+    memset(sc->yhat, 0, (size_t)c * D * sizeof(float));
     for (int q = 0; q < k; q++) {
         int e = sel[q], o = this->offset[e], g = expertSize(this, e);
         if (g == 0)
             continue;
         for (int r = 0; r < c; r++)
             for (int i = 0; i < g; i++)
-                this->hid[(size_t)r * g + i] = gate[q] * h[(size_t)r * N + this->neuron[o + i]];
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, c, D, g, 1.0f, this->hid, g,
-                    this->w_outT + (size_t)o * D, D, 1.0f, this->yhat, D);
+                sc->hid[(size_t)r * g + i] = gate[q] * h[(size_t)r * N + this->neuron[o + i]];
+        Vec_gemmNN(c, D, g, sc->hid, g, this->w_outT + (size_t)o * D, D, sc->part, D);
+        for (size_t i = 0; i < (size_t)c * D; i++)
+            sc->yhat[i] += sc->part[i];
     }
 }
-
-/* The sum-of-errors accumulators of one Meo_metrics call. */
-typedef struct Acc {
-    double recall, seqsel, merged[MEO_GATES][MEO_SLOTS];
-    double merged_k1; /* k = 1: sequence's error of the one merge all variants share */
-    long recall_n, err_n;
-} Acc;
 
 static void softmaxGates(const float *logit, const int *sel, int k, float *g) {
     double e[k];
@@ -466,7 +579,7 @@ static void softmaxGates(const float *logit, const int *sel, int k, float *g) {
 }
 
 /* Sequence q's share of meo_mass_recall: its tokens scored against its selection. */
-static void addRecall(const Meo *this, long q, int k, Acc *acc) {
+static void addRecall(const Meo *this, long q, int k, SeqSums *acc) {
     int E = this->E;
     const int *sel = this->order + q * E;
     for (long t = this->seq[q]; t < this->seq[q + 1]; t++) {
@@ -481,22 +594,42 @@ static void addRecall(const Meo *this, long q, int k, Acc *acc) {
 }
 
 /* Sum of the merged expert's token errors over sequence q (weights already merged). */
-static double mergedError(Meo *this, long q, int G0) {
+static double mergedError(const Meo *this, Scratch *sc, long q, int G0) {
     long t0 = this->seq[q], t1 = this->seq[q + 1], counted = 0;
     double sum = 0.0;
     for (long c0 = t0; c0 < t1; c0 += CHUNK) {
         int c = (int)(t1 - c0 < CHUNK ? t1 - c0 : CHUNK);
-        runMerged(this, G0, c0, c);
-        sum += chunkError(this, c0, c, &counted);
+        runMerged(this, sc, G0, c0, c);
+        sum += chunkError(this, sc, c0, c, &counted);
     }
     return sum;
 }
 
-/* All accumulators for sequence q. */
-static void evalSequence(Meo *this, long q, int k, bool aligned, Acc *acc) {
-    int E = this->E;
+/* One Meo_metrics pass: k, the slot variants it reports and one sum per sequence. */
+typedef struct Pass {
+    const Meo *meo;
+    int k;
+    bool aligned;
+    SeqSums *sums; /* [n_seq] */
+} Pass;
+
+/* The map of sel[j]'s neurons into sel[0]'s slots (aligned maps were made beforehand). */
+static const int *slotMap(const Meo *this, int s, int a, int b) {
+    if (s == MEO_SLOTS_POSITION || a == b)
+        return this->pos_map + (size_t)b * this->max_g;
+    return this->align[a * this->E + b];
+}
+
+/* All sums for sequence q (a Parallel_run chunk). */
+static void evalSequence(void *ctx, long q, int worker) {
+    const Pass *p = ctx;
+    const Meo *this = p->meo;
+    Scratch *sc = &this->scratch[worker];
+    SeqSums *acc = &p->sums[q];
+    int E = this->E, k = p->k;
     const int *sel = this->order + q * E;
     long t0 = this->seq[q], t1 = this->seq[q + 1];
+    memset(acc, 0, sizeof *acc);
     addRecall(this, q, k, acc);
     float gate[k], soft[k], ones[k];
     const int *maps[k];
@@ -506,59 +639,77 @@ static void evalSequence(Meo *this, long q, int k, bool aligned, Acc *acc) {
     }
     for (long c0 = t0; c0 < t1; c0 += CHUNK) {
         int c = (int)(t1 - c0 < CHUNK ? t1 - c0 : CHUNK);
-        runSelected(this, k, sel, gate, c0, c);
-        acc->seqsel += chunkError(this, c0, c, &acc->err_n);
+        runSelected(this, sc, k, sel, gate, c0, c);
+        acc->seqsel += chunkError(this, sc, c0, c, &acc->err_n);
     }
     softmaxGates(this->logit + q * E, sel, k, soft);
     int G0 = expertSize(this, sel[0]);
+    double first = 0.0;
     for (int s = 0; s < MEO_SLOTS; s++) {
-        if (s == MEO_SLOTS_ALIGNED && !aligned)
+        if (s == MEO_SLOTS_ALIGNED && !p->aligned)
             continue;
         for (int j = 0; j < k; j++)
-            maps[j] = s == MEO_SLOTS_ALIGNED ? alignedMap(this, sel[0], sel[j])
-                                             : this->pos_map + (size_t)sel[j] * this->max_g;
+            maps[j] = slotMap(this, s, sel[0], sel[j]);
         for (int g = 0; g < MEO_GATES; g++) {
             if (k == 1 && (g || s)) {
                 /* One expert: its softmax gate is 1 and its aligned map the identity, so
                    all four merges are the same floats. */
-                acc->merged[g][s] += acc->merged_k1;
+                acc->merged[g][s] = first;
                 continue;
             }
-            mergeWeights(this, k, g == MEO_GATES_SUM ? ones : soft, maps, G0);
-            double err = mergedError(this, q, G0);
-            acc->merged[g][s] += err;
+            mergeWeights(this, sc, k, g == MEO_GATES_SUM ? ones : soft, maps, G0);
+            acc->merged[g][s] = mergedError(this, sc, q, G0);
             if (k == 1)
-                acc->merged_k1 = err;
+                first = acc->merged[g][s];
         }
     }
+}
+
+/* The aligned maps a pass will read, made beforehand (in parallel: each is an O(G^3)
+   assignment, and each writes its own cache slot). */
+typedef struct AlignJob {
+    Meo *meo;
+    int *pairs; /* [n][2] */
+} AlignJob;
+
+static void alignPair(void *ctx, long i, int worker) {
+    (void)worker;
+    AlignJob *job = ctx;
+    int a = job->pairs[2 * i], b = job->pairs[2 * i + 1];
+    job->meo->align[a * job->meo->E + b] = computeAlignment(job->meo, a, b);
+}
+
+static MsStatus prepareAlignment(Meo *this, int k, const Cancel *cancel) {
+    int E = this->E;
+    long n = 0;
+    int *pairs = xMallocArray((size_t)this->n_seq * (size_t)k * 2 + 2, sizeof(int));
+    unsigned char *wanted = xCalloc((size_t)E * E, 1);
+    for (long q = 0; q < this->n_seq; q++) {
+        const int *sel = this->order + q * E;
+        for (int j = 1; j < k; j++) {
+            int a = sel[0], b = sel[j], slot = a * E + b;
+            if (a == b || this->align[slot] || wanted[slot])
+                continue;
+            wanted[slot] = 1;
+            pairs[2 * n] = a;
+            pairs[2 * n + 1] = b;
+            n++;
+        }
+    }
+    free(wanted);
+    AlignJob job = {.meo = this, .pairs = pairs};
+    MsStatus st = n > 0 ? Parallel_run(this->threads, n, alignPair, &job, cancel, -1.0, -1.0)
+                        : MS_OK;
+    free(pairs);
+    return st;
 }
 
 static double meanOrNaN(double sum, long n) {
     return n > 0 ? sum / (double)n : NAN;
 }
 
-MsStatus Meo_metrics(Meo *this, int k, const Cancel *cancel, MeoMetrics *out, char **cause) {
-    memset(out, 0, sizeof(*out));
-    if (k < 1 || k > this->E) {
-        setCause(cause, "MEO needs 1 <= k <= E = %d, got k = %d", this->E, k);
-        return MS_ERR_RANGE;
-    }
-    bool aligned = this->max_g <= MEO_ALIGN_MAX_G || k == 1;
-    Acc acc = {0};
-    for (long q = 0; q < this->n_seq; q++) {
-        if (Cancel_requested(cancel)) {
-            setCause(cause, "canceled");
-            return MS_ERR_CANCELED;
-        }
-        evalSequence(this, q, k, aligned, &acc);
-        Cancel_progress(cancel, (double)(q + 1) / (double)this->n_seq);
-    }
-    out->mass_recall = meanOrNaN(acc.recall, acc.recall_n);
-    out->seqsel_output_rel_err = meanOrNaN(acc.seqsel, acc.err_n);
-    for (int g = 0; g < MEO_GATES; g++)
-        for (int s = 0; s < MEO_SLOTS; s++)
-            out->output_rel_err[g][s] =
-                s == MEO_SLOTS_ALIGNED && !aligned ? NAN : meanOrNaN(acc.merged[g][s], acc.err_n);
+/* The SPEC §5 cost and the split's shape. */
+static void meoCost(const Meo *this, int k, MeoMetrics *out) {
     out->sequences = this->n_seq;
     out->tokens = this->rows;
     out->seq_len_mean = (double)this->rows / (double)this->n_seq;
@@ -568,6 +719,45 @@ MsStatus Meo_metrics(Meo *this, int k, const Cancel *cancel, MeoMetrics *out, ch
     double meo = (double)k * G * this->D * P * 2.0 / L + 2.0 * this->D * G * P +
                  Cost_routerFlops(this->kind, this->D, this->E) / L;
     out->flops_fraction = meo / Cost_denseFlops(this->D, this->N, gated);
+}
+
+MsStatus Meo_metrics(Meo *this, int k, const Cancel *cancel, MeoMetrics *out, char **cause) {
+    memset(out, 0, sizeof(*out));
+    if (k < 1 || k > this->E) {
+        setCause(cause, "MEO needs 1 <= k <= E = %d, got k = %d", this->E, k);
+        return MS_ERR_RANGE;
+    }
+    bool aligned = this->max_g <= MEO_ALIGN_MAX_G || k == 1;
+    ensureScratch(this);
+    MsStatus st = aligned ? prepareAlignment(this, k, cancel) : MS_OK;
+    Pass pass = {.meo = this, .k = k, .aligned = aligned};
+    pass.sums = xCalloc((size_t)this->n_seq, sizeof(SeqSums));
+    if (st == MS_OK)
+        st = Parallel_run(this->threads, this->n_seq, evalSequence, &pass, cancel, 0.0, 1.0);
+    if (st != MS_OK) {
+        free(pass.sums);
+        setCause(cause, "canceled");
+        return st;
+    }
+    SeqSums acc = {0};
+    for (long q = 0; q < this->n_seq; q++) {
+        const SeqSums *s = &pass.sums[q];
+        acc.recall += s->recall;
+        acc.recall_n += s->recall_n;
+        acc.seqsel += s->seqsel;
+        acc.err_n += s->err_n;
+        for (int g = 0; g < MEO_GATES; g++)
+            for (int v = 0; v < MEO_SLOTS; v++)
+                acc.merged[g][v] += s->merged[g][v];
+    }
+    free(pass.sums);
+    out->mass_recall = meanOrNaN(acc.recall, acc.recall_n);
+    out->seqsel_output_rel_err = meanOrNaN(acc.seqsel, acc.err_n);
+    for (int g = 0; g < MEO_GATES; g++)
+        for (int v = 0; v < MEO_SLOTS; v++)
+            out->output_rel_err[g][v] =
+                v == MEO_SLOTS_ALIGNED && !aligned ? NAN : meanOrNaN(acc.merged[g][v], acc.err_n);
+    meoCost(this, k, out);
     return MS_OK;
 }
 

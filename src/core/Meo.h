@@ -64,13 +64,36 @@ typedef struct MeoMetrics {
 
 typedef struct Meo Meo;
 
-/* Precomputes what does not depend on k for the rows of split in L: sequences, token
-   oracle scores, each sequence's router scores and logits and its expert order, the dense
-   output y = w_out h (no b_out) and the experts' gathered weights. L, its buffers and
-   router must outlive the Meo. router NULL or of kind ROUTER_ORACLE means the oracle.
-   part[d_ff] has experts 0..E-1 (empty experts are allowed here). block_len >= 1 is used
-   only when L has no seq_offsets. MS_ERR_RANGE for bad arguments or an empty split,
-   MS_ERR_NOMEM for input-sized buffers, MS_ERR_CANCELED. Runs in the calling thread. */
+/* A Meo is built in three stages that mirror the knobs, so the batch shares work across
+   them: Meo_open (the split: its sequences and the dense output y = w_out h, no b_out),
+   Meo_setPartition (token oracle scores, the experts' gathered weights, the cache of aligned
+   slot maps) and Meo_setRouter (each sequence's scores, logits and expert order). L, its
+   buffers, part's router and the router must outlive their use by the Meo. */
+
+/* The split's stage. block_len >= 1 is used only when L has no seq_offsets. MS_ERR_RANGE
+   for an empty split or a bad block_len, MS_ERR_NOMEM for input-sized buffers,
+   MS_ERR_CANCELED. The result has no partition yet: call Meo_setPartition. */
+MsStatus Meo_open(Meo **out, const LayerData *L, Split split, long block_len,
+                  const Cancel *cancel, char **cause);
+
+/* Replaces the partition (part[d_ff] has experts 0..E-1; empty experts are allowed) and
+   resets the router to the oracle. MS_ERR_RANGE for a bad partition (the Meo keeps its
+   previous one), MS_ERR_NOMEM. */
+MsStatus Meo_setPartition(Meo *this, const int32_t *part, int E, char **cause);
+
+/* Frees the partition's buffers (those of the split stay) until the next
+   Meo_setPartition; Meo_metrics must not be called in between. */
+void Meo_releasePartition(Meo *this);
+
+/* Scores the sequences with router (NULL or of kind ROUTER_ORACLE: the oracle). Needs a
+   partition; the router must have been made for it. Cheap: one score per sequence. */
+void Meo_setRouter(Meo *this, const Router *router);
+
+/* Workers for Meo_metrics (default 1): sequences are evaluated in parallel and their sums
+   added in sequence order, so the numbers do not depend on the thread count. */
+void Meo_setThreads(Meo *this, int threads);
+
+/* All three stages at once: Meo_open, Meo_setPartition and Meo_setRouter. */
 MsStatus Meo_new(Meo **out, const LayerData *L, const int32_t *part, int E,
                  const Router *router, Split split, long block_len, const Cancel *cancel,
                  char **cause);
@@ -81,9 +104,9 @@ void Meo_delete(Meo *this);
 /* Every MEO metric at 1 <= k <= E (else MS_ERR_RANGE). Cost per call: about (4 + k / P) / E
    times the dense FFN on the split's tokens (four merged experts of G = N / E neurons, one
    unmerged selection through w_out; k = 1 merges once), plus, the first time an (expert,
-   expert) pair is merged with aligned slots, an O(G^3) assignment that is cached for later
-   calls (it does not depend on the sequence or k). Checks cancel and reports progress per
-   sequence. Not reentrant (uses the Meo's scratch): one thread at a time. */
+   expert) pair is merged with aligned slots, an O(G^3) assignment that is cached until the
+   partition changes (it depends on neither the sequence, k nor the router). Checks cancel and reports progress per
+   sequence. Not reentrant (uses the Meo's scratch): one caller at a time. */
 MsStatus Meo_metrics(Meo *this, int k, const Cancel *cancel, MeoMetrics *out, char **cause);
 
 /* Aligned slots are skipped (their errors are NaN) when an expert has more neurons than
