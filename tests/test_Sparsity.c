@@ -157,6 +157,25 @@ static void test_random_quantile(void **state) {
         assert_true(t1 == want);
         assert_true(t2 == want);
     }
+    /* All at once (several in one top bin, repeats, any order): the same answers. */
+    const int n = (int)(sizeof qs / sizeof qs[0]);
+    float all[sizeof qs / sizeof qs[0]];
+    assert_int_equal(Sparsity_tausForSparsity(h, T, N, qs, n, 2, NULL, all, NULL), MS_OK);
+    for (int i = 0; i < n; i++)
+        assert_true(all[i] == refQuantile(h, T * N, qs[i]));
+    const double rev[] = {0.9, 0.1, 0.9, 0.5};
+    assert_int_equal(Sparsity_tausForSparsity(h, T, N, rev, 4, 3, NULL, all, NULL), MS_OK);
+    for (int i = 0; i < 4; i++)
+        assert_true(all[i] == refQuantile(h, T * N, rev[i]));
+    char *cause = NULL;
+    const double bad[] = {0.5, -0.1};
+    assert_int_equal(Sparsity_tausForSparsity(h, T, N, bad, 2, 1, NULL, all, &cause),
+                     MS_ERR_RANGE);
+    free(cause);
+    cause = NULL;
+    assert_int_equal(Sparsity_tausForSparsity(h, T, N, qs, SPARSITY_MAX_QUANTILES + 1, 1, NULL,
+                                              all, &cause), MS_ERR_RANGE);
+    free(cause);
     free(h);
 }
 

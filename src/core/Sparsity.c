@@ -155,9 +155,10 @@ typedef struct HistJob {
     const float *h;
     long T;
     int N;
-    int pass;           /* 0: top 16 bits of all entries; 1: low 16 bits within `bin` */
-    uint32_t bin;
-    uint64_t **hist;    /* [worker][BINS] */
+    int pass;              /* 0: top 16 bits of all entries; 1: low 16 bits in some bins */
+    const int8_t *slotOf;  /* pass 1: [BINS] the histogram of each top-16-bit bin, or -1 */
+    int slots;             /* pass 1: histograms per worker */
+    uint64_t **hist;       /* [worker][slots][BINS] */
 } HistJob;
 
 static void histChunk(void *ctx, long chunk, int worker) {
@@ -178,24 +179,27 @@ static void histChunk(void *ctx, long chunk, int worker) {
         }
         hist[0] += zeros;
     } else {
-        uint32_t bin = job->bin;
+        const int8_t *slotOf = job->slotOf;
         for (; p < end; p++) {
             uint32_t u = absBits(*p);
-            if (u >> 16 == bin)
-                hist[u & 0xffffu]++;
+            int slot = slotOf[u >> 16];
+            if (slot >= 0)
+                hist[(size_t)slot * BINS + (u & 0xffffu)]++;
         }
     }
 }
 
-static MsStatus histPass(HistJob *job, int threads, const Cancel *cancel, uint64_t *sum,
-                         double p0, double p1) {
+/* One pass; sum[slots][BINS] gets the workers' histograms added up. */
+static MsStatus histPass(HistJob *job, int threads, int slots, const Cancel *cancel,
+                         uint64_t *sum, double p0, double p1) {
+    size_t size = (size_t)slots * BINS;
     for (int w = 0; w < threads; w++)
-        memset(job->hist[w], 0, BINS * sizeof(uint64_t));
+        memset(job->hist[w], 0, size * sizeof(uint64_t));
     MsStatus st = Parallel_run(threads, Parallel_chunks(job->T, CHUNK_ROWS), histChunk, job,
                                cancel, p0, p1);
-    memset(sum, 0, BINS * sizeof(uint64_t));
+    memset(sum, 0, size * sizeof(uint64_t));
     for (int w = 0; w < threads; w++)
-        for (int b = 0; b < BINS; b++)
+        for (size_t b = 0; b < size; b++)
             sum[b] += job->hist[w][b];
     return st;
 }
@@ -226,39 +230,77 @@ static uint32_t findBin(const uint64_t *hist, uint64_t *rank) {
     return BINS - 1; /* not reached: the ranks sum to n */
 }
 
-MsStatus Sparsity_tauForSparsity(const float *h, long T, int N, double q, int threads,
-                                 const Cancel *cancel, float *tau, char **cause) {
+/* Radix selection of every quantile at once: one pass over the top 16 bits of |h| finds
+   each rank's bin, a second one over the low 16 bits of the entries in those bins (one
+   histogram per distinct bin) finishes all of them. */
+static MsStatus selectRanks(HistJob *job, int threads, uint64_t *rank, int n, const Cancel *cancel,
+                            float *tau) {
+    uint64_t *sum = xMallocArray(BINS, sizeof *sum);
+    MsStatus st = histPass(job, threads, 1, cancel, sum, 0.0, 0.5);
+    uint32_t *hi = xMallocArray((size_t)n, sizeof *hi);
+    int8_t *slotOf = xMallocArray(BINS, sizeof *slotOf);
+    memset(slotOf, -1, BINS);
+    int slots = 0;
+    for (int i = 0; i < n && st == MS_OK; i++) {
+        hi[i] = findBin(sum, &rank[i]);
+        if (slotOf[hi[i]] < 0)
+            slotOf[hi[i]] = (int8_t)slots++;
+    }
+    free(sum);
+    if (st == MS_OK) {
+        for (int w = 0; w < threads; w++)
+            job->hist[w] = xReallocArray(job->hist[w], (size_t)slots * BINS, sizeof(uint64_t));
+        sum = xMallocArray((size_t)slots * BINS, sizeof *sum);
+        job->pass = 1;
+        job->slotOf = slotOf;
+        job->slots = slots;
+        st = histPass(job, threads, slots, cancel, sum, 0.5, 1.0);
+        for (int i = 0; i < n && st == MS_OK; i++)
+            tau[i] = bitsFloat(hi[i] << 16 |
+                               findBin(sum + (size_t)slotOf[hi[i]] * BINS, &rank[i]));
+        free(sum);
+    }
+    free(slotOf);
+    free(hi);
+    return st;
+}
+
+MsStatus Sparsity_tausForSparsity(const float *h, long T, int N, const double *q, int n,
+                                  int threads, const Cancel *cancel, float *tau, char **cause) {
     MsStatus st = checkShape(h, T, N, cause);
     if (st != MS_OK)
         return st;
-    if (!(q >= 0.0 && q <= 1.0)) {
-        setCause(cause, "a target sparsity must lie in [0, 1] (got %g)", q);
+    if (n < 1 || n > SPARSITY_MAX_QUANTILES) {
+        setCause(cause, "between 1 and %d target sparsities at once (got %d)",
+                 SPARSITY_MAX_QUANTILES, n);
         return MS_ERR_RANGE;
     }
+    for (int i = 0; i < n; i++) {
+        if (!(q[i] >= 0.0 && q[i] <= 1.0)) {
+            setCause(cause, "a target sparsity must lie in [0, 1] (got %g)", q[i]);
+            return MS_ERR_RANGE;
+        }
+    }
     threads = clampThreads(threads);
-    uint64_t n = (uint64_t)T * (uint64_t)N;
-    uint64_t rank = targetRank(q, n);
+    uint64_t rank[SPARSITY_MAX_QUANTILES];
+    for (int i = 0; i < n; i++)
+        rank[i] = targetRank(q[i], (uint64_t)T * (uint64_t)N);
     HistJob job = {.h = h, .T = T, .N = N};
     job.hist = xCalloc((size_t)threads, sizeof *job.hist);
     for (int w = 0; w < threads; w++)
         job.hist[w] = xMallocArray(BINS, sizeof(uint64_t));
-    uint64_t *sum = xMallocArray(BINS, sizeof *sum);
-    st = histPass(&job, threads, cancel, sum, 0.0, 0.5);
-    if (st == MS_OK) {
-        uint32_t hi = findBin(sum, &rank);
-        job.pass = 1;
-        job.bin = hi;
-        st = histPass(&job, threads, cancel, sum, 0.5, 1.0);
-        if (st == MS_OK)
-            *tau = bitsFloat(hi << 16 | findBin(sum, &rank));
-    }
+    st = selectRanks(&job, threads, rank, n, cancel, tau);
     for (int w = 0; w < threads; w++)
         free(job.hist[w]);
     free(job.hist);
-    free(sum);
     if (st != MS_OK)
         setCause(cause, "tau quantile computation canceled");
     return st;
+}
+
+MsStatus Sparsity_tauForSparsity(const float *h, long T, int N, double q, int threads,
+                                 const Cancel *cancel, float *tau, char **cause) {
+    return Sparsity_tausForSparsity(h, T, N, &q, 1, threads, cancel, tau, cause);
 }
 
 /* ---- tau -> sparsity curve ---- */

@@ -41,6 +41,12 @@ void Sparsity_done(Sparsity *this);
 MsStatus Sparsity_tauForSparsity(const float *h, long T, int N, double q, int threads,
                                  const Cancel *cancel, float *tau, char **cause);
 
+/* tau[i] = Sparsity_tauForSparsity at q[i] for 1 <= n <= SPARSITY_MAX_QUANTILES targets,
+   still two passes over h in all. */
+#define SPARSITY_MAX_QUANTILES 16
+MsStatus Sparsity_tausForSparsity(const float *h, long T, int N, const double *q, int n,
+                                  int threads, const Cancel *cancel, float *tau, char **cause);
+
 /* sparsity[i] at taus[i] for n taus (any order, each >= 0), one pass over h. */
 MsStatus Sparsity_curve(const float *h, long T, int N, const float *taus, int n, int threads,
                         const Cancel *cancel, double *sparsity, char **cause);
