@@ -294,11 +294,16 @@ static int cmpDouble(const void *a, const void *b) {
 }
 
 /* Warm-up run, then clamp(budget / warm-up, 1, max_reps) timed runs; the median in *sec. */
+/* warm: the time of a run just made on the same work (it warmed the caches), or < 0 to
+   make a warm-up run here. */
 static MsStatus timeWork(WorkFn fn, void *ctx, const MoeTimingOptions *opt,
-                         const Cancel *cancel, double *sec, int *reps) {
-    double t0 = XUtils_now();
-    fn(ctx);
-    double warm = XUtils_now() - t0;
+                         const Cancel *cancel, double warm, double *sec, int *reps) {
+    double t0;
+    if (warm < 0) {
+        t0 = XUtils_now();
+        fn(ctx);
+        warm = XUtils_now() - t0;
+    }
     int max_reps = opt->max_reps > 0 ? opt->max_reps : 1;
     int n = warm > 0 ? (int)(opt->budget_s / warm) : max_reps;
     n = n < 1 ? 1 : n > max_reps ? max_reps : n;
@@ -402,10 +407,10 @@ MsStatus MoeKernel_timeDense(const FfnWeights *w, const float *x, long n,
     }
     d.rows = out->batch_tokens;
     if (d.rows > 0)
-        st = timeWork(denseBatch, &d, opt, cancel, &out->batch_s, &out->batch_reps);
+        st = timeWork(denseBatch, &d, opt, cancel, -1.0, &out->batch_s, &out->batch_reps);
     d.rows = out->token_tokens;
     if (st == MS_OK && d.rows > 0) {
-        st = timeWork(denseTokens, &d, opt, cancel, &out->token_s, &out->token_reps);
+        st = timeWork(denseTokens, &d, opt, cancel, -1.0, &out->token_s, &out->token_reps);
         out->token_s /= (double)d.rows;
     }
     if (st == MS_ERR_CANCELED)
@@ -456,15 +461,18 @@ MsStatus MoeKernel_time(MoeKernel *this, const float *x, long n, int k, const in
                  (size_t)rows * this->d_model * sizeof(float));
         return MS_ERR_NOMEM;
     }
-    /* A first checked run validates the routing and reserves the scratch. */
+    /* A first checked run validates the routing and reserves the scratch; on the batch's
+       tokens it is also the batch timing's warm-up. */
+    double t0 = XUtils_now();
     MsStatus st = MoeKernel_run(this, x, rows, k, sel, gates, y, cause);
+    double warm = rows == out->batch_tokens ? XUtils_now() - t0 : -1.0;
     MoeWork m = {.kernel = this, .x = x, .k = k, .sel = sel, .gates = gates, .y = y};
     m.rows = out->batch_tokens;
     if (st == MS_OK && m.rows > 0)
-        st = timeWork(moeBatch, &m, opt, cancel, &out->batch_s, &out->batch_reps);
+        st = timeWork(moeBatch, &m, opt, cancel, warm, &out->batch_s, &out->batch_reps);
     m.rows = out->token_tokens;
     if (st == MS_OK && m.rows > 0) {
-        st = timeWork(moeTokens, &m, opt, cancel, &out->token_s, &out->token_reps);
+        st = timeWork(moeTokens, &m, opt, cancel, -1.0, &out->token_s, &out->token_reps);
         out->token_s /= (double)m.rows;
     }
     if (st == MS_ERR_CANCELED)
