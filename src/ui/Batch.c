@@ -155,6 +155,7 @@ typedef struct LayerRun {
     bool saved_default;      /* /layers/<i>/partition written */
     MoeTimes dense;          /* dense FFN timing on the test rows */
     bool have_dense;
+    Meo *meo[2];             /* MEO of the test and train splits, opened on first use */
 } LayerRun;
 
 static void emit(LayerRun *lr, const char *strategy, const char *router, int E, int k,
@@ -313,12 +314,11 @@ static MsStatus savePartition(LayerRun *lr, PartitionStrategy strategy, int E,
     return st;
 }
 
-static MsStatus measureRows(LayerRun *lr, const char *strategy, const Router *router,
-                            const int32_t *part, int E, char **cause) {
+static MsStatus measureRows(LayerRun *lr, const char *strategy, MoeKernel *kernel,
+                            const Router *router, int E, char **cause) {
     const LayerData *d = &lr->load.data;
     const BatchConfig *cfg = lr->run->cfg;
-    MoeKernel *kernel = NULL;
-    MsStatus st = MoeKernel_new(d->w, part, E, &kernel, cause);
+    MsStatus st = MS_OK;
     for (int i = 0; i < cfg->n_ks && st == MS_OK; i++) {
         int k = cfg->ks[i];
         MoeSpeedup sp;
@@ -332,7 +332,6 @@ static MsStatus measureRows(LayerRun *lr, const char *strategy, const Router *ro
             emit(lr, strategy, rname, E, k, "test", "measured_speedup_token", sp.token);
         }
     }
-    MoeKernel_delete(kernel);
     return st;
 }
 
@@ -353,13 +352,12 @@ static void evalRows(LayerRun *lr, const char *strategy, const char *rname, int 
     }
 }
 
-static MsStatus meoRows(LayerRun *lr, const char *strategy, const Router *router,
-                        const int32_t *part, int E, Split split, char **cause) {
+static MsStatus meoRows(LayerRun *lr, const char *strategy, Meo *meo, const Router *router,
+                        int E, Split split, char **cause) {
     const BatchConfig *cfg = lr->run->cfg;
     const char *rname = RouterKind_name(Router_kind(router));
-    Meo *meo = NULL;
-    MsStatus st = Meo_new(&meo, &lr->load.data, part, E, router, split, cfg->meo_block, NULL,
-                          cause);
+    Meo_setRouter(meo, router);
+    MsStatus st = MS_OK;
     for (int i = 0; i < cfg->n_ks && st == MS_OK; i++) {
         int k = cfg->ks[i];
         MeoMetrics m;
@@ -379,7 +377,24 @@ static MsStatus meoRows(LayerRun *lr, const char *strategy, const Router *router
         }
         emit(lr, strategy, rname, E, k, sp, "meo_flops_fraction", m.flops_fraction);
     }
-    Meo_delete(meo);
+    return st;
+}
+
+/* The split's Meo set to this partition (the split's dense output is computed once per
+   layer, the partition's gathered weights and aligned slots once per partition). */
+static MsStatus meoFor(LayerRun *lr, const int32_t *part, int E, Split split, Meo **out,
+                       char **cause) {
+    const BatchConfig *cfg = lr->run->cfg;
+    Meo **meo = &lr->meo[split == SPLIT_TRAIN];
+    MsStatus st = MS_OK;
+    if (!*meo) {
+        st = Meo_open(meo, &lr->load.data, split, cfg->meo_block, NULL, cause);
+        if (st == MS_OK)
+            Meo_setThreads(*meo, cfg->threads);
+    }
+    if (st == MS_OK)
+        st = Meo_setPartition(*meo, part, E, cause);
+    *out = *meo;
     return st;
 }
 
@@ -419,11 +434,18 @@ static MsStatus splitRows(LayerRun *lr, const char *sname, Router *const *router
                  evals[i]);
     for (int i = 0; i < n; i++)
         Eval_delete(evals[i]);
+    Meo *meo = NULL;
+    if (st == MS_OK) {
+        progress(lr, "%s E=%d MEO (%s)", sname, E, Split_name(split));
+        st = meoFor(lr, part, E, split, &meo, cause);
+    }
     for (int i = 0; i < n && st == MS_OK; i++) {
         progress(lr, "%s E=%d MEO %s (%s)", sname, E, RouterKind_name(Router_kind(routers[i])),
                  Split_name(split));
-        st = meoRows(lr, sname, routers[i], part, E, split, cause);
+        st = meoRows(lr, sname, meo, routers[i], E, split, cause);
     }
+    if (meo)
+        Meo_releasePartition(meo); /* the next partition's work needs the memory */
     return st;
 }
 
@@ -437,10 +459,14 @@ static MsStatus routerRows(LayerRun *lr, PartitionStrategy strategy, const int32
     Split splits[2] = {SPLIT_TEST, SPLIT_TRAIN};
     for (int i = 0; i < (cfg->train_too ? 2 : 1) && st == MS_OK && n > 0; i++)
         st = splitRows(lr, sname, routers, n, part, E, splits[i], cause);
+    MoeKernel *kernel = NULL;
+    if (st == MS_OK && cfg->measure && n > 0)
+        st = MoeKernel_new(lr->load.data.w, part, E, &kernel, cause);
     for (int i = 0; i < n && st == MS_OK && cfg->measure; i++) {
         progress(lr, "%s E=%d measuring %s", sname, E, RouterKind_name(Router_kind(routers[i])));
-        st = measureRows(lr, sname, routers[i], part, E, cause);
+        st = measureRows(lr, sname, kernel, routers[i], E, cause);
     }
+    MoeKernel_delete(kernel);
     for (int i = 0; i < n; i++)
         Router_delete(routers[i]);
     return st;
@@ -535,9 +561,12 @@ static MsStatus runLayer(BatchRun *run, int pos, char **cause) {
     float *tau_q = xCalloc((size_t)cfg->n_quantiles + 1, sizeof(float));
     NeuronBound *bound[2] = {NULL, NULL};
     progress(&lr, "sparsity quantiles");
-    for (int i = 0; i < cfg->n_quantiles && st == MS_OK; i++)
-        st = Sparsity_tauForSparsity(d->h, d->T, d->w->d_ff, cfg->quantiles[i], cfg->threads,
-                                     NULL, &tau_q[i], cause);
+    for (int i = 0; i < cfg->n_quantiles && st == MS_OK; i += SPARSITY_MAX_QUANTILES) {
+        int n = cfg->n_quantiles - i;
+        st = Sparsity_tausForSparsity(d->h, d->T, d->w->d_ff, cfg->quantiles + i,
+                                      n < SPARSITY_MAX_QUANTILES ? n : SPARSITY_MAX_QUANTILES,
+                                      cfg->threads, NULL, tau_q + i, cause);
+    }
     if (st == MS_OK && wantsRouter(cfg, ROUTER_TOPK_NEURONS)) {
         progress(&lr, "top-K neuron bound");
         st = NeuronBound_new(&bound[0], d, SPLIT_TEST, cfg->threads, NULL, cause);
@@ -554,6 +583,8 @@ static MsStatus runLayer(BatchRun *run, int pos, char **cause) {
     NeuronBound_delete(bound[1]);
     free(tau_q);
     dropTauCaches(&lr);
+    Meo_delete(lr.meo[0]);
+    Meo_delete(lr.meo[1]);
     LayerLoad_done(&lr.load);
     return st;
 }
