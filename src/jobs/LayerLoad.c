@@ -16,7 +16,7 @@ SPDX-License-Identifier: MIT
 enum { BLOCK_ROWS = 4096 };
 
 static MsStatus allocRows(float **out, long rows, int cols, const char *what, char **cause) {
-    *out = tryMallocArray((size_t)rows * (size_t)cols, sizeof(float));
+    *out = tryMallocLarge((size_t)rows * (size_t)cols, sizeof(float));
     if (!*out) {
         setCause(cause, "cannot allocate %s: %.1f MiB", what,
                  (double)rows * cols * sizeof(float) / 1048576.0);

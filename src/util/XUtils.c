@@ -10,6 +10,7 @@ SPDX-License-Identifier: MIT
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 static void (*failHook)(void);
@@ -86,6 +87,21 @@ void *tryMallocArray(size_t nmemb, size_t size) {
         return NULL;
     size_t bytes = nmemb * size;
     return malloc(bytes ? bytes : 1);
+}
+
+void *tryMallocLarge(size_t nmemb, size_t size) {
+    enum { HUGE_PAGE = 2u << 20 };
+    void *p = tryMallocArray(nmemb, size);
+#ifdef MADV_HUGEPAGE
+    size_t bytes = nmemb * size;
+    if (p && bytes >= 2 * HUGE_PAGE) {
+        uintptr_t a = ((uintptr_t)p + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1);
+        uintptr_t b = ((uintptr_t)p + bytes) & ~(uintptr_t)(HUGE_PAGE - 1);
+        if (b > a)
+            (void)madvise((void *)a, b - a, MADV_HUGEPAGE); /* a hint: failure is harmless */
+    }
+#endif
+    return p;
 }
 
 void *tryCallocArray(size_t nmemb, size_t size) {

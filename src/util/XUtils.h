@@ -29,6 +29,10 @@ char *xVasprintf(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0
 
 /* Input-sized allocation: NULL when nmemb*size overflows or memory is short. */
 void *tryMallocArray(size_t nmemb, size_t size);
+/* tryMallocArray for buffers of many MiB that are scanned over and over (a layer's x and
+   h): asks the kernel for transparent huge pages, which saves a page fault per 4 KiB
+   when they are filled and TLB misses when they are read. */
+void *tryMallocLarge(size_t nmemb, size_t size);
 void *tryCallocArray(size_t nmemb, size_t size);
 
 /* Sets *cause (when cause is not NULL) to a new formatted message; frees any old one. */
