@@ -471,6 +471,63 @@ static void checkStages(bool gated, Activation act) {
     randLayerDone(&r);
 }
 
+/* meo_seqsel_output_rel_err recomputed with plain loops on a dense (GELU) and a sparse
+   (ReLU, negative biases: ~5-20% nonzero) layer, so both of Meo's ways of summing the
+   selected experts (a matrix product, one axpy per nonzero) are checked. */
+static void checkSeqsel(float bias, Activation act) {
+    int D = 6, N = 24, E = 4, k = 2;
+    RandLayer r;
+    randLayer(&r, D, N, false, act);
+    for (int j = 0; j < N; j++)
+        r.w.b_in[j] = bias;
+    assert_int_equal(Ffn_hidden(&r.w, r.x, r.L.T, r.h), MS_OK);
+    int32_t *part = randPartition(N, E);
+    MeoMetrics m;
+    assert_int_equal(Meo_evaluate(&r.L, part, E, k, NULL, SPLIT_ALL, 8, NULL, &m, NULL), MS_OK);
+    double sum = 0.0;
+    long n = 0, nonzero = 0;
+    for (int q = 0; q < 5; q++) {
+        long t0 = r.offsets[q], t1 = r.offsets[q + 1];
+        float mean[4] = {0};
+        for (long t = t0; t < t1; t++)
+            for (int j = 0; j < N; j++)
+                mean[part[j]] += fabsf(r.h[t * N + j]) / (float)(t1 - t0);
+        int sel[4];
+        TopK_select(mean, E, k, sel);
+        for (long t = t0; t < t1; t++) {
+            double y[6] = {0}, ys[6] = {0}, yy = 0.0, dd = 0.0;
+            for (int j = 0; j < N; j++) {
+                double v = r.h[t * N + j];
+                nonzero += v != 0.0;
+                bool in = part[j] == sel[0] || part[j] == sel[1];
+                for (int c = 0; c < D; c++) {
+                    y[c] += r.w.w_out[c * N + j] * v;
+                    ys[c] += in ? r.w.w_out[c * N + j] * v : 0.0;
+                }
+            }
+            for (int c = 0; c < D; c++) {
+                yy += y[c] * y[c];
+                dd += (y[c] - ys[c]) * (y[c] - ys[c]);
+            }
+            if (yy > 0.0) {
+                sum += sqrt(dd / yy);
+                n++;
+            }
+        }
+    }
+    assert_true(n > 0);
+    if (bias < 0.0f)
+        assert_true(nonzero < r.L.T * N / 4); /* the sparse path is taken */
+    assertNear(m.seqsel_output_rel_err, sum / (double)n, 1e-4);
+    free(part);
+    randLayerDone(&r);
+}
+
+static void test_seqsel_paths(void **state) {
+    checkSeqsel(0.0f, ACTIVATION_GELU);
+    checkSeqsel(-0.6f, ACTIVATION_RELU);
+}
+
 static void test_stages_and_threads(void **state) {
     checkStages(false, ACTIVATION_RELU);
     checkStages(true, ACTIVATION_SILU);
@@ -606,6 +663,7 @@ int main(void) {
         cmocka_unit_test(test_offsets_vs_blocks),  cmocka_unit_test(test_aligned_duplicates),
         cmocka_unit_test(test_router_mean_x),      cmocka_unit_test(test_align_cap),
         cmocka_unit_test(test_errors),            cmocka_unit_test(test_stages_and_threads),
+        cmocka_unit_test(test_seqsel_paths),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
