@@ -10,8 +10,8 @@ SPDX-License-Identifier: MIT
 #include "core/TopK.h"
 #include "util/XUtils.h"
 
-const MoeTimingOptions Speedup_timing = {.batch_tokens = 1024, .token_tokens = 64,
-                                         .budget_s = 0.02, .max_reps = 3};
+const MoeTimingOptions Speedup_timing = {.batch_tokens = 1024, .token_tokens = 32,
+                                         .budget_s = 0.01, .max_reps = 3};
 
 MsStatus Speedup_measure(MoeKernel *kernel, const LayerData *d, const Router *router, int E,
                          int k, const MoeTimes *dense_cached, const Cancel *cancel,
