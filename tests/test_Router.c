@@ -422,6 +422,88 @@ static void test_mlp_cancel(void **state) {
     plantedDone(&p);
 }
 
+/* Vec_gemmStrided / Gather / GatherT against a plain triple loop in double, on shapes
+   that are not multiples of the 6 x 16 tiles or the 128-step k blocks, K = 1 and K = 0,
+   and row strides longer than K. Splitting k and accumulating must not change a bit,
+   and neither may the position of a block inside C. */
+static void checkStrided(int M, int N, int K) {
+    const int lda = K + 3, ldb = N + 5, ldc = N + 2;
+    float *A = malloc(sizeof(float) * (size_t)(M * lda + 1));
+    float *At = malloc(sizeof(float) * (size_t)(K * (M + 4) + 1));
+    float *B = malloc(sizeof(float) * (size_t)(K * ldb + 1));
+    float *C = malloc(sizeof(float) * (size_t)(M * ldc));
+    float *C2 = malloc(sizeof(float) * (size_t)(M * ldc));
+    const float **rows = malloc(sizeof(float *) * (size_t)(M > K ? M : K) + 1);
+    for (int i = 0; i < M * lda; i++)
+        A[i] = (float)gauss();
+    for (int i = 0; i < K * ldb; i++)
+        B[i] = (float)gauss();
+    /* At holds A transposed, [K][M + 4], from column 2 on */
+    for (int i = 0; i < M; i++)
+        for (int k = 0; k < K; k++)
+            At[k * (M + 4) + 2 + i] = A[i * lda + k];
+    for (int pass = 0; pass < 3; pass++) {
+        for (int i = 0; i < M * ldc; i++)
+            C[i] = NAN; /* every element must be written */
+        if (pass == 0) {
+            Vec_gemmStrided(M, N, K, A, lda, 1, B, ldb, C, ldc, false);
+        } else if (pass == 1) {
+            for (int i = 0; i < M; i++)
+                rows[i] = A + (M - 1 - i) * lda; /* rows in reverse, as a gather */
+            Vec_gemmGather(M, N, K, rows, B, ldb, C, ldc, false);
+        } else {
+            for (int k = 0; k < K; k++)
+                rows[k] = At + k * (M + 4);
+            Vec_gemmGatherT(M, N, K, rows, 2, B, ldb, C, ldc, false);
+        }
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) {
+                int ai = pass == 1 ? M - 1 - i : i;
+                double ref = 0, mag = 0;
+                for (int k = 0; k < K; k++) {
+                    ref += (double)A[ai * lda + k] * B[k * ldb + j];
+                    mag += fabs((double)A[ai * lda + k] * B[k * ldb + j]);
+                }
+                assert_float_equal(C[i * ldc + j], ref, 1e-6 * (mag + 1));
+            }
+        if (pass == 1) /* the gathered rows were reversed: compare with the plain product */
+            continue;
+        /* the same product as the transpose through the strided form: bitwise equal */
+        Vec_gemmStrided(M, N, K, At + 2, 1, M + 4, B, ldb, C2, ldc, false);
+        for (int i = 0; i < M; i++)
+            assert_memory_equal(C + i * ldc, C2 + i * ldc, sizeof(float) * (size_t)N);
+    }
+    /* k split in two runs (accumulate), rows one at a time, columns shifted: same bits */
+    Vec_gemmStrided(M, N, K, A, lda, 1, B, ldb, C, ldc, false);
+    int k1 = K / 3;
+    Vec_gemmStrided(M, N, k1, A, lda, 1, B, ldb, C2, ldc, false);
+    Vec_gemmStrided(M, N, K - k1, A + k1, lda, 1, B + k1 * ldb, ldb, C2, ldc, true);
+    for (int i = 0; i < M; i++)
+        assert_memory_equal(C + i * ldc, C2 + i * ldc, sizeof(float) * (size_t)N);
+    for (int i = 0; i < M; i++)
+        for (int j0 = 0; j0 < N; j0 += 5) {
+            int nj = N - j0 < 5 ? N - j0 : 5;
+            Vec_gemmStrided(1, nj, K, A + i * lda, lda, 1, B + j0, ldb, C2 + i * ldc + j0, ldc,
+                            false);
+        }
+    for (int i = 0; i < M; i++)
+        assert_memory_equal(C + i * ldc, C2 + i * ldc, sizeof(float) * (size_t)N);
+    free(A);
+    free(At);
+    free(B);
+    free(C);
+    free(C2);
+    free(rows);
+}
+
+static void test_vec_strided(void **state) {
+    (void)state;
+    static const int shapes[][3] = {{1, 1, 1}, {7, 5, 21}, {13, 35, 1}, {6, 16, 300},
+                                    {25, 17, 129}, {5, 48, 257}, {12, 3, 0}, {40, 33, 64}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        checkStrided(shapes[s][0], shapes[s][1], shapes[s][2]);
+}
+
 /* The polynomial kernels against libm in double over their working ranges. */
 static void test_vec_math(void **state) {
     (void)state;
@@ -497,6 +579,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_vec_math),
+        cmocka_unit_test(test_vec_strided),
         cmocka_unit_test(test_hand_scores),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_adam_step),

@@ -371,6 +371,219 @@ void Vec_gemmTNPacked(int M, int N, int K, const float *packed, const float *B, 
     gemmPacked(M, N, K, NULL, packed, &b, C, ldc);
 }
 
+/* ---- strided products (the mlp training's) ----
+   A 6 x 16 register tile reads its six A values per k straight from memory (broadcasts:
+   one layout is as fast as another, so A is never copied and its rows may even be
+   scattered, a minibatch's token rows read through a pointer table). B is copied in
+   blocks of 128 k x 16 columns into a contiguous, zero-padded 8 KB panel that stays in L1
+   while every row group of A passes by: read in place, rows of B 2^n KB apart would fall
+   into a few L1 sets and evict each other. Each element of C is one fused running sum in
+   k order, started from 0 or from C (accumulate), so the k blocks change no bit. */
+
+enum { TM = 6, TN = 16, TKB = 256 };
+
+/* A's elements: (row i, k) at rows[i][k] (rows given), else at kRows[k][off + i] (kRows
+   given), else at base[i * ars + k * aks]. */
+typedef struct StridedA {
+    const float *const *rows;
+    const float *const *kRows;
+    const float *base;
+    long ars, aks, off;
+} StridedA;
+
+static inline float elemA(const StridedA *a, int i, int k) {
+    return a->rows ? a->rows[i][k] : a->kRows ? a->kRows[k][a->off + i]
+                                              : a->base[i * a->ars + (long)k * a->aks];
+}
+
+/* c[mi][16] (+)= A rows i0.., steps k0 .. k0 + K, times the panel bp[K][16] */
+static void tileScalar(int K, const StridedA *a, int i0, int mi, int k0, const float *bp,
+                       float *c, long ldc, bool acc) {
+    for (int i = 0; i < mi; i++)
+        for (int j = 0; j < TN; j++) {
+            float s = acc ? c[i * ldc + j] : 0.0f;
+            for (int k = 0; k < K; k++)
+                s += elemA(a, i0 + i, k0 + k) * bp[k * TN + j];
+            c[i * ldc + j] = s;
+        }
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#define TROW(r, x)                                                                            \
+    do {                                                                                      \
+        __m256 a_ = _mm256_broadcast_ss(x);                                                   \
+        c##r##0 = _mm256_fmadd_ps(a_, b0, c##r##0);                                           \
+        c##r##1 = _mm256_fmadd_ps(a_, b1, c##r##1);                                           \
+    } while (0)
+#define TLOAD(r)                                                                              \
+    do {                                                                                      \
+        c##r##0 = acc ? _mm256_loadu_ps(c + (r) * ldc) : _mm256_setzero_ps();                 \
+        c##r##1 = acc ? _mm256_loadu_ps(c + (r) * ldc + 8) : _mm256_setzero_ps();             \
+    } while (0)
+#define TSTART                                                                                \
+    __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;                        \
+    TLOAD(0);                                                                                 \
+    TLOAD(1);                                                                                 \
+    TLOAD(2);                                                                                 \
+    TLOAD(3);                                                                                 \
+    TLOAD(4);                                                                                 \
+    TLOAD(5)
+#define TEND                                                                                  \
+    KSTORE(0);                                                                                \
+    KSTORE(1);                                                                                \
+    KSTORE(2);                                                                                \
+    KSTORE(3);                                                                                \
+    KSTORE(4);                                                                                \
+    KSTORE(5)
+
+/* c[6][16] (+)= sum over k < K of p_r[k * aks] (outer) bp[k][0..16) */
+AVX2 static void tileRows(int K, const float *const p[TM], long aks, const float *bp, float *c,
+                          long ldc, bool acc) {
+    TSTART;
+    const float *p0 = p[0], *p1 = p[1], *p2 = p[2], *p3 = p[3], *p4 = p[4], *p5 = p[5];
+    for (long k = 0, o = 0; k < K; k++, o += aks, bp += TN) {
+        __m256 b0 = _mm256_load_ps(bp), b1 = _mm256_load_ps(bp + 8);
+        TROW(0, p0 + o);
+        TROW(1, p1 + o);
+        TROW(2, p2 + o);
+        TROW(3, p3 + o);
+        TROW(4, p4 + o);
+        TROW(5, p5 + o);
+    }
+    TEND;
+}
+
+/* the same with the six A values of step k at q[k][off_r] (rows of A down k) */
+AVX2 static void tileKRows(int K, const float *const *q, const long off[TM], const float *bp,
+                           float *c, long ldc, bool acc) {
+    TSTART;
+    long o0 = off[0], o1 = off[1], o2 = off[2], o3 = off[3], o4 = off[4], o5 = off[5];
+    for (int k = 0; k < K; k++, bp += TN) {
+        const float *r = q[k];
+        __m256 b0 = _mm256_load_ps(bp), b1 = _mm256_load_ps(bp + 8);
+        TROW(0, r + o0);
+        TROW(1, r + o1);
+        TROW(2, r + o2);
+        TROW(3, r + o3);
+        TROW(4, r + o4);
+        TROW(5, r + o5);
+    }
+    TEND;
+}
+
+static bool haveAvx2(void) {
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+#else
+static bool haveAvx2(void) {
+    return false;
+}
+#endif
+
+/* One mi x nj tile (mi <= 6, nj <= 16) of C over steps k0 .. k0 + K with B's panel bp: full
+   tiles straight into C, edge tiles through a 6 x 16 buffer (absent rows repeat row i0 and
+   absent columns multiply the panel's zero padding; both are dropped). */
+static void tile(int K, const StridedA *a, int i0, int mi, int k0, const float *bp, int nj,
+                 float *C, long ldc, bool acc, bool avx2) {
+    bool full = mi == TM && nj == TN;
+    float buf[TM * TN];
+    float *c = full ? C : buf;
+    long ldcT = full ? ldc : TN;
+    if (!full && acc)
+        for (int i = 0; i < mi; i++)
+            memcpy(buf + i * TN, C + i * ldc, (size_t)nj * sizeof *buf);
+    if (!avx2) {
+        tileScalar(K, a, i0, mi, k0, bp, c, ldcT, acc);
+    } else {
+#if defined(__GNUC__) && defined(__x86_64__)
+        if (a->kRows) {
+            long off[TM];
+            for (int r = 0; r < TM; r++)
+                off[r] = a->off + i0 + (r < mi ? r : 0);
+            tileKRows(K, a->kRows + k0, off, bp, c, ldcT, acc);
+        } else {
+            const float *p[TM];
+            for (int r = 0; r < TM; r++) {
+                int i = i0 + (r < mi ? r : 0);
+                p[r] = a->rows ? a->rows[i] + k0 : a->base + i * a->ars + (long)k0 * a->aks;
+            }
+            tileRows(K, p, a->rows ? 1 : a->aks, bp, c, ldcT, acc);
+        }
+#endif
+    }
+    if (!full)
+        for (int i = 0; i < mi; i++)
+            memcpy(C + i * ldc, buf + i * TN, (size_t)nj * sizeof *buf);
+}
+
+/* bp[k][0..16) = B[k][0..nj), zero beyond nj */
+static void packB(int K, int nj, const float *restrict B, long ldb, float *restrict bp) {
+    if (nj == TN) { /* a fixed-length copy: moves, not a memcpy call per row */
+        for (int k = 0; k < K; k++)
+            for (int j = 0; j < TN; j++)
+                bp[k * TN + j] = B[(long)k * ldb + j];
+        return;
+    }
+    for (int k = 0; k < K; k++)
+        for (int j = 0; j < TN; j++)
+            bp[k * TN + j] = j < nj ? B[(long)k * ldb + j] : 0.0f;
+}
+
+/* Gathered rows come from all over memory (a minibatch's tokens): while row group i0
+   passes the first column panel, fetch the next group's block and this group's next. */
+static void prefetchRows(const StridedA *a, int M, int K, int i0, int k0, int kb) {
+#if defined(__GNUC__) && defined(__x86_64__)
+    for (int i = i0 + TM; i < i0 + 2 * TM && i < M && k0 == 0; i++)
+        for (int k = 0; k < kb; k += 16)
+            _mm_prefetch((const char *)(a->rows[i] + k), _MM_HINT_T0);
+    for (int i = i0; i < i0 + TM && i < M; i++)
+        for (int k = k0 + kb; k < k0 + kb + TKB && k < K; k += 16)
+            _mm_prefetch((const char *)(a->rows[i] + k), _MM_HINT_T0);
+#endif
+}
+
+static void strided(int M, int N, int K, const StridedA *a, const float *B, long ldb, float *C,
+                    long ldc, bool acc) {
+    if (M < 1 || N < 1)
+        return;
+    if (K < 1 && !acc)
+        for (int i = 0; i < M; i++)
+            memset(C + (long)i * ldc, 0, (size_t)N * sizeof *C);
+    bool avx2 = haveAvx2();
+    float bp[TKB * TN] __attribute__((aligned(32)));
+    for (int k0 = 0; k0 < K; k0 += TKB) {
+        int kb = K - k0 < TKB ? K - k0 : TKB;
+        for (int j0 = 0; j0 < N; j0 += TN) {
+            int nj = N - j0 < TN ? N - j0 : TN;
+            packB(kb, nj, B + (long)k0 * ldb + j0, ldb, bp);
+            for (int i0 = 0; i0 < M; i0 += TM) {
+                if (a->rows && j0 == 0)
+                    prefetchRows(a, M, K, i0, k0, kb);
+                tile(kb, a, i0, M - i0 < TM ? M - i0 : TM, k0, bp, nj,
+                     C + (long)i0 * ldc + j0, ldc, acc || k0 > 0, avx2);
+            }
+        }
+    }
+}
+
+void Vec_gemmStrided(int M, int N, int K, const float *A, long ars, long aks, const float *B,
+                     long ldb, float *C, long ldc, bool accumulate) {
+    StridedA a = {.base = A, .ars = ars, .aks = aks};
+    strided(M, N, K, &a, B, ldb, C, ldc, accumulate);
+}
+
+void Vec_gemmGather(int M, int N, int K, const float *const *rows, const float *B, long ldb,
+                    float *C, long ldc, bool accumulate) {
+    StridedA a = {.rows = rows};
+    strided(M, N, K, &a, B, ldb, C, ldc, accumulate);
+}
+
+void Vec_gemmGatherT(int M, int N, int K, const float *const *rows, long off, const float *B,
+                     long ldb, float *C, long ldc, bool accumulate) {
+    StridedA a = {.kRows = rows, .off = off};
+    strided(M, N, K, &a, B, ldb, C, ldc, accumulate);
+}
+
 void Vec_transpose(int rows, int cols, const float *A, long lda, float *T, long ldt) {
     enum { TILE = 32 };
     for (int i0 = 0; i0 < rows; i0 += TILE)

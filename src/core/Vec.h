@@ -10,6 +10,8 @@ SPDX-License-Identifier: MIT
 #ifndef MOESCOPE_VEC_H
 #define MOESCOPE_VEC_H
 
+#include <stdbool.h>
+
 /* y[i] += a x[i] */
 void Vec_axpy(int n, float a, const float *x, float *y);
 
@@ -65,6 +67,22 @@ long Vec_packedSize(int M, int K);
 void Vec_packTN(int M, int K, const float *A, long lda, float *packed);
 void Vec_gemmTNPacked(int M, int N, int K, const float *packed, const float *B, long ldb,
                       float *C, long ldc);
+
+/* Products that read A in place, without packing (the mlp training's):
+     C[i][j] = c0 + sum over k < K of a(i, k) B[k * ldb + j]   (i < M, j < N)
+   with c0 = C[i][j] when accumulate, else 0, and a(i, k) =
+     Vec_gemmStrided: A[i * ars + k * aks]   (any layout: ars = 1, aks = lda reads A^T)
+     Vec_gemmGather:  rows[i][k]             (A's rows scattered, e.g. a minibatch's tokens)
+     Vec_gemmGatherT: rows[k][off + i]       (the transpose of a scattered matrix)
+   Each element is one fused running sum in k order (in the AVX2 path), the same wherever
+   it sits, so results do not depend on blocking or threads, and splitting k into
+   consecutive runs with accumulate continues the same sum bit for bit. */
+void Vec_gemmStrided(int M, int N, int K, const float *A, long ars, long aks, const float *B,
+                     long ldb, float *C, long ldc, bool accumulate);
+void Vec_gemmGather(int M, int N, int K, const float *const *rows, const float *B, long ldb,
+                    float *C, long ldc, bool accumulate);
+void Vec_gemmGatherT(int M, int N, int K, const float *const *rows, long off, const float *B,
+                     long ldb, float *C, long ldc, bool accumulate);
 
 /* T[j][i] = A[i][j] for a rows x cols block. */
 void Vec_transpose(int rows, int cols, const float *A, long lda, float *T, long ldt);
