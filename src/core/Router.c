@@ -4,13 +4,14 @@ Routers of SPEC §4: scoring, and the MoEfication mlp router's training.
 
 DESIGN: mlp training is plain minibatch Adam written out by hand (forward, backward,
 update) so that every number is reproducible. A minibatch is cut into fixed chunks of
-rows for the forward/backward pass and into fixed column blocks of W1 for the gradient
-and the update; chunk boundaries depend only on the shapes, never on the thread count,
-and every chunk writes its own slots, so the weights are bitwise the same for any
-opt->threads. Per-chunk losses are summed in chunk order. Every matrix product goes
-through Vec_gemmNT rather than OpenBLAS, whose sgemm results change with its own thread
-count (Vec_gemmNT for the forward products, Vec_gemmTN for the weight gradients, which
-reduce over the minibatch).
+rows for the forward/backward pass, each of which also computes its rows' share of the
+weight gradients; the update sums the shares in chunk order and runs Adam in fixed
+blocks of W1. Chunk boundaries depend only on the shapes, never on the thread count, and
+every chunk writes its own slots, so the weights are bitwise the same for any
+opt->threads. Products go through core/Vec's strided kernels rather than OpenBLAS,
+whose sgemm results change with its own thread count; they read the minibatch's token
+rows of x in place (no normalized copy: xhat W1^T = (x W1^T) / ||x||), and W1 is kept
+transposed during training, the layout both of its products want.
 SPDX-License-Identifier: MIT
 */
 #include "config.h"
@@ -26,7 +27,7 @@ SPDX-License-Identifier: MIT
 
 enum {
     SCORE_BLOCK = 256, /* rows per scoring step (bounds the scratch) */
-    FWD_ROWS = 256,    /* rows per forward/backward chunk of a minibatch (big: few packs) */
+    FWD_ROWS = 256,    /* rows per forward/backward chunk of a minibatch */
     GRAD_BLOCKS = 7,   /* W1 column blocks per update: with W2's, 8 equal-ish chunks */
 };
 
@@ -322,57 +323,78 @@ typedef struct Trainer {
     const long *perm;
     long off, B;          /* current minibatch: perm[off .. off + B) */
     float invMax;         /* 1 / max of S over the minibatch (0 when all zero) */
-    float *W1, *W2, *m1, *v1, *m2, *v2;
-    float *W2T;               /* [E][E] W2 transposed (for dA = G2 W2) */
-    float *Xb, *A, *G2, *G1;  /* [batch][d], [batch][E] x 3 */
-    float *Tb, *Lb;           /* [batch][E] gathered targets and per-entry losses */
-    float *dW1, *dW2;         /* [E][d], [E][E] */
-    float *G1p;               /* G1 packed for the dW1 column blocks (Vec_packTN) */
+    float *W1t, *m1, *v1; /* [d][E]: W1 transposed (the forward's B operand), its moments */
+    float *W2, *W2t, *m2, *v2; /* [E][E] */
+    const float **rows;   /* [batch] the minibatch's rows of x */
+    float *inv;           /* [batch] their 1 / ||x|| */
+    float *A, *G2, *G1;   /* [batch][E]: tanh activations, dL/dZ, dL/d(W1 xhat) / ||x|| */
+    float *Tb, *Lb;       /* [batch][E] gathered targets and per-entry losses */
+    float *dW1t, *dW2;    /* per row chunk: [d][E] and [E][E] partial gradients */
     double *chunkLoss;    /* [batch chunks] */
-    int colBlocks, blockCols; /* W1 column blocks of blockCols columns (the last fewer) */
+    int chunks;           /* row chunks of the current minibatch */
+    long blockLen;        /* W1t elements per update block (the last fewer) */
+    int colBlocks;
     Adam adam;
 } Trainer;
 
+/* Rows r0 .. r0 + rows of the minibatch: forward, loss, backward to G1, and this chunk's
+   share of the gradients (summed over chunks, in chunk order, by updateChunk). x is read
+   in place: xhat W1^T = (x W1^T) / ||x||, and dW1 = G1^T xhat = (G1 / ||x||)^T x. */
 static void forwardChunk(void *ctx, long chunk, int worker) {
     Trainer *tr = ctx;
     int E = tr->E, d = tr->d;
     long r0 = chunk * FWD_ROWS, rows = tr->B - r0 < FWD_ROWS ? tr->B - r0 : FWD_ROWS;
     for (long i = r0; i < r0 + rows; i++) {
         long t = tr->perm[tr->off + i];
-        const float *src = tr->x + t * d;
-        Vec_scale(d, tr->invNorm[t], src, tr->Xb + i * d);
+        tr->rows[i] = tr->x + t * d;
+        tr->inv[i] = tr->invNorm[t];
         memcpy(tr->Tb + i * E, tr->S + t * E, (size_t)E * sizeof(float));
     }
+    const float *const *xr = tr->rows + r0;
+    const float *inv = tr->inv + r0;
     float *A = tr->A + r0 * E, *G2 = tr->G2 + r0 * E, *G1 = tr->G1 + r0 * E;
+    Vec_gemmGather((int)rows, E, d, xr, tr->W1t, E, A, E, false);
+    for (long i = 0; i < rows; i++)
+        for (int e = 0; e < E; e++)
+            A[i * E + e] *= inv[i];
+    Vec_tanh(A, rows * E);
     float *Z = G1; /* the logits live in G1 until dA overwrites them */
-    mlpForward(tr->W1, tr->W2, E, d, tr->Xb + r0 * d, rows, A, Z);
+    Vec_gemmStrided((int)rows, E, E, A, E, 1, tr->W2t, E, Z, E, false);
     float scale = 1.0f / (float)((double)tr->B * E);
     Vec_bceWithLogits(rows * E, Z, tr->Tb + r0 * E, tr->invMax, scale, tr->Lb + r0 * E, G2);
     tr->chunkLoss[chunk] = Vec_sum(rows * E, tr->Lb + r0 * E);
-    /* dA = G2 W2, then through tanh: G1 = dA (1 - A^2) */
-    gemmNT(G2, rows, tr->W2T, E, E, G1);
-    for (long i = 0; i < rows * E; i++)
-        G1[i] *= 1.0f - A[i] * A[i];
+    /* dA = G2 W2, then through tanh and the row's norm: G1 = dA (1 - A^2) / ||x|| */
+    Vec_gemmStrided((int)rows, E, E, G2, E, 1, tr->W2, E, G1, E, false);
+    for (long i = 0; i < rows; i++)
+        for (int e = 0; e < E; e++)
+            G1[i * E + e] = G1[i * E + e] * (1.0f - A[i * E + e] * A[i * E + e]) * inv[i];
+    /* this chunk's dW1^T = x^T G1 and dW2 = G2^T A */
+    Vec_gemmGatherT(d, E, (int)rows, xr, 0, G1, E, tr->dW1t + chunk * (long)d * E, E, false);
+    Vec_gemmStrided(E, E, (int)rows, G2, 1, E, A, E, tr->dW2 + chunk * (long)E * E, E, false);
 }
 
-/* Chunks 0..colBlocks-1: dW1 columns and their Adam step; chunk colBlocks: W2. */
+/* the gradient of n parameters at g[0..n), the sum of the chunks' partials (stride
+   `stride`, summed in chunk order into the first), then its Adam step */
+static void sumAndStep(const Trainer *tr, float *g, long stride, long n, float *p, float *m,
+                       float *v) {
+    for (int c = 1; c < tr->chunks; c++)
+        for (long i = 0; i < n; i++)
+            g[i] += g[c * stride + i];
+    adamUpdate(&tr->adam, p, g, m, v, n);
+}
+
+/* Chunks 0..colBlocks-1: blocks of W1^T; chunk colBlocks: W2 (and its transpose). */
 static void updateChunk(void *ctx, long chunk, int worker) {
     Trainer *tr = ctx;
-    int E = tr->E, d = tr->d;
-    int B = (int)tr->B;
-    if (chunk == tr->colBlocks) { /* dW2 = G2^T A */
-        Vec_gemmTN(E, E, B, tr->G2, E, tr->A, E, tr->dW2, E);
-        adamUpdate(&tr->adam, tr->W2, tr->dW2, tr->m2, tr->v2, (long)E * E);
+    int E = tr->E;
+    long all = (long)tr->d * E;
+    if (chunk == tr->colBlocks) {
+        sumAndStep(tr, tr->dW2, (long)E * E, (long)E * E, tr->W2, tr->m2, tr->v2);
+        Vec_transpose(E, E, tr->W2, E, tr->W2t, E);
         return;
     }
-    /* dW1[:, c0 .. c0 + cols) = G1^T Xb[:, c0 .. c0 + cols) */
-    int c0 = (int)chunk * tr->blockCols;
-    int cols = d - c0 < tr->blockCols ? d - c0 : tr->blockCols;
-    Vec_gemmTNPacked(E, cols, B, tr->G1p, tr->Xb + c0, d, tr->dW1 + c0, d);
-    for (int e = 0; e < E; e++) {
-        long at = (long)e * d + c0;
-        adamUpdate(&tr->adam, tr->W1 + at, tr->dW1 + at, tr->m1 + at, tr->v1 + at, cols);
-    }
+    long at = chunk * tr->blockLen, n = all - at < tr->blockLen ? all - at : tr->blockLen;
+    sumAndStep(tr, tr->dW1t + at, all, n, tr->W1t + at, tr->m1 + at, tr->v1 + at);
 }
 
 typedef struct PrepJob {
@@ -427,14 +449,16 @@ static MsStatus trainMlp(Router *this, const LayerData *L, const int32_t *part,
     if (o->epochs == 0)
         return MS_OK;
 
+    long chunksMax = Parallel_chunks(batch, FWD_ROWS);
+    size_t workLen = (size_t)batch * (1 + 5 * E) + (size_t)chunksMax * E * (d + E);
     float *S = tryMallocArray((size_t)n * E, sizeof(float));
     float *invNorm = tryMallocArray((size_t)n * 2, sizeof(float)); /* and rowMax */
     long *perm = tryMallocArray((size_t)n, sizeof(long));
-    float *work = tryMallocArray((size_t)batch * (d + 5 * E), sizeof(float));
+    float *work = tryMallocArray(workLen, sizeof(float));
     if (!S || !invNorm || !perm || !work) {
         setCause(cause, "no memory for mlp router training (%zu bytes)",
                  (size_t)n * (E * sizeof(float) + 2 * sizeof(float) + sizeof(long)) +
-                     (size_t)batch * (d + 5 * E) * sizeof(float));
+                     workLen * sizeof(float));
         free(S);
         free(invNorm);
         free(perm);
@@ -446,25 +470,26 @@ static MsStatus trainMlp(Router *this, const LayerData *L, const int32_t *part,
                     .invNorm = invNorm, .rowMax = rowMax};
     MsStatus st = Parallel_run(threads, Parallel_chunks(n, SCORE_BLOCK), prepChunk, &prep,
                                cancel, -1.0, -1.0);
+    long be = batch * E;
     Trainer tr = {
         .E = E, .d = d, .x = L->x + row0 * d, .S = S, .invNorm = invNorm, .perm = perm,
-        .W1 = this->W1, .W2 = this->W2,
+        .W1t = xMallocArray((size_t)E * d, sizeof(float)), .W2 = this->W2,
         .m1 = xCalloc((size_t)E * d, sizeof(float)), .v1 = xCalloc((size_t)E * d, sizeof(float)),
         .m2 = xCalloc((size_t)E * E, sizeof(float)), .v2 = xCalloc((size_t)E * E, sizeof(float)),
-        .Xb = work, .A = work + batch * d, .G2 = work + batch * (d + E),
-        .G1 = work + batch * (d + 2 * E), .Tb = work + batch * (d + 3 * E),
-        .Lb = work + batch * (d + 4 * E),
-        .W2T = xMallocArray((size_t)E * E, sizeof(float)),
-        .G1p = xMallocArray((size_t)Vec_packedSize(E, (int)batch), sizeof(float)),
-        .dW1 = xMallocArray((size_t)E * d, sizeof(float)),
-        .dW2 = xMallocArray((size_t)E * E, sizeof(float)),
-        .chunkLoss = xCalloc((size_t)Parallel_chunks(batch, FWD_ROWS), sizeof(double)),
-        /* GRAD_BLOCKS blocks of whole 16-column vectors; W2's chunk is about one block's
+        .W2t = xMallocArray((size_t)E * E, sizeof(float)),
+        .rows = xMallocArray((size_t)batch, sizeof(float *)),
+        .inv = work, .A = work + batch, .G2 = work + batch + be, .G1 = work + batch + 2 * be,
+        .Tb = work + batch + 3 * be, .Lb = work + batch + 4 * be,
+        .dW1t = work + batch + 5 * be, .dW2 = work + batch + 5 * be + chunksMax * E * d,
+        .chunkLoss = xCalloc((size_t)chunksMax, sizeof(double)),
+        /* GRAD_BLOCKS blocks of whole 16-float vectors; W2's chunk is about one block's
            work when d ~ 7 E (T5-base at E = 128), and 8 chunks split evenly on 2 threads */
-        .blockCols = (int)((Parallel_chunks(d, GRAD_BLOCKS) + 15) / 16 * 16),
+        .blockLen = (Parallel_chunks((long)d * E, GRAD_BLOCKS) + 15) / 16 * 16,
         .adam = {.lr = o->lr, .b1 = o->beta1, .b2 = o->beta2, .eps = o->eps},
     };
-    tr.colBlocks = (int)Parallel_chunks(d, tr.blockCols);
+    tr.colBlocks = (int)Parallel_chunks((long)d * E, tr.blockLen);
+    Vec_transpose(E, d, this->W1, d, tr.W1t, E);
+    Vec_transpose(E, E, tr.W2, E, tr.W2t, E);
     for (long t = 0; t < n; t++)
         perm[t] = t;
     uint64_t rng = (uint64_t)o->seed;
@@ -480,29 +505,27 @@ static MsStatus trainMlp(Router *this, const LayerData *L, const int32_t *part,
             for (long i = 0; i < tr.B; i++)
                 mx = rowMax[perm[tr.off + i]] > mx ? rowMax[perm[tr.off + i]] : mx;
             tr.invMax = mx > 0.0f ? 1.0f / mx : 0.0f;
-            long chunks = Parallel_chunks(tr.B, FWD_ROWS);
-            Vec_transpose(E, E, tr.W2, E, tr.W2T, E);
-            st = ParallelPool_run(pool, chunks, forwardChunk, &tr, cancel);
+            tr.chunks = (int)Parallel_chunks(tr.B, FWD_ROWS);
+            st = ParallelPool_run(pool, tr.chunks, forwardChunk, &tr, cancel);
             if (st != MS_OK)
                 break;
-            for (long c = 0; c < chunks; c++)
+            for (long c = 0; c < tr.chunks; c++)
                 epochLoss += tr.chunkLoss[c];
             tr.adam.step++;
-            Vec_packTN(E, (int)tr.B, tr.G1, E, tr.G1p);
             st = ParallelPool_run(pool, tr.colBlocks + 1, updateChunk, &tr, NULL);
             Cancel_progress(cancel, (double)(ep * batches + b + 1) / (double)(o->epochs * batches));
         }
         this->loss[ep] = epochLoss / ((double)n * E);
     }
     ParallelPool_delete(pool);
+    Vec_transpose(d, E, tr.W1t, E, this->W1, d);
+    free(tr.W1t);
     free(tr.m1);
     free(tr.v1);
     free(tr.m2);
     free(tr.v2);
-    free(tr.dW1);
-    free(tr.dW2);
-    free(tr.W2T);
-    free(tr.G1p);
+    free(tr.W2t);
+    free(tr.rows);
     free(tr.chunkLoss);
     free(S);
     free(invNorm);
