@@ -9,11 +9,13 @@ interactive targets:
   - mlp router training on the train split (<= 5 s on 2 cores).
 Runs with OPENBLAS_NUM_THREADS=1 (one BLAS thread per worker, as moescope runs it; the
 program re-executes itself with it set). Usage: bench_eval [tokens] [experts] [threads]
+[mlp] (the last: the mlp training only)
 SPDX-License-Identifier: MIT
 */
 #include "config.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,6 +95,7 @@ int main(int argc, char **argv) {
     long T = argc > 1 ? atol(argv[1]) : 32768;
     int E = argc > 2 ? atoi(argv[2]) : 128;
     int threads = argc > 3 ? atoi(argv[3]) : 2;
+    bool mlpOnly = argc > 4 && strcmp(argv[4], "mlp") == 0;
     char *cause = NULL;
     printf("layer: d_model %d, d_ff %d, %ld tokens, E %d, %d threads, OPENBLAS_NUM_THREADS=%s\n",
            D_MODEL, D_FF, T, E, threads, getenv("OPENBLAS_NUM_THREADS"));
@@ -115,6 +118,11 @@ int main(int argc, char **argv) {
     LayerData L = {.w = &w, .T = T, .x = x, .h = h,
                    .T_train = Split_trainRows(T, NULL, 0, 0.1)};
 
+    int32_t *part = xMallocArray(D_FF, sizeof *part);
+    if (mlpOnly) {
+        Partition_random(part, D_FF, E, 7);
+        goto mlp;
+    }
     /* sparsity: per layer, independent of E (the summary shows it with every change) */
     t0 = XUtils_now();
     Sparsity sp;
@@ -137,7 +145,6 @@ int main(int argc, char **argv) {
     NeuronBound_delete(nb);
 
     /* a change of E: partition, routers and their evaluations (oracle, similarity, sigmoid) */
-    int32_t *part = xMallocArray(D_FF, sizeof *part);
     double tE0 = XUtils_now(), cE0 = cpuNow();
     Partition_random(part, D_FF, E, 7);
     double tPart = XUtils_now() - tE0;
@@ -189,7 +196,7 @@ int main(int argc, char **argv) {
         Router_delete(routers[i]);
     }
 
-    /* mlp training on the train split */
+mlp:; /* mlp training on the train split */
     RouterOptions o;
     RouterOptions_default(&o);
     o.threads = threads;
