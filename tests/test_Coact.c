@@ -19,6 +19,11 @@ SPDX-License-Identifier: MIT
 
 #include "core/Coact.h"
 
+/* Every value of MOESCOPE_COACT_KERNEL: the pair kernels and the row sums (the CPU may
+   lack some: they then fall back). */
+static const char *const kernels[] = {"generic", "popcnt", "avx2", "rowsum", "rowsum-generic"};
+#define N_KERNELS 5
+
 /* Hand-worked case, tau = 0.5 (active: |h| > 0.5, so 0.5 and -0.5 are inactive).
    Activity pattern (rows = tokens, columns = neurons 0..7):
      t0: 1 1 0 0 0 0 0 0
@@ -135,8 +140,7 @@ static void test_popcount_equals_dense_and_naive(void **state) {
         assert_int_equal(Coact_computeDense(&dense, h, Ttrain, N, tau, NULL), MS_OK);
         assert_memory_equal(dense.C, naive, (size_t)N * N * sizeof(uint32_t));
         /* every kernel (the CPU may lack some: they then fall back) and thread count */
-        const char *kernels[] = {"generic", "popcnt", "avx2"};
-        for (int kern = 0; kern < 3; kern++) {
+        for (int kern = 0; kern < N_KERNELS; kern++) {
             setenv("MOESCOPE_COACT_KERNEL", kernels[kern], 1);
             for (int threads = 0; threads <= 3; threads++) {
                 Coact c;
@@ -168,21 +172,85 @@ static void test_edge_sizes(void **state) {
             float *hh = malloc((size_t)130 * N * sizeof(float));
             for (long t = 0; t < 130; t++)
                 memcpy(hh + t * N, h + t * 9, (size_t)N * sizeof(float));
-            Coact c, d;
-            assert_int_equal(Coact_compute(&c, hh, Ts[a], N, 0.1f, 2, NULL, NULL), MS_OK);
+            Coact d;
             assert_int_equal(Coact_computeDense(&d, hh, Ts[a], N, 0.1f, NULL), MS_OK);
-            assert_memory_equal(c.C, d.C, (size_t)N * N * sizeof(uint32_t));
-            assert_memory_equal(c.n, d.n, (size_t)N * sizeof(uint32_t));
-            if (Ts[a] == 0) {
-                for (int j = 0; j < N; j++)
-                    assert_int_equal(c.n[j], 0);
-                int32_t part[9] = {0};
-                assert_true(isnan(Coact_intra(&c, part)));
+            for (int kern = 0; kern < N_KERNELS; kern++) {
+                setenv("MOESCOPE_COACT_KERNEL", kernels[kern], 1);
+                Coact c;
+                assert_int_equal(Coact_compute(&c, hh, Ts[a], N, 0.1f, 2, NULL, NULL), MS_OK);
+                assert_memory_equal(c.C, d.C, (size_t)N * N * sizeof(uint32_t));
+                assert_memory_equal(c.n, d.n, (size_t)N * sizeof(uint32_t));
+                if (Ts[a] == 0) {
+                    for (int j = 0; j < N; j++)
+                        assert_int_equal(c.n[j], 0);
+                    int32_t part[9] = {0};
+                    assert_true(isnan(Coact_intra(&c, part)));
+                }
+                Coact_done(&c);
             }
-            Coact_done(&c);
+            unsetenv("MOESCOPE_COACT_KERNEL");
             Coact_done(&d);
             free(hh);
         }
+    }
+    free(h);
+}
+
+/* Counts by the token lists: for every token, every pair of its active neurons. An
+   independent reference, cheap where activity is sparse. */
+static uint32_t *pairCounts(const float *h, long T, int N, float tau) {
+    uint32_t *C = calloc((size_t)N * N, sizeof(uint32_t));
+    int *act = malloc((size_t)N * sizeof(int));
+    for (long t = 0; t < T; t++) {
+        int k = 0;
+        for (int j = 0; j < N; j++)
+            if (fabsf(h[t * N + j]) > tau)
+                act[k++] = j;
+        for (int a = 0; a < k; a++)
+            for (int b = 0; b < k; b++)
+                C[act[a] * N + act[b]]++;
+    }
+    free(act);
+    return C;
+}
+
+/* The row sums on awkward sizes: N = 150 (three 64-neuron blocks, the last partial; rows
+   of 3 words, not a whole vector), 9001 train tokens (not a multiple of 64; two token
+   chunks in the first block), neuron 0 never active, neuron 7 always, rates from 0 to
+   0.9 otherwise, values of both signs and tiny nonzero values below every tau > 0. tau = 0
+   makes nearly everything active (counted by complement), 0.05 about half, 1.5 about a
+   sixth. Every kernel and thread count against the token-list counts. */
+static void test_rowsum_awkward(void **state) {
+    (void)state;
+    const long T = 9001;
+    const int N = 150;
+    float *h = malloc((size_t)(T + 5) * N * sizeof(float));
+    for (long t = 0; t < T + 5; t++) {
+        for (int j = 0; j < N; j++) {
+            double rate = (double)(j % 10) / 9.0 * 0.9;
+            float v = (float)(0.5 + 1.5 * urand()), tiny = (float)(0.01 * urand());
+            float x = urand() < rate ? v : tiny;
+            x = j == 0 ? 0.0f : j == 7 ? 3.0f : x;
+            h[t * N + j] = urand() < 0.5 ? -x : x;
+        }
+    }
+    const float taus[] = {0.0f, 0.05f, 1.5f};
+    for (size_t k = 0; k < sizeof(taus) / sizeof(taus[0]); k++) {
+        uint32_t *want = pairCounts(h, T, N, taus[k]);
+        assert_int_equal(want[0], 0);
+        assert_int_equal(want[7 * N + 7], T);
+        for (int kern = 0; kern < N_KERNELS; kern++) {
+            setenv("MOESCOPE_COACT_KERNEL", kernels[kern], 1);
+            for (int threads = 1; threads <= 3; threads++) {
+                Coact c;
+                assert_int_equal(Coact_compute(&c, h, T, N, taus[k], threads, NULL, NULL),
+                                 MS_OK);
+                assert_memory_equal(c.C, want, (size_t)N * N * sizeof(uint32_t));
+                Coact_done(&c);
+            }
+        }
+        unsetenv("MOESCOPE_COACT_KERNEL");
+        free(want);
     }
     free(h);
 }
@@ -196,8 +264,7 @@ static void test_all_active(void **state) {
     float *h = malloc((size_t)T * N * sizeof(float));
     for (long c = 0; c < T * N; c++)
         h[c] = -1.0f;
-    const char *kernels[] = {"generic", "popcnt", "avx2"};
-    for (int kern = 0; kern < 3; kern++) {
+    for (int kern = 0; kern < N_KERNELS; kern++) {
         setenv("MOESCOPE_COACT_KERNEL", kernels[kern], 1);
         Coact c;
         assert_int_equal(Coact_compute(&c, h, T, N, 0.0f, 2, NULL, NULL), MS_OK);
@@ -240,6 +307,7 @@ int main(void) {
         cmocka_unit_test(test_hand_intra),
         cmocka_unit_test(test_popcount_equals_dense_and_naive),
         cmocka_unit_test(test_edge_sizes),
+        cmocka_unit_test(test_rowsum_awkward),
         cmocka_unit_test(test_all_active),
         cmocka_unit_test(test_cancel_and_errors),
     };

@@ -35,6 +35,8 @@ SPDX-License-Identifier: MIT
 #define COACT_DEFAULT_THREADS 2
 #define COACT_MAX_THREADS 64
 #define COACT_QB 4 /* tile rows (of 4 neurons) per counting block */
+/* The row sums win below this active (or inactive) fraction; measured on Zen 3. */
+#define COACT_ROWSUM_MAX_DENSITY 0.3
 
 /* ---- popcount kernels --------------------------------------------------------------- */
 
@@ -155,22 +157,140 @@ __attribute__((target("avx2,popcnt"))) static void tileAvx2(const uint64_t *a,
 }
 #endif
 
-/* MOESCOPE_COACT_KERNEL = generic | popcnt | avx2 forces a kernel (tests compare them;
-   an unavailable one falls back to the next simpler one). */
-static TileFn pickTile(void) {
+/* ---- row-sum kernels ------------------------------------------------------------------ */
+
+/* Four 64-bit words; plain GCC vector extensions, so one source serves the portable copy
+   (SSE2 pairs) and the AVX2 copy. V4u loads from 8-byte aligned addresses. */
+typedef uint64_t V4 __attribute__((vector_size(32)));
+typedef uint64_t V4u __attribute__((vector_size(32), aligned(8), may_alias));
+
+/* Carry-save adder: h:l = a + b + c, bitwise. */
+#define CSA(h, l, a, b, c)                                                                 \
+    do {                                                                                   \
+        V4 u_ = (a) ^ (b), c_ = (c);                                                       \
+        h = ((a) & (b)) | (u_ & c_);                                                       \
+        l = u_ ^ c_;                                                                       \
+    } while (0)
+
+#define LOADROW(k) (*(const V4u *)(base + off[g + (k)]))
+/* Eight rows off[g + k0 ..] into ones and twos; the fours carry out in e. */
+#define EIGHT_ROWS(e, k0)                                                                  \
+    do {                                                                                   \
+        V4 ta, tb, fa, fb;                                                                 \
+        CSA(ta, ones, ones, LOADROW(k0), LOADROW(k0 + 1));                                 \
+        CSA(tb, ones, ones, LOADROW(k0 + 2), LOADROW(k0 + 3));                             \
+        CSA(fa, twos, twos, ta, tb);                                                       \
+        CSA(ta, ones, ones, LOADROW(k0 + 4), LOADROW(k0 + 5));                             \
+        CSA(tb, ones, ones, LOADROW(k0 + 6), LOADROW(k0 + 7));                             \
+        CSA(fb, twos, twos, ta, tb);                                                       \
+        CSA(e, fours, fours, fa, fb);                                                      \
+    } while (0)
+
+/* Adds the eight planes r0..r7 (a count below 256 per bit) into the P-plane counter at
+   pl (stride V) by a ripple-carry adder; the carry rarely passes the eighth plane. */
+#define ADD_PLANES(nonzero)                                                                \
+    do {                                                                                   \
+        V4 r_[8] = {ones, twos, fours, eights, p16, p32, p64, p128}, c_ = {0, 0, 0, 0};     \
+        for (int k = 0; k < 8; k++) {                                                      \
+            V4 m_ = pl[k * V], u_ = m_ ^ r_[k];                                            \
+            pl[k * V] = u_ ^ c_;                                                           \
+            c_ = (m_ & r_[k]) | (u_ & c_);                                                 \
+        }                                                                                  \
+        for (int k = 8; k < P && nonzero(c_); k++) {                                       \
+            V4 m_ = pl[k * V];                                                             \
+            pl[k * V] = m_ ^ c_;                                                           \
+            c_ &= m_;                                                                      \
+        }                                                                                  \
+    } while (0)
+
+/* One vector column at a time, so the rows' cache lines (a few KiB for one chunk) stay in
+   L1 for the next column. The count of up to 15 groups of 16 rows lives in eight register
+   planes (Harley-Seal for the low four, half adders above, no branches), then goes into
+   the memory counter. */
+#define ROWSUM_BODY(nonzero)                                                               \
+    for (long v = 0; v < V; v++, pl++) {                                                   \
+        const uint64_t *base = rows + w + 4 * v;                                           \
+        for (long g0 = 0; g0 < n; g0 += 16 * 15) {                                         \
+            long g1 = g0 + 16 * 15 < n ? g0 + 16 * 15 : n;                                 \
+            V4 ones = {0, 0, 0, 0}, twos = ones, fours = ones, eights = ones, p16 = ones;  \
+            V4 p32 = ones, p64 = ones, p128 = ones;                                        \
+            for (long g = g0; g < g1; g += 16) {                                           \
+                V4 ea, eb, s, c;                                                           \
+                EIGHT_ROWS(ea, 0);                                                         \
+                EIGHT_ROWS(eb, 8);                                                         \
+                CSA(s, eights, eights, ea, eb);                                            \
+                c = p16 & s, p16 ^= s;                                                     \
+                s = p32 & c, p32 ^= c;                                                     \
+                c = p64 & s, p64 ^= s;                                                     \
+                p128 ^= c;                                                                 \
+            }                                                                              \
+            ADD_PLANES(nonzero);                                                           \
+        }                                                                                  \
+    }
+
+/* Adds the n (a multiple of 16) bit rows rows + off[g] + w, V vectors each, into the
+   bit-sliced counter pl: P >= 8 planes of V vectors, plane k holding bit k of the counts.
+   Harley-Seal: 15 carry-save adders per 16 rows. */
+typedef void (*RowSumFn)(const uint64_t *rows, long w, long V, const size_t *off, long n,
+                         V4 *pl, int P);
+
+static void rowSumGeneric(const uint64_t *rows, long w, long V, const size_t *off, long n,
+                          V4 *pl, int P) {
+#define NONZERO_GENERIC(s) ((s[0] | s[1] | s[2] | s[3]) != 0)
+    ROWSUM_BODY(NONZERO_GENERIC)
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx2"))) static void rowSumAvx2(const uint64_t *rows, long w, long V,
+                                                       const size_t *off, long n, V4 *pl,
+                                                       int P) {
+#define NONZERO_AVX2(s) (!_mm256_testz_si256((__m256i)(s), (__m256i)(s)))
+    ROWSUM_BODY(NONZERO_AVX2)
+}
+#endif
+
+/* ---- kernel choice ------------------------------------------------------------------ */
+
+typedef struct Kernel {
+    TileFn tile;     /* pair kernel, or NULL for the row-sum path */
+    RowSumFn rowSum; /* row-sum kernel */
+} Kernel;
+
+/* MOESCOPE_COACT_KERNEL = generic | popcnt | avx2 forces a pair kernel, rowsum |
+   rowsum-generic the row-sum path (AVX2 or portable); tests compare them. An unavailable
+   one falls back to the next simpler one. Otherwise: the row sums when the active (or,
+   counted by complement, the inactive) fraction is below COACT_ROWSUM_MAX_DENSITY. */
+static Kernel pickKernel(double density) {
     const char *want = getenv("MOESCOPE_COACT_KERNEL");
-    if (want && strcmp(want, "generic") == 0)
-        return tileGeneric;
+    bool avx2 = false, popcnt = false;
 #if defined(__x86_64__) && defined(__GNUC__)
     __builtin_cpu_init();
-    bool popcnt = __builtin_cpu_supports("popcnt");
-    bool avx2 = popcnt && __builtin_cpu_supports("avx2");
-    if (avx2 && !(want && strcmp(want, "popcnt") == 0))
-        return tileAvx2;
-    if (popcnt)
-        return tilePopcnt;
+    popcnt = __builtin_cpu_supports("popcnt");
+    avx2 = popcnt && __builtin_cpu_supports("avx2");
 #endif
-    return tileGeneric;
+    Kernel k = {.tile = tileGeneric, .rowSum = rowSumGeneric};
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (avx2)
+        k.rowSum = rowSumAvx2;
+    if (popcnt)
+        k.tile = tilePopcnt;
+    if (avx2)
+        k.tile = tileAvx2;
+#endif
+    double sparse = density < 0.5 ? density : 1.0 - density;
+    if (!want)
+        return sparse < COACT_ROWSUM_MAX_DENSITY ? (Kernel){.rowSum = k.rowSum} : k;
+    if (strcmp(want, "rowsum") == 0)
+        return (Kernel){.rowSum = k.rowSum};
+    if (strcmp(want, "rowsum-generic") == 0)
+        return (Kernel){.rowSum = rowSumGeneric};
+    if (strcmp(want, "generic") == 0)
+        k.tile = tileGeneric;
+#if defined(__x86_64__) && defined(__GNUC__)
+    else if (strcmp(want, "popcnt") == 0 && popcnt)
+        k.tile = tilePopcnt;
+#endif
+    return k;
 }
 
 /* ---- threads ------------------------------------------------------------------------ */
@@ -186,6 +306,13 @@ typedef struct Shared {
     TileFn tile;
     const Cancel *cancel;
     atomic_bool stop;
+    /* the row-sum path */
+    uint64_t *rows;    /* [T + 1][Wn] + 4 pad words, token-major; row T stays zero */
+    long Wn;           /* 64-bit words per row */
+    bool complement;   /* rows hold the inactive bits */
+    RowSumFn rowSum;
+    struct Scratch *scratch; /* [threads] */
+    const uint32_t *nbar;    /* [N] inactive counts, for the complement */
 } Shared;
 
 static bool shouldStop(Shared *sh) {
@@ -299,6 +426,230 @@ static void countPhase(Shared *sh, int id) {
     countUnits(sh, id);
 }
 
+/* ---- row-sum path ------------------------------------------------------------------- */
+
+#define COACT_PLANES 32 /* counts < 2^32 */
+
+/* Token rows per chunk: 192 KiB of a 512 KiB L2, most of the rest for the counters. */
+#define COACT_CHUNK_BYTES (192L << 10)
+
+typedef struct Scratch {
+    uint64_t *cols;  /* [64][W]: the activity of one block of 64 neurons, neuron-major */
+    size_t *list;    /* [T + 32]: one neuron's row offsets in a chunk, after its leftover */
+    V4 *planes;      /* [64][COACT_PLANES][Vmax]: bit-sliced counters */
+    V4 *pl[64];      /* each neuron's counter in planes */
+    int P[64];       /* its planes */
+    size_t left[64 * 16]; /* rows not yet counted: fewer than 16 per neuron */
+    int nLeft[64];
+} Scratch;
+
+/* Bits of |x| > tau, XOR flip, for row[0..n), n <= 64. */
+static uint64_t packWord(const float *row, int n, float tau, uint64_t flip) {
+    uint64_t word = 0;
+    for (int j = 0; j < n; j++)
+        word |= (uint64_t)(fabsf(row[j]) > tau) << j;
+    return (word ^ flip) & (n == 64 ? ~0ULL : (1ULL << n) - 1);
+}
+
+typedef void (*PackRowFn)(const float *row, int N, float tau, uint64_t flip, uint64_t *out);
+
+static void packRowGeneric(const float *row, int N, float tau, uint64_t flip, uint64_t *out) {
+    for (int j0 = 0; j0 < N; j0 += 64)
+        out[j0 / 64] = packWord(row + j0, N - j0 < 64 ? N - j0 : 64, tau, flip);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+/* Eight floats a compare; NaN compares false as in packWord. */
+__attribute__((target("avx2"))) static void packRowAvx2(const float *row, int N, float tau,
+                                                        uint64_t flip, uint64_t *out) {
+    const __m256 absMask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256 tv = _mm256_set1_ps(tau);
+    int j0 = 0;
+    for (; j0 + 64 <= N; j0 += 64) {
+        uint64_t word = 0;
+        for (int k = 0; k < 8; k++) {
+            __m256 a = _mm256_and_ps(_mm256_loadu_ps(row + j0 + 8 * k), absMask);
+            word |= (uint64_t)_mm256_movemask_ps(_mm256_cmp_ps(a, tv, _CMP_GT_OQ)) << (8 * k);
+        }
+        out[j0 / 64] = word ^ flip;
+    }
+    if (j0 < N)
+        out[j0 / 64] = packWord(row + j0, N - j0, tau, flip);
+}
+#endif
+
+static PackRowFn pickPackRow(void) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2"))
+        return packRowAvx2;
+#endif
+    return packRowGeneric;
+}
+
+/* Packs 64-token blocks id, id + threads, ... into the token-major bit rows. */
+static void packRowsPhase(Shared *sh, int id) {
+    PackRowFn packRow = pickPackRow();
+    uint64_t flip = sh->complement ? ~0ULL : 0;
+    long blocks = (sh->T + 63) / 64;
+    for (long blk = id; blk < blocks; blk += sh->threads) {
+        if (shouldStop(sh))
+            return;
+        long t1 = blk * 64 + 64 < sh->T ? blk * 64 + 64 : sh->T;
+        for (long t = blk * 64; t < t1; t++)
+            packRow(sh->h + t * (long)sh->N, sh->N, sh->tau, flip, sh->rows + t * sh->Wn);
+        if (id == 0)
+            Cancel_progress(sh->cancel, 0.1 * (double)blk / (double)blocks);
+    }
+}
+
+/* Transposes a 64 x 64 bit matrix: bit c of a[r] <-> bit r of a[c] (Hacker's Delight,
+   swapping ever smaller off-diagonal blocks). */
+static void transpose64(uint64_t a[64]) {
+    uint64_t m = 0x00000000FFFFFFFFULL;
+    for (int j = 32; j != 0; j >>= 1, m ^= m << j) {
+        for (int k = 0; k < 64; k = ((k | j) + 1) & ~j) {
+            uint64_t t = ((a[k] >> j) ^ a[k | j]) & m;
+            a[k] ^= t << j;
+            a[k | j] ^= t;
+        }
+    }
+}
+
+/* The neuron-major bits of neurons [64 w, 64 w + 64), 64 tokens a word. */
+static void gatherColumns(Shared *sh, long w, uint64_t *cols) {
+    long W = sh->W;
+    uint64_t m[64];
+    for (long g = 0; g < W; g++) {
+        long t0 = 64 * g, n = sh->T - t0 < 64 ? sh->T - t0 : 64;
+        for (long k = 0; k < 64; k++)
+            m[k] = k < n ? sh->rows[(t0 + k) * sh->Wn + w] : 0;
+        transpose64(m);
+        for (int b = 0; b < 64; b++)
+            cols[b * W + g] = m[b];
+    }
+}
+
+/* Bits 0..7 of x to bytes 0..7 (nibble multiply: the shifted copies never collide). */
+static inline uint64_t spread8(uint64_t x) {
+    return (((x & 15) * 0x204081ULL) & 0x01010101ULL) |
+           ((((x >> 4) & 15) * 0x204081ULL) & 0x01010101ULL) << 32;
+}
+
+/* Writes row i of the counts, columns j >= i, from the np planes (V vectors each, column
+   64 w + c at bit c): eight columns at a time, plane bits spread to bytes, one byte of
+   the count per eight planes. */
+static void flushRow(Shared *sh, int i, long w, long V, const V4 *pl, int np) {
+    uint32_t *row = sh->C + (long)i * sh->N;
+    long N = sh->N, c0 = 64 * w;
+    for (long jb = (i - c0) / 8 * 8 + c0; jb < N && jb < c0 + 256 * V; jb += 8) {
+        long q = (jb - c0) / 64;
+        int y = (int)((jb - c0) % 64);
+        uint64_t bytes[4] = {0, 0, 0, 0};
+        for (int k = 0; k < np; k++) {
+            uint64_t word = ((const uint64_t *)(pl + k * V))[q];
+            bytes[k >> 3] |= spread8(word >> y) << (k & 7);
+        }
+        for (int c = 0; c < 8; c++) {
+            long j = jb + c;
+            if (j >= i && j < N)
+                row[j] = (uint32_t)((bytes[0] >> 8 * c) & 255) |
+                         (uint32_t)((bytes[1] >> 8 * c) & 255) << 8 |
+                         (uint32_t)((bytes[2] >> 8 * c) & 255) << 16 |
+                         (uint32_t)((bytes[3] >> 8 * c) & 255) << 24;
+        }
+    }
+}
+
+static int bitLength(uint64_t x) {
+    return x ? 64 - __builtin_clzll(x) : 0;
+}
+
+/* Adds the tokens of col[g0, g1), as row offsets, to neuron b's list after its leftover
+   (< 16 rows), runs the kernel on the whole groups of 16 and keeps the rest as the new
+   leftover. With last, the rest is padded to 16 by the zero row T and counted too. */
+static void sumChunk(Shared *sh, Scratch *sc, const uint64_t *col, long g0, long g1, int b,
+                     long w, long V, bool last) {
+    size_t *list = sc->list, *left = sc->left + 16 * b, Wn = (size_t)sh->Wn;
+    long n = sc->nLeft[b];
+    memcpy(list, left, (size_t)n * sizeof(size_t));
+    for (long g = g0; g < g1; g++)
+        for (uint64_t x = col[g]; x; x &= x - 1)
+            list[n++] = (size_t)(64 * g + __builtin_ctzll(x)) * Wn;
+    long full = n / 16 * 16;
+    if (last && full < n) {
+        full += 16;
+        for (long k = n; k < full; k++)
+            list[k] = (size_t)sh->T * Wn;
+    }
+    sh->rowSum(sh->rows, w, V, list, full, sc->pl[b], sc->P[b]);
+    sc->nLeft[b] = full < n ? (int)(n - full) : 0;
+    memcpy(left, list + full, (size_t)sc->nLeft[b] * sizeof(size_t));
+}
+
+/* Rows i of block w (neurons [64 w, 64 w + 64)), columns j >= i: row i of C is the sum
+   of the bit rows of the tokens where i is active, counted from word w on into a
+   bit-sliced counter per neuron. The tokens go in chunks whose rows fit in L2 next to
+   the 64 counters, so a row read from L3 serves every neuron of the block active on it. */
+static void rowSumBlock(Shared *sh, Scratch *sc, long w) {
+    gatherColumns(sh, w, sc->cols);
+    long V = (sh->Wn - w + 3) / 4, W = sh->W;
+    int nb = sh->N - 64 * (int)w < 64 ? sh->N - 64 * (int)w : 64;
+    size_t off = 0;
+    for (int b = 0; b < nb; b++) {
+        long count = 0;
+        for (long g = 0; g < W; g++)
+            count += __builtin_popcountll(sc->cols[b * W + g]);
+        sc->P[b] = bitLength((uint64_t)count) > 8 ? bitLength((uint64_t)count) : 8;
+        sc->pl[b] = sc->planes + off;
+        sc->nLeft[b] = 0;
+        off += (size_t)sc->P[b] * (size_t)V;
+    }
+    memset(sc->planes, 0, off * sizeof(V4));
+    long step = COACT_CHUNK_BYTES / (64 * 8 * (sh->Wn - w));
+    if (step < 1)
+        step = 1;
+    for (long g0 = 0; g0 < W || g0 == 0; g0 += step) {
+        long g1 = g0 + step < W ? g0 + step : W;
+        for (int b = 0; b < nb; b++)
+            sumChunk(sh, sc, sc->cols + b * W, g0, g1, b, w, V, g1 == W);
+    }
+    for (int b = 0; b < nb; b++)
+        flushRow(sh, 64 * (int)w + b, w, V, sc->pl[b], sc->P[b]);
+}
+
+/* Units "block u and block NB-1-u" (about equal work), unit u to thread u mod threads. */
+static void rowSumPhase(Shared *sh, int id) {
+    long NB = sh->Wn, units = (NB + 1) / 2;
+    for (long u = id; u < units; u += sh->threads) {
+        if (shouldStop(sh))
+            return;
+        rowSumBlock(sh, &sh->scratch[id], u);
+        if (NB - 1 - u != u)
+            rowSumBlock(sh, &sh->scratch[id], NB - 1 - u);
+        if (id == 0)
+            Cancel_progress(sh->cancel, 0.1 + 0.85 * (double)(u + 1) / (double)units);
+    }
+}
+
+/* Counted by complement (inactive bits), the upper triangle holds Cbar[i][j], tokens where
+   both are inactive, and n holds Cbar's diagonal: C = T - nbar_i - nbar_j + Cbar (exact in
+   unsigned arithmetic). Rows u and N-1-u form one unit. */
+static void complementRow(Shared *sh, const uint32_t *nbar, int i) {
+    uint32_t *row = sh->C + (long)i * sh->N, base = (uint32_t)sh->T - nbar[i];
+    for (int j = i; j < sh->N; j++)
+        row[j] = base - nbar[j] + row[j];
+}
+
+static void complementPhase(Shared *sh, int id) {
+    int units = (sh->N + 1) / 2;
+    for (int u = id; u < units; u += sh->threads) {
+        complementRow(sh, sh->nbar, u);
+        if (sh->N - 1 - u != u)
+            complementRow(sh, sh->nbar, sh->N - 1 - u);
+    }
+}
+
 typedef struct Worker {
     Shared *sh;
     PhaseFn fn;
@@ -360,6 +711,82 @@ static void copyDiagonal(Coact *this) {
         this->n[i] = this->C[(long)i * this->N + i];
 }
 
+/* Active fraction on up to 256 evenly spread train rows: it only picks the kernel. */
+static double sampleDensity(const float *h, long T, int N, float tau) {
+    long S = T < 256 ? T : 256, active = 0;
+    for (long s = 0; s < S; s++) {
+        const float *row = h + s * T / S * N;
+        for (int j = 0; j < N; j++)
+            active += fabsf(row[j]) > tau;
+    }
+    return S ? (double)active / ((double)S * N) : 0.0;
+}
+
+static MsStatus countByPairs(Shared *sh, char **cause) {
+    /* W = 0 (no train tokens) still works: every count is 0. */
+    sh->bits = tryCallocArray((size_t)sh->Npad * (size_t)(sh->W ? sh->W : 1), sizeof(uint64_t));
+    if (!sh->bits) {
+        setCause(cause, "out of memory for the bit-packed activity of %d neurons x %ld tokens "
+                        "(%zu bytes)", sh->N, sh->T, (size_t)sh->Npad * (size_t)sh->W * 8);
+        return MS_ERR_NOMEM;
+    }
+    runPhase(sh, packPhase);
+    if (!atomic_load(&sh->stop))
+        runPhase(sh, countPhase);
+    free(sh->bits);
+    return MS_OK;
+}
+
+static void freeScratch(Scratch *sc, int threads) {
+    for (int t = 0; sc && t < threads; t++) {
+        free(sc[t].cols);
+        free(sc[t].list);
+        free(sc[t].planes);
+    }
+    free(sc);
+}
+
+/* Per thread: 64 bit columns, a token list and 64 counters of up to 32 planes. */
+static Scratch *allocScratch(const Shared *sh) {
+    Scratch *sc = xCalloc((size_t)sh->threads, sizeof(Scratch));
+    size_t planes = (size_t)64 * COACT_PLANES * (size_t)((sh->Wn + 3) / 4) * sizeof(V4);
+    for (int t = 0; t < sh->threads; t++) {
+        sc[t].cols = tryMallocArray((size_t)64 * (size_t)(sh->W ? sh->W : 1), sizeof(uint64_t));
+        sc[t].list = tryMallocArray((size_t)sh->T + 32, sizeof(size_t));
+        sc[t].planes = aligned_alloc(sizeof(V4), planes);
+        if (!sc[t].cols || !sc[t].list || !sc[t].planes) {
+            freeScratch(sc, sh->threads);
+            return NULL;
+        }
+    }
+    return sc;
+}
+
+/* this->n serves as the scratch copy of the inactive counts for the complement. */
+static MsStatus countByRowSums(Shared *sh, uint32_t *nbar, char **cause) {
+    size_t words = ((size_t)sh->T + 1) * (size_t)sh->Wn + 4;
+    sh->rows = tryCallocArray(words, sizeof(uint64_t));
+    sh->scratch = sh->rows ? allocScratch(sh) : NULL;
+    if (!sh->scratch) {
+        free(sh->rows);
+        setCause(cause, "out of memory for the bit-packed activity of %ld tokens x %d neurons "
+                        "(%zu bytes)", sh->T, sh->N, words * 8);
+        return MS_ERR_NOMEM;
+    }
+    runPhase(sh, packRowsPhase);
+    if (!atomic_load(&sh->stop))
+        runPhase(sh, rowSumPhase);
+    if (!atomic_load(&sh->stop) && sh->complement) {
+        for (int i = 0; i < sh->N; i++)
+            nbar[i] = sh->C[(long)i * sh->N + i];
+        sh->nbar = nbar;
+        runPhase(sh, complementPhase);
+    }
+    freeScratch(sh->scratch, sh->threads);
+    free(sh->rows);
+    return MS_OK;
+}
+
 MsStatus Coact_compute(Coact *this, const float *h, long T_train, int N, float tau,
                        int threads, const Cancel *cancel, char **cause) {
     MsStatus st = checkShape(T_train, N, cause);
@@ -372,27 +799,21 @@ MsStatus Coact_compute(Coact *this, const float *h, long T_train, int N, float t
         threads = COACT_DEFAULT_THREADS;
     if (threads > COACT_MAX_THREADS)
         threads = COACT_MAX_THREADS;
+    double density = sampleDensity(h, T_train, N, tau);
+    Kernel k = pickKernel(density);
     Shared sh = {.h = h, .T = T_train, .W = (T_train + 63) / 64, .N = N,
                  .Npad = (N + 3) / 4 * 4, .tau = tau, .C = this->C, .threads = threads,
-                 .tile = pickTile(), .cancel = cancel};
+                 .tile = k.tile, .cancel = cancel, .Wn = (N + 63) / 64,
+                 .complement = density > 0.5, .rowSum = k.rowSum};
     atomic_init(&sh.stop, false);
-    /* W = 0 (no train tokens) still works: every count is 0. */
-    sh.bits = tryCallocArray((size_t)sh.Npad * (size_t)(sh.W ? sh.W : 1), sizeof(uint64_t));
-    if (!sh.bits) {
-        setCause(cause, "out of memory for the bit-packed activity of %d neurons x %ld tokens "
-                        "(%zu bytes)", N, T_train, (size_t)sh.Npad * (size_t)sh.W * 8);
-        Coact_done(this);
-        return MS_ERR_NOMEM;
-    }
-    runPhase(&sh, packPhase);
-    if (!atomic_load(&sh.stop))
-        runPhase(&sh, countPhase);
-    if (!atomic_load(&sh.stop))
+    st = k.tile ? countByPairs(&sh, cause) : countByRowSums(&sh, this->n, cause);
+    if (st == MS_OK && !atomic_load(&sh.stop))
         runPhase(&sh, mirrorPhase);
-    free(sh.bits);
-    if (atomic_load(&sh.stop)) {
+    if (st == MS_OK && atomic_load(&sh.stop))
+        st = MS_ERR_CANCELED;
+    if (st != MS_OK) {
         Coact_done(this);
-        return MS_ERR_CANCELED;
+        return st;
     }
     copyDiagonal(this);
     Cancel_progress(cancel, 1.0);
