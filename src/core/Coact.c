@@ -2,21 +2,33 @@
 moescope - core/Coact.c
 Co-activation counting.
 
-DESIGN: at 90% sparsity a dense A^T A spends 2 T N^2 flops on mostly zero products. Here
-each neuron's activity over the train tokens becomes a bit column (64 tokens a word), and
-C[i][j] = popcount(col_i AND col_j) summed over the words: one AND + one popcount per 64
-token pairs instead of 128 flops. Pairs are counted in 4 x 4 tiles (four columns of i
-against four of j), so each loaded word serves four pairs. Three kernels: AVX2 (Mula's
-vpshufb nibble table on 256 bits, as two 2 x 4 halves with byte counters folded every 31
-steps; about 0.6 cycles per 64 token pairs), scalar POPCNT, and a portable fallback;
-the fastest the CPU has is picked at run time.
-Only the tiles on or above the diagonal are counted, a block of 16 i columns at a time;
-the lower triangle is then mirrored by a blocked transpose (writing it from the tiles
-would cost a cache miss per pair). Work is split into units "block u and block B-1-u"
-(about equal work per unit), unit u
-going to thread u mod threads: a fixed split, and every count is an integer sum in a
-fixed order, so the result does not depend on the thread count.
-The packing pass (h -> bits) reads h row by row and is split by 64-token blocks.
+DESIGN: at 90% sparsity a dense A^T A spends 2 T N^2 flops on mostly zero products.
+Default path, row sums: row i of C is the per-column sum of the token-major bit rows
+(N bits each) of the tokens where neuron i is active, so the work is nnz x N / 256 vector
+steps instead of N^2 T / 64 bit pairs (about 10x less at 10% density). The rows are
+added 16 at a time by a Harley-Seal tree of carry-save adders (15 per 16 rows, four bit
+planes) whose carries climb four more register planes by half adders; every 15 groups
+(240 rows, under 256) the eight planes go into the row's bit-sliced counter in memory by
+a ripple-carry adder. Symmetry: only columns from word i/64 on are summed. Neurons go in
+blocks of 64 (one word of the rows: its 64 x T bit columns, from 64 x 64 bit transposes,
+give each neuron's token list); the tokens go in chunks of about 192 KiB of rows, so a
+row fetched into L2 serves every neuron of the block active on it, and the kernel walks
+one 256-bit column of all a neuron's rows before the next (those cache lines stay in L1).
+The counters are read back 32 columns at a time (plane bits to bytes by vpshufb). When
+more than half the sampled entries are active, the inactive bits are summed instead and
+C = T - nbar_i - nbar_j + Cbar (exact in unsigned arithmetic): dense activity (GELU at
+tau 0) costs as little as sparse. One source in GCC vector extensions gives the AVX2
+kernel and a portable one.
+Pair kernels (forced by MOESCOPE_COACT_KERNEL, for tests and comparisons): each neuron's
+activity becomes a bit column (64 tokens a word) and C[i][j] = popcount(col_i AND col_j)
+summed over the words, in 4 x 4 tiles of pairs on or above the diagonal, a block of 16
+i columns at a time; AVX2 (Mula's vpshufb nibble table, byte counters folded every 31
+steps), scalar POPCNT or portable. Their cost is O(N^2 T / 64) whatever the sparsity.
+Both paths write the upper triangle; a blocked transpose mirrors it (writing it from the
+tiles would cost a cache miss per pair). Work is split into units "block u and block
+B-1-u" (about equal work), unit u going to thread u mod threads: a fixed split, and every
+count is an integer sum in a fixed order, so the result does not depend on the thread
+count. The packing pass (h -> bits) is split by 64-token blocks.
 SPDX-License-Identifier: MIT
 */
 #include "config.h"

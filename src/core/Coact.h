@@ -4,8 +4,9 @@ Co-activation counts (SPEC §2): C[i][j] = number of train tokens on which neuro
 are both active (|h| > tau), n_i = number of train tokens on which i is active, and the
 intra-expert co-activation of a partition.
 
-Coact_compute bit-packs each neuron's activity over the train tokens (one bit per token)
-and counts pairs with AND + popcount on both cores; Coact_computeDense is the reference
+Coact_compute bit-packs the activity of each train token (one bit per neuron) and sums,
+for each neuron, the bit rows of the tokens where it is active (bit-sliced counters, work
+proportional to the active entries), on both cores; Coact_computeDense is the reference
 formulation A^T A on the 0/1 matrix through cblas_sgemm (exact: the counts stay below
 2^24). Both give identical counts.
 SPDX-License-Identifier: MIT
@@ -30,9 +31,12 @@ typedef struct Coact {
    the thread count. Fills *this (free with Coact_done). Cancel (may be NULL) is checked
    between blocks of pairs, progress reported in [0, 1].
    Errors: MS_ERR_RANGE (N < 1, T_train < 0, T_train >= 2^32), MS_ERR_NOMEM (bit matrix
-   N * T_train / 8 bytes plus C, 4 N^2 bytes), MS_ERR_CANCELED (*this left empty).
-   The kernel (AVX2, POPCNT or portable) is picked from the CPU; the environment variable
-   MOESCOPE_COACT_KERNEL = generic | popcnt | avx2 forces one (tests, benchmarks).
+   N * T_train / 8 bytes, per thread about 16 T_train + 256 N bytes, plus C, 4 N^2 bytes),
+   MS_ERR_CANCELED (*this left empty).
+   The kernel (AVX2 or portable) is picked from the CPU; the environment variable
+   MOESCOPE_COACT_KERNEL = rowsum | rowsum-generic forces one, and generic | popcnt | avx2
+   the older all-pairs popcount kernels (O(N^2 T) whatever the sparsity; tests,
+   benchmarks).
    Calling thread: a worker (spawns threads - 1 helpers and joins them). */
 MsStatus Coact_compute(Coact *this, const float *h, long T_train, int N, float tau,
                        int threads, const Cancel *cancel, char **cause);
