@@ -406,6 +406,47 @@ static void test_mlp_blas_threads(void **state) {
     free(keys);
 }
 
+/* A W1 big enough (E * d > 64K) for the update to run as its own parallel phase, with
+   ragged shapes (E not a multiple of 16, d not of 6, a partial last minibatch): still
+   the same bits on 1 and 3 threads. */
+static void test_mlp_threads_large(void **state) {
+    (void)state;
+    enum { T = 700, d = 610, N = 240, E = 120 };
+    float *x = malloc(sizeof(float) * T * d), *h = malloc(sizeof(float) * T * N);
+    float *keys = malloc(sizeof(float) * N * d);
+    int32_t part[N];
+    for (int i = 0; i < T * d; i++)
+        x[i] = (float)gauss();
+    for (int i = 0; i < T * N; i++)
+        h[i] = (float)fmax(0.0, gauss());
+    for (int i = 0; i < N * d; i++)
+        keys[i] = (float)gauss();
+    for (int j = 0; j < N; j++)
+        part[j] = j % E;
+    FfnWeights w = {.d_model = d, .d_ff = N, .w_in = keys, .w_out = keys};
+    LayerData L = {.w = &w, .T = T, .x = x, .h = h, .T_train = 650};
+    RouterOptions o;
+    RouterOptions_default(&o);
+    o.epochs = 2;
+    Router *a, *b;
+    o.threads = 1;
+    assert_int_equal(Router_new(&a, ROUTER_MLP, &L, part, E, &o, NULL, NULL), MS_OK);
+    o.threads = 3;
+    assert_int_equal(Router_new(&b, ROUTER_MLP, &L, part, E, &o, NULL, NULL), MS_OK);
+    assert_memory_equal(Router_mlpW1(a), Router_mlpW1(b), sizeof(float) * E * d);
+    assert_memory_equal(Router_mlpW2(a), Router_mlpW2(b), sizeof(float) * E * E);
+    const double *la, *lb;
+    assert_int_equal(Router_lossHistory(a, &la), 2);
+    Router_lossHistory(b, &lb);
+    assert_memory_equal(la, lb, 2 * sizeof(double));
+    assert_true(la[1] < la[0]);
+    Router_delete(a);
+    Router_delete(b);
+    free(x);
+    free(h);
+    free(keys);
+}
+
 static void test_mlp_cancel(void **state) {
     (void)state;
     Planted p;
@@ -502,6 +543,22 @@ static void test_vec_strided(void **state) {
                                     {25, 17, 129}, {5, 48, 257}, {12, 3, 0}, {40, 33, 64}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         checkStrided(shapes[s][0], shapes[s][1], shapes[s][2]);
+    /* Adam on three partial gradients = Adam on their sum (added in the same order) */
+    enum { NP = 21, STRIDE = 24 };
+    float g[3 * STRIDE], gs[NP], p1[NP], p2[NP], m1[NP], m2[NP], v1[NP], v2[NP];
+    for (int i = 0; i < 3 * STRIDE; i++)
+        g[i] = (float)gauss();
+    for (int i = 0; i < NP; i++) {
+        gs[i] = g[i] + g[STRIDE + i] + g[2 * STRIDE + i];
+        p1[i] = p2[i] = (float)gauss();
+        m1[i] = m2[i] = 0.1f * (float)gauss();
+        v1[i] = v2[i] = 0.01f * (float)(i + 1);
+    }
+    Vec_adam(NP, p1, gs, m1, v1, 0.9f, 0.999f, 0.05f, 3.0f, 1e-8f);
+    Vec_adamSum(NP, 3, STRIDE, p2, g, m2, v2, 0.9f, 0.999f, 0.05f, 3.0f, 1e-8f);
+    assert_memory_equal(p1, p2, sizeof p1);
+    assert_memory_equal(m1, m2, sizeof m1);
+    assert_memory_equal(v1, v2, sizeof v1);
 }
 
 /* The polynomial kernels against libm in double over their working ranges. */
@@ -586,6 +643,7 @@ int main(void) {
         cmocka_unit_test(test_mlp_planted),
         cmocka_unit_test(test_mlp_deterministic),
         cmocka_unit_test(test_mlp_blas_threads),
+        cmocka_unit_test(test_mlp_threads_large),
         cmocka_unit_test(test_mlp_cancel),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -18,6 +18,7 @@ SPDX-License-Identifier: MIT
 #include "core/Router.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,7 +29,10 @@ SPDX-License-Identifier: MIT
 enum {
     SCORE_BLOCK = 256, /* rows per scoring step (bounds the scratch) */
     FWD_ROWS = 256,    /* rows per forward/backward chunk of a minibatch */
-    GRAD_BLOCKS = 7,   /* W1 column blocks per update: with W2's, 8 equal-ish chunks */
+    GRAD_BLOCKS = 7,   /* W1 blocks per parallel update: with W2's, 8 equal-ish chunks */
+    /* W1 sizes up to which the last forward chunk to finish runs the whole update: Adam
+       over 64K parameters costs about what a second pool run per minibatch would */
+    INLINE_UPDATE_MAX = 1 << 16,
 };
 
 struct Router {
@@ -307,12 +311,14 @@ typedef struct Adam {
     long step;
 } Adam;
 
-/* One Adam update of p[n] with gradient g (PyTorch's formulation, bias-corrected). */
-static void adamUpdate(const Adam *a, float *p, const float *g, float *m, float *v, long n) {
+/* One Adam update of p[n] (PyTorch's formulation, bias-corrected) with the gradient
+   g[i] + g[stride + i] + ... (parts terms). */
+static void adamUpdate(const Adam *a, float *p, const float *g, int parts, long stride, float *m,
+                       float *v, long n) {
     double bc1 = 1.0 - pow(a->b1, (double)a->step);
     double bc2 = 1.0 - pow(a->b2, (double)a->step);
-    Vec_adam(n, p, g, m, v, (float)a->b1, (float)a->b2, (float)(a->lr / bc1),
-             (float)(1.0 / sqrt(bc2)), (float)a->eps);
+    Vec_adamSum(n, parts, stride, p, g, m, v, (float)a->b1, (float)a->b2,
+                (float)(a->lr / bc1), (float)(1.0 / sqrt(bc2)), (float)a->eps);
 }
 
 typedef struct Trainer {
@@ -334,8 +340,12 @@ typedef struct Trainer {
     int chunks;           /* row chunks of the current minibatch */
     long blockLen;        /* W1t elements per update block (the last fewer) */
     int colBlocks;
+    bool inlineUpdate;    /* the last chunk to finish runs the update (no second pool run) */
+    atomic_int finished;  /* chunks of the current minibatch done */
     Adam adam;
 } Trainer;
+
+static void updateChunk(void *ctx, long chunk, int worker);
 
 /* Rows r0 .. r0 + rows of the minibatch: forward, loss, backward to G1, and this chunk's
    share of the gradients (summed over chunks, in chunk order, by updateChunk). x is read
@@ -371,16 +381,10 @@ static void forwardChunk(void *ctx, long chunk, int worker) {
     /* this chunk's dW1^T = x^T G1 and dW2 = G2^T A */
     Vec_gemmGatherT(d, E, (int)rows, xr, 0, G1, E, tr->dW1t + chunk * (long)d * E, E, false);
     Vec_gemmStrided(E, E, (int)rows, G2, 1, E, A, E, tr->dW2 + chunk * (long)E * E, E, false);
-}
-
-/* the gradient of n parameters at g[0..n), the sum of the chunks' partials (stride
-   `stride`, summed in chunk order into the first), then its Adam step */
-static void sumAndStep(const Trainer *tr, float *g, long stride, long n, float *p, float *m,
-                       float *v) {
-    for (int c = 1; c < tr->chunks; c++)
-        for (long i = 0; i < n; i++)
-            g[i] += g[c * stride + i];
-    adamUpdate(&tr->adam, p, g, m, v, n);
+    /* acq_rel: the last chunk sees every other chunk's partial gradients */
+    if (tr->inlineUpdate && atomic_fetch_add(&tr->finished, 1) + 1 == tr->chunks)
+        for (int c = 0; c <= tr->colBlocks; c++)
+            updateChunk(tr, c, worker);
 }
 
 /* Chunks 0..colBlocks-1: blocks of W1^T; chunk colBlocks: W2 (and its transpose). */
@@ -389,12 +393,14 @@ static void updateChunk(void *ctx, long chunk, int worker) {
     int E = tr->E;
     long all = (long)tr->d * E;
     if (chunk == tr->colBlocks) {
-        sumAndStep(tr, tr->dW2, (long)E * E, (long)E * E, tr->W2, tr->m2, tr->v2);
+        adamUpdate(&tr->adam, tr->W2, tr->dW2, tr->chunks, (long)E * E, tr->m2, tr->v2,
+                   (long)E * E);
         Vec_transpose(E, E, tr->W2, E, tr->W2t, E);
         return;
     }
     long at = chunk * tr->blockLen, n = all - at < tr->blockLen ? all - at : tr->blockLen;
-    sumAndStep(tr, tr->dW1t + at, all, n, tr->W1t + at, tr->m1 + at, tr->v1 + at);
+    adamUpdate(&tr->adam, tr->W1t + at, tr->dW1t + at, tr->chunks, all, tr->m1 + at,
+               tr->v1 + at, n);
 }
 
 typedef struct PrepJob {
@@ -488,6 +494,8 @@ static MsStatus trainMlp(Router *this, const LayerData *L, const int32_t *part,
         .adam = {.lr = o->lr, .b1 = o->beta1, .b2 = o->beta2, .eps = o->eps},
     };
     tr.colBlocks = (int)Parallel_chunks((long)d * E, tr.blockLen);
+    tr.inlineUpdate = (long)d * E <= INLINE_UPDATE_MAX;
+    atomic_init(&tr.finished, 0);
     Vec_transpose(E, d, this->W1, d, tr.W1t, E);
     Vec_transpose(E, E, tr.W2, E, tr.W2t, E);
     for (long t = 0; t < n; t++)
@@ -506,13 +514,15 @@ static MsStatus trainMlp(Router *this, const LayerData *L, const int32_t *part,
                 mx = rowMax[perm[tr.off + i]] > mx ? rowMax[perm[tr.off + i]] : mx;
             tr.invMax = mx > 0.0f ? 1.0f / mx : 0.0f;
             tr.chunks = (int)Parallel_chunks(tr.B, FWD_ROWS);
+            tr.adam.step++;
+            atomic_store(&tr.finished, 0);
             st = ParallelPool_run(pool, tr.chunks, forwardChunk, &tr, cancel);
             if (st != MS_OK)
                 break;
             for (long c = 0; c < tr.chunks; c++)
                 epochLoss += tr.chunkLoss[c];
-            tr.adam.step++;
-            st = ParallelPool_run(pool, tr.colBlocks + 1, updateChunk, &tr, NULL);
+            if (!tr.inlineUpdate)
+                st = ParallelPool_run(pool, tr.colBlocks + 1, updateChunk, &tr, NULL);
             Cancel_progress(cancel, (double)(ep * batches + b + 1) / (double)(o->epochs * batches));
         }
         this->loss[ep] = epochLoss / ((double)n * E);

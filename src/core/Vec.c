@@ -168,10 +168,13 @@ KERNEL void Vec_bceWithLogits(long n, const float *restrict z, const float *rest
 /* Adam needs sqrt, and GCC keeps errno-setting sqrtf calls scalar inside target clones
    (the optimize attribute's -fno-math-errno is lost there), so the AVX2 body is written
    with intrinsics and picked at run time. */
-static void adamScalar(long from, long n, float *p, const float *g, float *m, float *v,
-                       float b1, float b2, float step, float invSqrtBc2, float eps) {
+static void adamScalar(long from, long n, int parts, long gstride, float *p, const float *g,
+                       float *m, float *v, float b1, float b2, float step, float invSqrtBc2,
+                       float eps) {
     for (long i = from; i < n; i++) {
         float gi = g[i];
+        for (int q = 1; q < parts; q++)
+            gi += g[q * gstride + i];
         float mi = b1 * m[i] + (1.0f - b1) * gi;
         float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
         m[i] = mi;
@@ -181,10 +184,9 @@ static void adamScalar(long from, long n, float *p, const float *g, float *m, fl
 }
 
 #if defined(__GNUC__) && defined(__x86_64__)
-__attribute__((target("avx2,fma"))) static long adamAvx2(long n, float *p, const float *g,
-                                                          float *m, float *v, float b1, float b2,
-                                                          float step, float invSqrtBc2,
-                                                          float eps) {
+__attribute__((target("avx2,fma"))) static long
+adamAvx2(long n, int parts, long gstride, float *p, const float *g, float *m, float *v, float b1,
+         float b2, float step, float invSqrtBc2, float eps) {
     __m256 vb1 = _mm256_set1_ps(b1), vc1 = _mm256_set1_ps(1.0f - b1);
     __m256 vb2 = _mm256_set1_ps(b2), vc2 = _mm256_set1_ps(1.0f - b2);
     __m256 vstep = _mm256_set1_ps(step), vs = _mm256_set1_ps(invSqrtBc2);
@@ -192,6 +194,8 @@ __attribute__((target("avx2,fma"))) static long adamAvx2(long n, float *p, const
     long i = 0;
     for (; i + 8 <= n; i += 8) {
         __m256 gi = _mm256_loadu_ps(g + i);
+        for (int q = 1; q < parts; q++)
+            gi = _mm256_add_ps(gi, _mm256_loadu_ps(g + q * gstride + i));
         __m256 mi = _mm256_add_ps(_mm256_mul_ps(vb1, _mm256_loadu_ps(m + i)),
                                   _mm256_mul_ps(vc1, gi));
         __m256 vi = _mm256_add_ps(_mm256_mul_ps(vb2, _mm256_loadu_ps(v + i)),
@@ -593,12 +597,17 @@ void Vec_transpose(int rows, int cols, const float *A, long lda, float *T, long 
                     T[j * ldt + i] = A[i * lda + j];
 }
 
-void Vec_adam(long n, float *p, const float *g, float *m, float *v, float b1, float b2,
-              float step, float invSqrtBc2, float eps) {
+void Vec_adamSum(long n, int parts, long gstride, float *p, const float *g, float *m, float *v,
+                 float b1, float b2, float step, float invSqrtBc2, float eps) {
     long done = 0;
 #if defined(__GNUC__) && defined(__x86_64__)
     if (__builtin_cpu_supports("avx2"))
-        done = adamAvx2(n, p, g, m, v, b1, b2, step, invSqrtBc2, eps);
+        done = adamAvx2(n, parts, gstride, p, g, m, v, b1, b2, step, invSqrtBc2, eps);
 #endif
-    adamScalar(done, n, p, g, m, v, b1, b2, step, invSqrtBc2, eps);
+    adamScalar(done, n, parts, gstride, p, g, m, v, b1, b2, step, invSqrtBc2, eps);
+}
+
+void Vec_adam(long n, float *p, const float *g, float *m, float *v, float b1, float b2,
+              float step, float invSqrtBc2, float eps) {
+    Vec_adamSum(n, 1, 0, p, g, m, v, b1, b2, step, invSqrtBc2, eps);
 }

@@ -44,6 +44,11 @@ void Vec_bceWithLogits(long n, const float *z, const float *y, float yscale, flo
 void Vec_adam(long n, float *p, const float *g, float *m, float *v, float b1, float b2,
               float step, float invSqrtBc2, float eps);
 
+/* Vec_adam with the gradient g[i] + g[gstride + i] + ... (parts terms, added in that
+   order): the partial gradients of a minibatch's row chunks, summed on the fly. */
+void Vec_adamSum(long n, int parts, long gstride, float *p, const float *g, float *m, float *v,
+                 float b1, float b2, float step, float invSqrtBc2, float eps);
+
 /* C[i][j] = sum_k A[i][k] B[j][k] for an M x N block (row-major with leading dimensions
    lda, ldb, ldc). Each element is computed the same way wherever it sits, so results are
    bitwise the same for any blocking, chunking or thread count (unlike OpenBLAS, whose
