@@ -1,8 +1,10 @@
 /*
 moescope - tests/test_Coact.c
-Co-activation counts: a hand-worked 6 x 8 case, the popcount path against the dense sgemm
-reference and a naive triple loop on random sparse data (T, N not multiples of 64, several
-tau, several thread counts), intra-expert co-activation and cancellation.
+Co-activation counts: a hand-worked 6 x 8 case, every kernel (bit-sliced row sums, pair
+popcounts) against the dense sgemm reference, a naive triple loop and per-token pair
+counts on random data (T, N not multiples of 64, empty and full neurons, sparse and
+dense activity, several tau and thread counts), intra-expert co-activation and
+cancellation.
 SPDX-License-Identifier: MIT
 */
 #include "config.h"
@@ -215,11 +217,12 @@ static uint32_t *pairCounts(const float *h, long T, int N, float tau) {
 }
 
 /* The row sums on awkward sizes: N = 150 (three 64-neuron blocks, the last partial; rows
-   of 3 words, not a whole vector), 9001 train tokens (not a multiple of 64; two token
-   chunks in the first block), neuron 0 never active, neuron 7 always, rates from 0 to
-   0.9 otherwise, values of both signs and tiny nonzero values below every tau > 0. tau = 0
-   makes nearly everything active (counted by complement), 0.05 about half, 1.5 about a
-   sixth. Every kernel and thread count against the token-list counts. */
+   of 3 words, not a whole vector), 9001 train tokens (not a multiple of 64 nor of the
+   1024-token chunks, whose leftovers carry over), neuron 0 never active, neuron 7
+   always, rates from 0 to 0.9 otherwise, values of both signs and tiny nonzero values
+   below every tau > 0. tau = 0 makes nearly everything active (counted by complement),
+   0.05 about half, 1.5 about a sixth. Every kernel and thread count against the
+   token-list counts. */
 static void test_rowsum_awkward(void **state) {
     (void)state;
     const long T = 9001;

@@ -10,10 +10,10 @@ added 16 at a time by a Harley-Seal tree of carry-save adders (15 per 16 rows, f
 planes) whose carries climb four more register planes by half adders; every 15 groups
 (240 rows, under 256) the eight planes go into the row's bit-sliced counter in memory by
 a ripple-carry adder. Symmetry: only columns from word i/64 on are summed. Neurons go in
-blocks of 64 (one word of the rows: its 64 x T bit columns, from 64 x 64 bit transposes,
-give each neuron's token list); the tokens go in chunks of about 192 KiB of rows, so a
-row fetched into L2 serves every neuron of the block active on it, and the kernel walks
-one 256-bit column of all a neuron's rows before the next (those cache lines stay in L1).
+blocks of 64 (one word of the rows, whose set bits list each neuron's tokens); the tokens
+go in chunks of about 192 KiB of rows, so a row fetched into L2 serves every neuron of
+the block active on it, and the kernel walks one 256-bit column of all a neuron's rows
+in the chunk before the next (those cache lines stay in L1).
 The counters are read back 32 columns at a time (plane bits to bytes by vpshufb). When
 more than half the sampled entries are active, the inactive bits are summed instead and
 C = T - nbar_i - nbar_j + Cbar (exact in unsigned arithmetic): dense activity (GELU at
@@ -516,14 +516,16 @@ static void countPhase(Shared *sh, int id) {
 /* Token rows per chunk: 192 KiB of a 512 KiB L2, most of the rest for the counters. */
 #define COACT_CHUNK_BYTES (192L << 10)
 
+/* Row offsets per neuron list: a chunk of at most COACT_CHUNK_TOKENS tokens after a
+   leftover of fewer than 16, padded to 16. */
+#define COACT_CHUNK_TOKENS 1024
+#define COACT_LIST (COACT_CHUNK_TOKENS + 32)
+
 typedef struct Scratch {
-    uint64_t *cols;  /* [64][W]: the activity of one block of 64 neurons, neuron-major */
-    size_t *list;    /* [T + 32]: one neuron's row offsets in a chunk, after its leftover */
+    size_t *lists;   /* [64][COACT_LIST]: each neuron's rows still to count, as offsets */
     V4 *planes;      /* [64][COACT_PLANES][Vmax]: bit-sliced counters */
-    V4 *pl[64];      /* each neuron's counter in planes */
-    int P[64];       /* its planes */
-    size_t left[64 * 16]; /* rows not yet counted: fewer than 16 per neuron */
-    int nLeft[64];
+    long n[64];      /* entries in each list */
+    long count[64];  /* tokens where each neuron is active */
 } Scratch;
 
 /* Bits of |x| > tau, XOR flip, for row[0..n), n <= 64. */
@@ -586,89 +588,64 @@ static void packRowsPhase(Shared *sh, int id) {
     }
 }
 
-/* Transposes a 64 x 64 bit matrix: bit c of a[r] <-> bit r of a[c] (Hacker's Delight,
-   swapping ever smaller off-diagonal blocks). */
-static void transpose64(uint64_t a[64]) {
-    uint64_t m = 0x00000000FFFFFFFFULL;
-    for (int j = 32; j != 0; j >>= 1, m ^= m << j) {
-        for (int k = 0; k < 64; k = ((k | j) + 1) & ~j) {
-            uint64_t t = ((a[k] >> j) ^ a[k | j]) & m;
-            a[k] ^= t << j;
-            a[k | j] ^= t;
-        }
-    }
-}
-
-/* The neuron-major bits of neurons [64 w, 64 w + 64), 64 tokens a word. */
-static void gatherColumns(Shared *sh, long w, uint64_t *cols) {
-    long W = sh->W;
-    uint64_t m[64];
-    for (long g = 0; g < W; g++) {
-        long t0 = 64 * g, n = sh->T - t0 < 64 ? sh->T - t0 : 64;
-        for (long k = 0; k < 64; k++)
-            m[k] = k < n ? sh->rows[(t0 + k) * sh->Wn + w] : 0;
-        transpose64(m);
-        for (int b = 0; b < 64; b++)
-            cols[b * W + g] = m[b];
-    }
-}
-
 static int bitLength(uint64_t x) {
     return x ? 64 - __builtin_clzll(x) : 0;
 }
 
-/* Adds the tokens of col[g0, g1), as row offsets, to neuron b's list after its leftover
-   (< 16 rows), runs the kernel on the whole groups of 16 and keeps the rest as the new
-   leftover. With last, the rest is padded to 16 by the zero row T and counted too. */
-static void sumChunk(Shared *sh, Scratch *sc, const uint64_t *col, long g0, long g1, int b,
-                     long w, long V, bool last) {
-    size_t *list = sc->list, *left = sc->left + 16 * b, Wn = (size_t)sh->Wn;
-    long n = sc->nLeft[b];
-    memcpy(list, left, (size_t)n * sizeof(size_t));
-    for (long g = g0; g < g1; g++)
-        for (uint64_t x = col[g]; x; x &= x - 1)
-            list[n++] = (size_t)(64 * g + __builtin_ctzll(x)) * Wn;
-    long full = n / 16 * 16;
+/* Appends tokens [t0, t1) to the lists of the neurons of block w active on them (bit b of
+   the rows' word w is neuron 64 w + b). */
+static void listChunk(const Shared *sh, Scratch *sc, long w, long t0, long t1) {
+    size_t Wn = (size_t)sh->Wn;
+    for (long t = t0; t < t1; t++) {
+        size_t off = (size_t)t * Wn;
+        for (uint64_t x = sh->rows[off + (size_t)w]; x; x &= x - 1) {
+            int b = __builtin_ctzll(x);
+            sc->lists[b * COACT_LIST + sc->n[b]++] = off;
+            sc->count[b]++;
+        }
+    }
+}
+
+/* Runs the kernel on the whole groups of 16 in neuron b's list and keeps the rest for the
+   next chunk; with last, the rest is padded to 16 by the zero row T and counted too. */
+static void sumList(const Shared *sh, Scratch *sc, int b, long w, long V, int P, bool last) {
+    size_t *list = sc->lists + b * COACT_LIST;
+    long n = sc->n[b], full = n / 16 * 16;
     if (last && full < n) {
         full += 16;
         for (long k = n; k < full; k++)
-            list[k] = (size_t)sh->T * Wn;
+            list[k] = (size_t)sh->T * (size_t)sh->Wn;
     }
-    sh->rowSum(sh->rows, w, V, list, full, sc->pl[b], sc->P[b]);
-    sc->nLeft[b] = full < n ? (int)(n - full) : 0;
-    memcpy(left, list + full, (size_t)sc->nLeft[b] * sizeof(size_t));
+    sh->rowSum(sh->rows, w, V, list, full, sc->planes + (size_t)b * (size_t)P * (size_t)V, P);
+    sc->n[b] = full < n ? n - full : 0;
+    memmove(list, list + full, (size_t)sc->n[b] * sizeof(size_t));
 }
 
 /* Rows i of block w (neurons [64 w, 64 w + 64)), columns j >= i: row i of C is the sum
    of the bit rows of the tokens where i is active, counted from word w on into a
    bit-sliced counter per neuron. The tokens go in chunks whose rows fit in L2 next to
-   the 64 counters, so a row read from L3 serves every neuron of the block active on it. */
+   the 64 counters, so a row read from L3 serves every neuron of the block active on it;
+   the block's word of those rows gives the neurons' token lists. */
 static void rowSumBlock(Shared *sh, Scratch *sc, long w) {
-    gatherColumns(sh, w, sc->cols);
-    long V = (sh->Wn - w + 3) / 4, W = sh->W;
+    long V = (sh->Wn - w + 3) / 4, T = sh->T;
     int nb = sh->N - 64 * (int)w < 64 ? sh->N - 64 * (int)w : 64;
-    size_t off = 0;
-    for (int b = 0; b < nb; b++) {
-        long count = 0;
-        for (long g = 0; g < W; g++)
-            count += __builtin_popcountll(sc->cols[b * W + g]);
-        sc->P[b] = bitLength((uint64_t)count) > 8 ? bitLength((uint64_t)count) : 8;
-        sc->pl[b] = sc->planes + off;
-        sc->nLeft[b] = 0;
-        off += (size_t)sc->P[b] * (size_t)V;
-    }
-    memset(sc->planes, 0, off * sizeof(V4));
-    long step = COACT_CHUNK_BYTES / (64 * 8 * (sh->Wn - w));
-    if (step < 1)
-        step = 1;
-    for (long g0 = 0; g0 < W || g0 == 0; g0 += step) {
-        long g1 = g0 + step < W ? g0 + step : W;
+    int P = bitLength((uint64_t)T) > 8 ? bitLength((uint64_t)T) : 8;
+    memset(sc->planes, 0, (size_t)nb * (size_t)P * (size_t)V * sizeof(V4));
+    memset(sc->n, 0, sizeof(sc->n));
+    memset(sc->count, 0, sizeof(sc->count));
+    long step = COACT_CHUNK_BYTES / (8 * (sh->Wn - w));
+    step = step < 64 ? 64 : step > COACT_CHUNK_TOKENS ? COACT_CHUNK_TOKENS : step;
+    for (long t0 = 0; t0 < T || t0 == 0; t0 += step) {
+        long t1 = t0 + step < T ? t0 + step : T;
+        listChunk(sh, sc, w, t0, t1);
         for (int b = 0; b < nb; b++)
-            sumChunk(sh, sc, sc->cols + b * W, g0, g1, b, w, V, g1 == W);
+            sumList(sh, sc, b, w, V, P, t1 == T);
     }
-    for (int b = 0; b < nb; b++)
-        sh->flush(sh->C + (long)(64 * w + b) * sh->N, 64 * w + b, sh->N, 64 * w, sc->pl[b], V,
-                  sc->P[b]);
+    for (int b = 0; b < nb; b++) {
+        int np = bitLength((uint64_t)sc->count[b]) > 8 ? bitLength((uint64_t)sc->count[b]) : 8;
+        sh->flush(sh->C + (long)(64 * w + b) * sh->N, 64 * w + b, sh->N, 64 * w,
+                  sc->planes + (size_t)b * (size_t)P * (size_t)V, V, np);
+    }
 }
 
 /* Units "block u and block NB-1-u" (about equal work), unit u to thread u mod threads. */
@@ -793,22 +770,20 @@ static MsStatus countByPairs(Shared *sh, char **cause) {
 
 static void freeScratch(Scratch *sc, int threads) {
     for (int t = 0; sc && t < threads; t++) {
-        free(sc[t].cols);
-        free(sc[t].list);
+        free(sc[t].lists);
         free(sc[t].planes);
     }
     free(sc);
 }
 
-/* Per thread: 64 bit columns, a token list and 64 counters of up to 32 planes. */
+/* Per thread: 64 token lists of a chunk and 64 counters of up to 32 planes. */
 static Scratch *allocScratch(const Shared *sh) {
     Scratch *sc = xCalloc((size_t)sh->threads, sizeof(Scratch));
     size_t planes = (size_t)64 * COACT_PLANES * (size_t)((sh->Wn + 3) / 4) * sizeof(V4);
     for (int t = 0; t < sh->threads; t++) {
-        sc[t].cols = tryMallocArray((size_t)64 * (size_t)(sh->W ? sh->W : 1), sizeof(uint64_t));
-        sc[t].list = tryMallocArray((size_t)sh->T + 32, sizeof(size_t));
+        sc[t].lists = tryMallocArray((size_t)64 * COACT_LIST, sizeof(size_t));
         sc[t].planes = aligned_alloc(sizeof(V4), planes);
-        if (!sc[t].cols || !sc[t].list || !sc[t].planes) {
+        if (!sc[t].lists || !sc[t].planes) {
             freeScratch(sc, sh->threads);
             return NULL;
         }

@@ -31,7 +31,7 @@ typedef struct Coact {
    the thread count. Fills *this (free with Coact_done). Cancel (may be NULL) is checked
    between blocks of pairs, progress reported in [0, 1].
    Errors: MS_ERR_RANGE (N < 1, T_train < 0, T_train >= 2^32), MS_ERR_NOMEM (bit matrix
-   N * T_train / 8 bytes, per thread about 16 T_train + 256 N bytes, plus C, 4 N^2 bytes),
+   N * T_train / 8 bytes, per thread 0.5 MiB + 256 N bytes, plus C, 4 N^2 bytes),
    MS_ERR_CANCELED (*this left empty).
    The kernel (AVX2 or portable) is picked from the CPU; the environment variable
    MOESCOPE_COACT_KERNEL = rowsum | rowsum-generic forces one, and generic | popcnt | avx2
