@@ -327,6 +327,7 @@ typedef struct Trainer {
     const float *S;       /* [n][E] oracle scores of train rows */
     const float *invNorm; /* [n] */
     const long *perm;
+    long n;               /* train rows */
     long off, B;          /* current minibatch: perm[off .. off + B) */
     float invMax;         /* 1 / max of S over the minibatch (0 when all zero) */
     float *W1t, *m1, *v1; /* [d][E]: W1 transposed (the forward's B operand), its moments */
@@ -381,10 +382,19 @@ static void forwardChunk(void *ctx, long chunk, int worker) {
     /* this chunk's dW1^T = x^T G1 and dW2 = G2^T A */
     Vec_gemmGatherT(d, E, (int)rows, xr, 0, G1, E, tr->dW1t + chunk * (long)d * E, E, false);
     Vec_gemmStrided(E, E, (int)rows, G2, 1, E, A, E, tr->dW2 + chunk * (long)E * E, E, false);
+    if (!tr->inlineUpdate)
+        return;
     /* acq_rel: the last chunk sees every other chunk's partial gradients */
-    if (tr->inlineUpdate && atomic_fetch_add(&tr->finished, 1) + 1 == tr->chunks)
+    if (atomic_fetch_add(&tr->finished, 1) + 1 == tr->chunks) {
         for (int c = 0; c <= tr->colBlocks; c++)
             updateChunk(tr, c, worker);
+        return;
+    }
+    /* the others would wait: fetch the next minibatch's rows of this chunk meanwhile */
+    long next = tr->off + tr->B + r0, end = next + FWD_ROWS < tr->n ? next + FWD_ROWS : tr->n;
+    for (long i = next; i < end; i++)
+        for (int c = 0; c < d; c += 16)
+            __builtin_prefetch(tr->x + tr->perm[i] * d + c, 0, 2);
 }
 
 /* Chunks 0..colBlocks-1: blocks of W1^T; chunk colBlocks: W2 (and its transpose). */
@@ -478,7 +488,7 @@ static MsStatus trainMlp(Router *this, const LayerData *L, const int32_t *part,
                                cancel, -1.0, -1.0);
     long be = batch * E;
     Trainer tr = {
-        .E = E, .d = d, .x = L->x + row0 * d, .S = S, .invNorm = invNorm, .perm = perm,
+        .E = E, .d = d, .n = n, .x = L->x + row0 * d, .S = S, .invNorm = invNorm, .perm = perm,
         .W1t = xMallocArray((size_t)E * d, sizeof(float)), .W2 = this->W2,
         .m1 = xCalloc((size_t)E * d, sizeof(float)), .v1 = xCalloc((size_t)E * d, sizeof(float)),
         .m2 = xCalloc((size_t)E * E, sizeof(float)), .v2 = xCalloc((size_t)E * E, sizeof(float)),
