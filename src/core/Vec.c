@@ -228,7 +228,7 @@ typedef struct Operand {
 
 /* panel[k][0..w) = rows r0 .. r0 + rows of op at k, zero beyond rows. Inlined with a
    constant w so that the short copies are moves, not memcpy calls. */
-static inline __attribute__((always_inline)) void packPanel(const Operand *op, int r0, int rows, int K, int w, float *panel) {
+INLINE void packPanel(const Operand *op, int r0, int rows, int K, int w, float *panel) {
     if (op->kMajor && rows == w) {
         for (int k = 0; k < K; k++)
             memcpy(panel + (long)k * w, op->p + k * op->ld + r0, (size_t)w * sizeof *panel);
