@@ -471,9 +471,10 @@ static void checkStages(bool gated, Activation act) {
     randLayerDone(&r);
 }
 
-/* meo_seqsel_output_rel_err recomputed with plain loops on a dense (GELU) and a sparse
-   (ReLU, negative biases: ~5-20% nonzero) layer, so both of Meo's ways of summing the
-   selected experts (a matrix product, one axpy per nonzero) are checked. */
+/* meo_seqsel_output_rel_err and the merged expert's error (sum gates, position slots)
+   recomputed with plain loops on a dense (GELU) and a sparse (ReLU, negative biases:
+   ~5-20% nonzero) layer, so both of Meo's ways of multiplying by w_out (a matrix product,
+   one axpy per nonzero) are checked. */
 static void checkSeqsel(float bias, Activation act) {
     int D = 6, N = 24, E = 4, k = 2;
     RandLayer r;
@@ -484,7 +485,7 @@ static void checkSeqsel(float bias, Activation act) {
     int32_t *part = randPartition(N, E);
     MeoMetrics m;
     assert_int_equal(Meo_evaluate(&r.L, part, E, k, NULL, SPLIT_ALL, 8, NULL, &m, NULL), MS_OK);
-    double sum = 0.0;
+    double sum = 0.0, merged = 0.0;
     long n = 0, nonzero = 0;
     for (int q = 0; q < 5; q++) {
         long t0 = r.offsets[q], t1 = r.offsets[q + 1];
@@ -494,6 +495,38 @@ static void checkSeqsel(float bias, Activation act) {
                 mean[part[j]] += fabsf(r.h[t * N + j]) / (float)(t1 - t0);
         int sel[4];
         TopK_select(mean, E, k, sel);
+        /* The merged expert, sum gates, position slots: slot i of every selected expert
+           is its i-th neuron in index order. */
+        int slot[2][6], G = N / E;
+        for (int q2 = 0; q2 < k; q2++)
+            for (int j = 0, i = 0; j < N; j++)
+                if (part[j] == sel[q2])
+                    slot[q2][i++] = j;
+        for (long t = t0; t < t1; t++) {
+            double ym[6] = {0}, y[6] = {0}, dm = 0.0, yy = 0.0;
+            for (int i = 0; i < G; i++) {
+                double a = 0.0;
+                for (int q2 = 0; q2 < k; q2++) {
+                    int j = slot[q2][i];
+                    a += r.w.b_in[j];
+                    for (int c = 0; c < D; c++)
+                        a += (double)r.w.w_in[j * D + c] * r.x[t * D + c];
+                }
+                a = Activation_apply(act, (float)a);
+                for (int q2 = 0; q2 < k; q2++)
+                    for (int c = 0; c < D; c++)
+                        ym[c] += r.w.w_out[c * N + slot[q2][i]] * a;
+            }
+            for (int j = 0; j < N; j++)
+                for (int c = 0; c < D; c++)
+                    y[c] += r.w.w_out[c * N + j] * (double)r.h[t * N + j];
+            for (int c = 0; c < D; c++) {
+                yy += y[c] * y[c];
+                dm += (y[c] - ym[c]) * (y[c] - ym[c]);
+            }
+            if (yy > 0.0)
+                merged += sqrt(dm / yy);
+        }
         for (long t = t0; t < t1; t++) {
             double y[6] = {0}, ys[6] = {0}, yy = 0.0, dd = 0.0;
             for (int j = 0; j < N; j++) {
@@ -519,13 +552,14 @@ static void checkSeqsel(float bias, Activation act) {
     if (bias < 0.0f)
         assert_true(nonzero < r.L.T * N / 4); /* the sparse path is taken */
     assertNear(m.seqsel_output_rel_err, sum / (double)n, 1e-4);
+    assertNear(m.SUM_POS, merged / (double)n, 1e-4);
     free(part);
     randLayerDone(&r);
 }
 
 static void test_seqsel_paths(void **state) {
     checkSeqsel(0.0f, ACTIVATION_GELU);
-    checkSeqsel(-0.6f, ACTIVATION_RELU);
+    checkSeqsel(-0.2f, ACTIVATION_RELU);
 }
 
 static void test_stages_and_threads(void **state) {

@@ -199,39 +199,48 @@ static void scoreSequences(Meo *this) {
     free(xm);
 }
 
-/* The dense output of a chunk of the split's rows and their norms: one axpy per nonzero
-   of h on w_out's transpose when the chunk is sparse, a matrix product when not. */
+/* yhat[c][D] += hid[c][g] wT[g][D]: one axpy per nonzero of hid when most of it is zero
+   (ReLU layers: ~10x fewer operations at 90% sparsity), else a matrix product through
+   tmp[c][D]. */
+static void addProduct(const float *hid, int c, int g, const float *wT, int D, float *yhat,
+                       float *tmp) {
+    long nonzero = 0;
+    for (size_t i = 0; i < (size_t)c * g; i++)
+        nonzero += hid[i] != 0.0f;
+    if ((double)nonzero >= SPARSE_MAX * (double)c * g) {
+        Vec_gemmNN(c, D, g, hid, g, wT, D, tmp, D);
+        for (size_t i = 0; i < (size_t)c * D; i++)
+            yhat[i] += tmp[i];
+        return;
+    }
+    for (int r = 0; r < c; r++)
+        for (int i = 0; i < g; i++)
+            if (hid[(size_t)r * g + i] != 0.0f)
+                Vec_axpy(D, hid[(size_t)r * g + i], wT + (size_t)i * D, yhat + (size_t)r * D);
+}
+
+/* The dense output of a chunk of the split's rows and their norms (addProduct: one axpy
+   per nonzero of h on w_out's transpose when the chunk is sparse). */
 typedef struct DenseJob {
     Meo *meo;
     const float *w_outT; /* [N][D], neurons in index order */
 } DenseJob;
 
 static void denseChunk(void *ctx, long chunk, int worker) {
-    (void)worker;
     const DenseJob *job = ctx;
     Meo *this = job->meo;
     int D = this->D, N = this->N;
-    long t0 = chunk * CHUNK, c = this->rows - t0 < CHUNK ? this->rows - t0 : CHUNK;
-    const float *h = this->L->h + (size_t)(this->row0 + t0) * N;
+    long t0 = chunk * CHUNK;
+    int c = (int)(this->rows - t0 < CHUNK ? this->rows - t0 : CHUNK);
     float *y = this->y + (size_t)t0 * D;
-    long nonzero = 0;
-    for (size_t i = 0; i < (size_t)c * N; i++)
-        nonzero += h[i] != 0.0f;
-    if ((double)nonzero < SPARSE_MAX * (double)c * N) {
-        memset(y, 0, (size_t)c * D * sizeof(float));
-        for (long r = 0; r < c; r++)
-            for (int j = 0; j < N; j++)
-                if (h[(size_t)r * N + j] != 0.0f)
-                    Vec_axpy(D, h[(size_t)r * N + j], job->w_outT + (size_t)j * D,
-                             y + (size_t)r * D);
-    } else {
-        Vec_gemmNN((int)c, D, N, h, N, job->w_outT, D, y, D);
-    }
-    for (long r = 0; r < c; r++)
+    memset(y, 0, (size_t)c * D * sizeof(float));
+    addProduct(this->L->h + (size_t)(this->row0 + t0) * N, c, N, job->w_outT, D, y,
+               this->scratch[worker].part);
+    for (int r = 0; r < c; r++)
         this->y_norm[t0 + r] = sqrt(Vec_sumSquares(D, y + (size_t)r * D));
 }
 
-/* Fills y and its norms on first use (with the Meo's threads). */
+/* Fills y and its norms on first use (with the Meo's threads and scratch). */
 static MsStatus ensureDense(Meo *this, const Cancel *cancel) {
     if (this->have_y)
         return MS_OK;
@@ -578,7 +587,8 @@ static void runMerged(const Meo *this, Scratch *sc, int G0, long t0, int c) {
         for (size_t i = 0; i < n; i++)
             sc->hid[i] *= sc->up[i];
     }
-    Vec_gemmNN(c, D, G0, sc->hid, G0, sc->m_outT, D, sc->yhat, D);
+    memset(sc->yhat, 0, (size_t)c * D * sizeof(float));
+    addProduct(sc->hid, c, G0, sc->m_outT, D, sc->yhat, sc->part);
 }
 
 /* yhat of the selected experts kept unmerged (h masked, times gates) on a chunk. */
@@ -591,27 +601,10 @@ static void runSelected(const Meo *this, Scratch *sc, int k, const int *sel, con
         int e = sel[q], o = this->offset[e], g = expertSize(this, e);
         if (g == 0)
             continue;
-        long nonzero = 0;
-        for (int r = 0; r < c; r++) {
-            for (int i = 0; i < g; i++) {
-                float v = gate[q] * h[(size_t)r * N + this->neuron[o + i]];
-                sc->hid[(size_t)r * g + i] = v;
-                nonzero += v != 0.0f;
-            }
-        }
-        const float *wT = this->w_outT + (size_t)o * D;
-        if ((double)nonzero < SPARSE_MAX * (double)c * g) {
-            /* ReLU layers: most of h is zero, one axpy per nonzero does the product. */
-            for (int r = 0; r < c; r++)
-                for (int i = 0; i < g; i++)
-                    if (sc->hid[(size_t)r * g + i] != 0.0f)
-                        Vec_axpy(D, sc->hid[(size_t)r * g + i], wT + (size_t)i * D,
-                                 sc->yhat + (size_t)r * D);
-            continue;
-        }
-        Vec_gemmNN(c, D, g, sc->hid, g, wT, D, sc->part, D);
-        for (size_t i = 0; i < (size_t)c * D; i++)
-            sc->yhat[i] += sc->part[i];
+        for (int r = 0; r < c; r++)
+            for (int i = 0; i < g; i++)
+                sc->hid[(size_t)r * g + i] = gate[q] * h[(size_t)r * N + this->neuron[o + i]];
+        addProduct(sc->hid, c, g, this->w_outT + (size_t)o * D, D, sc->yhat, sc->part);
     }
 }
 
