@@ -15,13 +15,21 @@ SPDX-License-Identifier: MIT
 
 enum { BLOCK_ROWS = 4096 };
 
-static MsStatus allocRows(float **out, long rows, int cols, const char *what, char **cause) {
-    *out = tryMallocLarge((size_t)rows * (size_t)cols, sizeof(float));
-    if (!*out) {
+/* Makes *buf hold rows x cols floats, keeping it when its capacity *cap suffices. */
+static MsStatus ensureRows(float **buf, size_t *cap, long rows, int cols, const char *what,
+                           char **cause) {
+    size_t n = (size_t)rows * (size_t)cols;
+    if (*buf && *cap >= n)
+        return MS_OK;
+    free(*buf);
+    *cap = 0;
+    *buf = tryMallocLarge(n, sizeof(float));
+    if (!*buf) {
         setCause(cause, "cannot allocate %s: %.1f MiB", what,
                  (double)rows * cols * sizeof(float) / 1048576.0);
         return MS_ERR_NOMEM;
     }
+    *cap = n;
     return MS_OK;
 }
 
@@ -29,9 +37,9 @@ static MsStatus readActivations(LayerLoad *this, Dump *dump, int i, const Cancel
                                 char **cause) {
     const DumpLayer *info = this->info;
     long T = info->n_tokens;
-    MsStatus st = allocRows(&this->x, T, info->d_model, "x", cause);
+    MsStatus st = ensureRows(&this->x, &this->x_cap, T, info->d_model, "x", cause);
     if (st == MS_OK)
-        st = allocRows(&this->h, T, info->d_ff, "h", cause);
+        st = ensureRows(&this->h, &this->h_cap, T, info->d_ff, "h", cause);
     for (long r = 0; st == MS_OK && r < T; r += BLOCK_ROWS) {
         if (Cancel_requested(cancel))
             return MS_ERR_CANCELED;
@@ -53,6 +61,16 @@ static MsStatus readActivations(LayerLoad *this, Dump *dump, int i, const Cancel
 MsStatus LayerLoad_init(LayerLoad *this, Dump *dump, int i, double test_fraction,
                         const Cancel *cancel, char **cause) {
     memset(this, 0, sizeof *this);
+    return LayerLoad_reload(this, dump, i, test_fraction, cancel, cause);
+}
+
+MsStatus LayerLoad_reload(LayerLoad *this, Dump *dump, int i, double test_fraction,
+                          const Cancel *cancel, char **cause) {
+    FfnWeights_done(&this->w);
+    free(this->seq_offsets);
+    this->seq_offsets = NULL;
+    this->n_seq = 0;
+    memset(&this->data, 0, sizeof this->data);
     this->info = Dump_layer(dump, i);
     this->h_computed = !this->info->has_h;
     MsStatus st = Dump_readWeights(dump, i, &this->w, cause);

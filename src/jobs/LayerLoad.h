@@ -9,6 +9,7 @@ SPDX-License-Identifier: MIT
 #define MOESCOPE_LAYERLOAD_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "core/LayerData.h"
 #include "io/Dump.h"
@@ -21,6 +22,7 @@ typedef struct LayerLoad {
     FfnWeights w;
     float *x;
     float *h;
+    size_t x_cap, h_cap;   /* floats the x and h buffers can hold */
     int64_t *seq_offsets;
     long n_seq;
     bool h_computed;       /* true when h came from x and the weights */
@@ -31,6 +33,13 @@ typedef struct LayerLoad {
    read in blocks; cancel is checked between blocks. On failure everything is freed. */
 MsStatus LayerLoad_init(LayerLoad *this, Dump *dump, int i, double test_fraction,
                         const Cancel *cancel, char **cause);
+
+/* Loads the i-th layer of dump into a LayerLoad that holds one (from LayerLoad_init or
+   a successful reload), keeping its x and h buffers when the new layer fits: a batch
+   over layers of one shape then faults their pages in once, not once per layer. On
+   failure everything is freed, as LayerLoad_done does. */
+MsStatus LayerLoad_reload(LayerLoad *this, Dump *dump, int i, double test_fraction,
+                          const Cancel *cancel, char **cause);
 
 void LayerLoad_done(LayerLoad *this);
 
