@@ -417,6 +417,11 @@ static void checkGoodCase(const char *refCase, const char *files) {
     assert_int_equal(Dump_fileCount(d), nf);
     assert_string_equal(Dump_fileName(d, nf - 1), paths[nf - 1]);
     assert_int_equal(Dump_layerCount(d), Meta_long(&m, "n_layers", 0));
+    /* The page cache hint works on every storage layout here (contiguous, chunked,
+       compressed, split across files) without a word on stderr or a change to what is
+       read below; out of range it does nothing. */
+    for (int i = -1; i <= Dump_layerCount(d); i++)
+        Dump_prefetch(d, i);
     for (int i = 0; i < Dump_layerCount(d); i++) {
         checkLayerMeta(d, &m, i);
         checkWeights(d, refCase, i);

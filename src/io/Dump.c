@@ -1457,6 +1457,65 @@ static MsStatus openRows(Dump *this, int i, DumpMember member, RowSource **out,
     return st;
 }
 
+/* ---- page cache prefetch ---------------------------------------------------------- */
+
+/* posix_fadvise(WILLNEED) on the bytes of one dataset's storage: its contiguous block, or
+   its chunks (adjacent ones merged into one range). */
+static void prefetchDataset(hid_t fid, const char *path, int fd) {
+    hid_t d = H5Dopen2(fid, path, H5P_DEFAULT);
+    if (d < 0)
+        return;
+    haddr_t off = H5Dget_offset(d);
+    if (off != HADDR_UNDEF) {
+        (void)posix_fadvise(fd, (off_t)off, (off_t)H5Dget_storage_size(d), POSIX_FADV_WILLNEED);
+        H5Dclose(d);
+        return;
+    }
+    hid_t space = H5Dget_space(d);
+    hsize_t n = 0;
+    if (space >= 0 && H5Dget_num_chunks(d, space, &n) >= 0) {
+        haddr_t start = HADDR_UNDEF, end = 0;
+        for (hsize_t c = 0; c <= n; c++) {
+            haddr_t a = HADDR_UNDEF;
+            hsize_t size = 0;
+            if (c < n && H5Dget_chunk_info(d, space, c, NULL, NULL, &a, &size) < 0)
+                break;
+            if (start != HADDR_UNDEF && (c == n || a != end)) {
+                (void)posix_fadvise(fd, (off_t)start, (off_t)(end - start), POSIX_FADV_WILLNEED);
+                start = HADDR_UNDEF;
+            }
+            if (c < n && a != HADDR_UNDEF) {
+                if (start == HADDR_UNDEF)
+                    start = a;
+                end = a + size;
+            }
+        }
+    }
+    if (space >= 0)
+        H5Sclose(space);
+    H5Dclose(d);
+}
+
+void Dump_prefetch(Dump *this, int i) {
+    if (i < 0 || i >= this->n_layers)
+        return;
+    H5Util_quiet();
+    LayerPriv *p = &this->priv[i];
+    Member members[2] = {M_X, M_H};
+    for (int k = 0; k < 2; k++) {
+        int f = p->file[members[k]];
+        if (f < 0)
+            continue;
+        int fd = open(this->paths[f], O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        char *path = memberPath(p, memberNames[members[k]]);
+        prefetchDataset(this->fids[f], path, fd);
+        free(path);
+        close(fd); /* the readahead it started goes on */
+    }
+}
+
 MsStatus Dump_readRows(Dump *this, int i, DumpMember member, long row0, long n_rows,
                        float *out, char **cause) {
     H5Util_quiet();

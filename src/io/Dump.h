@@ -85,6 +85,12 @@ MsStatus Dump_readWeights(Dump *this, int i, FfnWeights *w, char **cause);
 MsStatus Dump_readRows(Dump *this, int i, DumpMember member, long row0, long n_rows,
                        float *out, char **cause);
 
+/* Asks the kernel to read layer i's x and h into the page cache in the background
+   (posix_fadvise WILLNEED on their storage), so that loading the layer later does not
+   wait for the disk; returns once the reads are queued. A hint: errors are ignored, and
+   an out-of-range i does nothing. */
+void Dump_prefetch(Dump *this, int i);
+
 /* /seq_offsets as n_seq + 1 int64 values (malloc'ed), or *offsets = NULL, *n_seq = 0
    when absent. Validated at open: starts at 0, strictly increasing, ends at every
    layer's n_tokens. */
