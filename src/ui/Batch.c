@@ -138,7 +138,10 @@ typedef struct BatchRun {
     Writer *parts;     /* --partitions, or NULL */
     FigureSet *figures; /* --figures, or NULL */
     bool progress;     /* a progress line on stderr */
+    LayerLoad load;    /* the current layer; its x and h buffers serve the next one */
+    bool loaded;
     int layer_pos, layer_count;
+    int next_pos;      /* the Dump position of the layer after this one */
 } BatchRun;
 
 /* One layer of a run, with what is cached across its inner loops. */
@@ -146,7 +149,7 @@ typedef struct LayerRun {
     BatchRun *run;
     int pos;                 /* position in the Dump */
     const DumpLayer *info;
-    LayerLoad load;
+    LayerLoad *load;         /* the run's, holding this layer */
     float tau;
     Coact coact;             /* at tau, train rows */
     bool have_coact;
@@ -194,7 +197,7 @@ static void progress(LayerRun *lr, const char *fmt, ...) {
 }
 
 static MsStatus layerRows(LayerRun *lr, const float *tau_q, char **cause) {
-    const LayerData *d = &lr->load.data;
+    const LayerData *d = &lr->load->data;
     const BatchConfig *cfg = lr->run->cfg;
     Sparsity s;
     MsStatus st = Sparsity_compute(&s, d->h, d->T, d->w->d_ff, lr->tau, cfg->threads, NULL,
@@ -221,7 +224,7 @@ static MsStatus layerRows(LayerRun *lr, const float *tau_q, char **cause) {
 static MsStatus ensureCoact(LayerRun *lr, char **cause) {
     if (lr->have_coact)
         return MS_OK;
-    const LayerData *d = &lr->load.data;
+    const LayerData *d = &lr->load->data;
     progress(lr, "co-activation counts");
     MsStatus st = Coact_compute(&lr->coact, d->h, d->T_train, d->w->d_ff, lr->tau,
                                 lr->run->cfg->threads, NULL, cause);
@@ -258,7 +261,7 @@ static int fileExperts(const int32_t *part, int N) {
 
 static MsStatus makePartition(LayerRun *lr, PartitionStrategy strategy, int E, int32_t *part,
                               int *fallback, char **cause) {
-    const LayerData *d = &lr->load.data;
+    const LayerData *d = &lr->load->data;
     const FfnWeights *w = d->w;
     unsigned long seed = lr->run->cfg->seed;
     *fallback = 0;
@@ -290,7 +293,7 @@ static MsStatus savePartition(LayerRun *lr, PartitionStrategy strategy, int E,
     char path[160];
     snprintf(path, sizeof path, "/layers/%d/partitions/%s_E%d_tau%g", lr->info->index, name, E,
              (double)lr->tau);
-    int N = lr->load.data.w->d_ff;
+    int N = lr->load->data.w->d_ff;
     MsStatus st = MS_OK;
     for (int pass = 0; pass < 2 && st == MS_OK; pass++) {
         st = Writer_writeInt32(wr, path, part, N, cause);
@@ -316,7 +319,7 @@ static MsStatus savePartition(LayerRun *lr, PartitionStrategy strategy, int E,
 
 static MsStatus measureRows(LayerRun *lr, const char *strategy, MoeKernel *kernel,
                             const Router *router, int E, char **cause) {
-    const LayerData *d = &lr->load.data;
+    const LayerData *d = &lr->load->data;
     const BatchConfig *cfg = lr->run->cfg;
     MsStatus st = MS_OK;
     for (int i = 0; i < cfg->n_ks && st == MS_OK; i++) {
@@ -388,7 +391,7 @@ static MsStatus meoFor(LayerRun *lr, const int32_t *part, int E, Split split, Me
     Meo **meo = &lr->meo[split == SPLIT_TRAIN];
     MsStatus st = MS_OK;
     if (!*meo) {
-        st = Meo_open(meo, &lr->load.data, split, cfg->meo_block, NULL, cause);
+        st = Meo_open(meo, &lr->load->data, split, cfg->meo_block, NULL, cause);
         if (st == MS_OK)
             Meo_setThreads(*meo, cfg->threads);
     }
@@ -412,7 +415,7 @@ static MsStatus buildRouters(LayerRun *lr, const char *sname, const int32_t *par
         if (cfg->routers[r] == ROUTER_TOPK_NEURONS)
             continue;
         progress(lr, "%s E=%d router %s", sname, E, RouterKind_name(cfg->routers[r]));
-        MsStatus st = Router_new(&routers[*n], cfg->routers[r], &lr->load.data, part, E, &ropt,
+        MsStatus st = Router_new(&routers[*n], cfg->routers[r], &lr->load->data, part, E, &ropt,
                                  NULL, cause);
         if (st != MS_OK)
             return st;
@@ -427,7 +430,7 @@ static MsStatus splitRows(LayerRun *lr, const char *sname, Router *const *router
     const BatchConfig *cfg = lr->run->cfg;
     Eval *evals[ROUTER_KINDS] = {NULL};
     progress(lr, "%s E=%d evaluation (%s)", sname, E, Split_name(split));
-    MsStatus st = Eval_newSet(evals, &lr->load.data, part, E, (const Router *const *)routers, n,
+    MsStatus st = Eval_newSet(evals, &lr->load->data, part, E, (const Router *const *)routers, n,
                               split, cfg->threads, NULL, cause);
     for (int i = 0; i < n && st == MS_OK; i++)
         evalRows(lr, sname, RouterKind_name(Router_kind(routers[i])), E, Split_name(split),
@@ -461,7 +464,7 @@ static MsStatus routerRows(LayerRun *lr, PartitionStrategy strategy, const int32
         st = splitRows(lr, sname, routers, n, part, E, splits[i], cause);
     MoeKernel *kernel = NULL;
     if (st == MS_OK && cfg->measure && n > 0)
-        st = MoeKernel_new(lr->load.data.w, part, E, &kernel, cause);
+        st = MoeKernel_new(lr->load->data.w, part, E, &kernel, cause);
     for (int i = 0; i < n && st == MS_OK && cfg->measure; i++) {
         progress(lr, "%s E=%d measuring %s", sname, E, RouterKind_name(Router_kind(routers[i])));
         st = measureRows(lr, sname, kernel, routers[i], E, cause);
@@ -474,7 +477,7 @@ static MsStatus routerRows(LayerRun *lr, PartitionStrategy strategy, const int32
 
 static MsStatus strategyRows(LayerRun *lr, PartitionStrategy strategy, int E, char **cause) {
     const BatchConfig *cfg = lr->run->cfg;
-    int N = lr->load.data.w->d_ff;
+    int N = lr->load->data.w->d_ff;
     int32_t *part = xMallocArray((size_t)N, sizeof(int32_t));
     int fallback = 0;
     progress(lr, "%s partition E=%d", Partition_strategyName(strategy), E);
@@ -554,10 +557,18 @@ static MsStatus runLayer(BatchRun *run, int pos, char **cause) {
     const BatchConfig *cfg = run->cfg;
     LayerRun lr = {.run = run, .pos = pos, .info = Dump_layer(run->dump, pos)};
     progress(&lr, "loading");
-    MsStatus st = LayerLoad_init(&lr.load, run->dump, pos, cfg->test_fraction, NULL, cause);
+    lr.load = &run->load;
+    MsStatus st = run->loaded ? LayerLoad_reload(lr.load, run->dump, pos, cfg->test_fraction,
+                                                 NULL, cause)
+                              : LayerLoad_init(lr.load, run->dump, pos, cfg->test_fraction, NULL,
+                                               cause);
+    run->loaded = st == MS_OK;
     if (st != MS_OK)
         return st;
-    const LayerData *d = &lr.load.data;
+    /* The next layer's bytes come off the disk while this one is computed. */
+    if (run->layer_pos + 1 < run->layer_count)
+        Dump_prefetch(run->dump, run->next_pos);
+    const LayerData *d = &lr.load->data;
     float *tau_q = xCalloc((size_t)cfg->n_quantiles + 1, sizeof(float));
     NeuronBound *bound[2] = {NULL, NULL};
     progress(&lr, "sparsity quantiles");
@@ -585,7 +596,6 @@ static MsStatus runLayer(BatchRun *run, int pos, char **cause) {
     dropTauCaches(&lr);
     Meo_delete(lr.meo[0]);
     Meo_delete(lr.meo[1]);
-    LayerLoad_done(&lr.load);
     return st;
 }
 
@@ -658,8 +668,11 @@ MsStatus Batch_run(const BatchConfig *cfg, Dump *dump, char **cause) {
         st = Writer_create(&run.parts, cfg->partitions_path, cause);
     for (int i = 0; i < n && st == MS_OK; i++) {
         run.layer_pos = i;
+        run.next_pos = i + 1 < n ? pos[i + 1] : -1;
         st = runLayer(&run, pos[i], cause);
     }
+    if (run.loaded)
+        LayerLoad_done(&run.load);
     if (run.progress)
         fputs("\r\033[K", stderr);
     if (st == MS_OK && run.parts) {
