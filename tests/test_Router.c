@@ -463,9 +463,10 @@ static void test_mlp_cancel(void **state) {
     plantedDone(&p);
 }
 
-/* Vec_gemmStrided / Gather / GatherT against a plain triple loop in double, on shapes
-   that are not multiples of the 6 x 16 tiles or the 128-step k blocks, K = 1 and K = 0,
-   and row strides longer than K. Splitting k and accumulating must not change a bit,
+/* Vec_gemmStrided / Gather / GatherT against a plain triple loop in double (GatherNT and
+   GatherB against those, bitwise), on shapes that are not multiples of the 6 x 16 tiles
+   (every edge height 1..5) or the 256-step k blocks, K = 1 and K = 0, and row strides
+   longer than K. Splitting k and accumulating must not change a bit,
    and neither may the position of a block inside C. */
 static void checkStrided(int M, int N, int K) {
     const int lda = K + 3, ldb = N + 5, ldc = N + 2;
@@ -529,6 +530,35 @@ static void checkStrided(int M, int N, int K) {
         }
     for (int i = 0; i < M; i++)
         assert_memory_equal(C + i * ldc, C2 + i * ldc, sizeof(float) * (size_t)N);
+    /* B read transposed (GatherNT) or through reversed row pointers (GatherB), A by rows
+       or down its transpose: the same bits as the plain strided product */
+    float *Bt = malloc(sizeof(float) * (size_t)(N * (K + 2) + 1));
+    float *Br = malloc(sizeof(float) * (size_t)(K * ldb + 2));
+    for (int k = 0; k < K; k++)
+        for (int j = 0; j < N; j++) {
+            Bt[j * (K + 2) + k] = B[k * ldb + j];
+            Br[(K - 1 - k) * ldb + 1 + j] = B[k * ldb + j];
+        }
+    for (int pass = 0; pass < 3; pass++) {
+        for (int i = 0; i < M * ldc; i++)
+            C2[i] = NAN;
+        if (pass == 0) {
+            for (int i = 0; i < M; i++)
+                rows[i] = A + i * lda;
+            Vec_gemmGatherNT(M, N, K, rows, Bt, K + 2, C2, ldc, false);
+        } else {
+            for (int k = 0; k < K; k++)
+                rows[k] = Br + (K - 1 - k) * ldb;
+            if (pass == 1)
+                Vec_gemmGatherB(M, N, K, A, lda, 1, rows, 1, C2, ldc, false);
+            else
+                Vec_gemmGatherB(M, N, K, At + 2, 1, M + 4, rows, 1, C2, ldc, false);
+        }
+        for (int i = 0; i < M; i++)
+            assert_memory_equal(C + i * ldc, C2 + i * ldc, sizeof(float) * (size_t)N);
+    }
+    free(Bt);
+    free(Br);
     free(A);
     free(At);
     free(B);
@@ -537,10 +567,32 @@ static void checkStrided(int M, int N, int K) {
     free(rows);
 }
 
+/* Vec_transpose against a plain loop, on shapes around its 8 x 8 blocks, with leading
+   dimensions longer than the rows; the padding around T must stay untouched. */
+static void checkTranspose(int rows, int cols) {
+    const long lda = cols + 3, ldt = rows + 5;
+    float *A = malloc(sizeof(float) * (size_t)(rows * lda + 1));
+    float *T = malloc(sizeof(float) * (size_t)(cols * ldt + 1));
+    for (long i = 0; i < rows * lda; i++)
+        A[i] = (float)gauss();
+    for (long i = 0; i < cols * ldt; i++)
+        T[i] = -1.0f;
+    Vec_transpose(rows, cols, A, lda, T, ldt);
+    for (int j = 0; j < cols; j++)
+        for (long i = 0; i < ldt; i++)
+            assert_true(T[j * ldt + i] == (i < rows ? A[i * lda + j] : -1.0f));
+    free(A);
+    free(T);
+}
+
 static void test_vec_strided(void **state) {
     (void)state;
+    static const int tshapes[][2] = {{1, 1}, {8, 8}, {3, 17}, {16, 24}, {13, 21}, {29, 8}};
+    for (size_t s = 0; s < sizeof tshapes / sizeof tshapes[0]; s++)
+        checkTranspose(tshapes[s][0], tshapes[s][1]);
     static const int shapes[][3] = {{1, 1, 1}, {7, 5, 21}, {13, 35, 1}, {6, 16, 300},
-                                    {25, 17, 129}, {5, 48, 257}, {12, 3, 0}, {40, 33, 64}};
+                                    {25, 17, 129}, {5, 48, 257}, {12, 3, 0}, {40, 33, 64},
+                                    {8, 20, 30}, {9, 16, 270}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         checkStrided(shapes[s][0], shapes[s][1], shapes[s][2]);
     /* Adam on three partial gradients = Adam on their sum (added in the same order) */

@@ -400,6 +400,13 @@ static inline float elemA(const StridedA *a, int i, int k) {
                                               : a->base[i * a->ars + (long)k * a->aks];
 }
 
+/* B's elements: (k, j) at rows[k][off + j] (rows given), else at base[k * bks + j * bjs]. */
+typedef struct StridedB {
+    const float *const *rows;
+    const float *base;
+    long bks, bjs, off;
+} StridedB;
+
 /* c[mi][16] (+)= A rows i0.., steps k0 .. k0 + K, times the panel bp[K][16] */
 static void tileScalar(int K, const StridedA *a, int i0, int mi, int k0, const float *bp,
                        float *c, long ldc, bool acc) {
@@ -457,6 +464,46 @@ AVX2 static void tileRows(int K, const float *const p[TM], long aks, const float
     TEND;
 }
 
+/* tileRows for the first mi rows only (edge tiles): the absent rows cost nothing */
+AVX2 INLINE void tileFew(const int mi, int K, const float *const p[TM], long aks, const float *bp,
+                    float *c, long ldc, bool acc) {
+    __m256 s0[TM], s1[TM];
+#pragma GCC unroll 6
+    for (int r = 0; r < mi; r++) {
+        s0[r] = acc ? _mm256_loadu_ps(c + r * ldc) : _mm256_setzero_ps();
+        s1[r] = acc ? _mm256_loadu_ps(c + r * ldc + 8) : _mm256_setzero_ps();
+    }
+    for (long k = 0, o = 0; k < K; k++, o += aks, bp += TN) {
+        __m256 b0 = _mm256_load_ps(bp), b1 = _mm256_load_ps(bp + 8);
+#pragma GCC unroll 6
+        for (int r = 0; r < mi; r++) {
+            __m256 a_ = _mm256_broadcast_ss(p[r] + o);
+            s0[r] = _mm256_fmadd_ps(a_, b0, s0[r]);
+            s1[r] = _mm256_fmadd_ps(a_, b1, s1[r]);
+        }
+    }
+#pragma GCC unroll 6
+    for (int r = 0; r < mi; r++) {
+        _mm256_storeu_ps(c + r * ldc, s0[r]);
+        _mm256_storeu_ps(c + r * ldc + 8, s1[r]);
+    }
+}
+
+#define TILE_FEW(n)                                                                           \
+    AVX2 static void tileRows##n(int K, const float *const p[TM], long aks, const float *bp,   \
+                                 float *c, long ldc, bool acc) {                              \
+        tileFew(n, K, p, aks, bp, c, ldc, acc);                                               \
+    }
+TILE_FEW(1)
+TILE_FEW(2)
+TILE_FEW(3)
+TILE_FEW(4)
+TILE_FEW(5)
+
+typedef void (*TileFn)(int, const float *const *, long, const float *, float *, long, bool);
+static const TileFn tileRowsFor[TM + 1] = {NULL,       tileRows1, tileRows2, tileRows3,
+                                           tileRows4, tileRows5, tileRows};
+
 /* the same with the six A values of step k at q[k][off_r] (rows of A down k) */
 AVX2 static void tileKRows(int K, const float *const *q, const long off[TM], const float *bp,
                            float *c, long ldc, bool acc) {
@@ -484,12 +531,13 @@ static bool haveAvx2(void) {
 }
 #endif
 
-/* One mi x nj tile (mi <= 6, nj <= 16) of C over steps k0 .. k0 + K with B's panel bp: full
-   tiles straight into C, edge tiles through a 6 x 16 buffer (absent rows repeat row i0 and
-   absent columns multiply the panel's zero padding; both are dropped). */
+/* One mi x nj tile (mi <= 6, nj <= 16) of C over steps k0 .. k0 + K with B's panel bp: tiles
+   of 16 columns straight into C, narrower ones through a 6 x 16 buffer (absent columns
+   multiply the panel's zero padding and are dropped; so are absent rows, which repeat row
+   i0 where the kernel has no variant with fewer rows). */
 static void tile(int K, const StridedA *a, int i0, int mi, int k0, const float *bp, int nj,
                  float *C, long ldc, bool acc, bool avx2) {
-    bool full = mi == TM && nj == TN;
+    bool full = (mi == TM || (avx2 && !a->kRows)) && nj == TN;
     float buf[TM * TN];
     float *c = full ? C : buf;
     long ldcT = full ? ldc : TN;
@@ -511,7 +559,7 @@ static void tile(int K, const StridedA *a, int i0, int mi, int k0, const float *
                 int i = i0 + (r < mi ? r : 0);
                 p[r] = a->rows ? a->rows[i] + k0 : a->base + i * a->ars + (long)k0 * a->aks;
             }
-            tileRows(K, p, a->rows ? 1 : a->aks, bp, c, ldcT, acc);
+            tileRowsFor[mi](K, p, a->rows ? 1 : a->aks, bp, c, ldcT, acc);
         }
 #endif
     }
@@ -520,17 +568,90 @@ static void tile(int K, const StridedA *a, int i0, int mi, int k0, const float *
             memcpy(C + i * ldc, buf + i * TN, (size_t)nj * sizeof *buf);
 }
 
-/* bp[k][0..16) = B[k][0..nj), zero beyond nj */
-static void packB(int K, int nj, const float *restrict B, long ldb, float *restrict bp) {
-    if (nj == TN) { /* a fixed-length copy: moves, not a memcpy call per row */
-        for (int k = 0; k < K; k++)
-            for (int j = 0; j < TN; j++)
-                bp[k * TN + j] = B[(long)k * ldb + j];
+#if defined(__GNUC__) && defined(__x86_64__)
+/* d[c * ldd + r] = s[r * lds + c] for an 8 x 8 block */
+AVX2 INLINE void transpose8(const float *s, long lds, float *d, long ldd) {
+    __m256 r0 = _mm256_loadu_ps(s), r1 = _mm256_loadu_ps(s + lds);
+    __m256 r2 = _mm256_loadu_ps(s + 2 * lds), r3 = _mm256_loadu_ps(s + 3 * lds);
+    __m256 r4 = _mm256_loadu_ps(s + 4 * lds), r5 = _mm256_loadu_ps(s + 5 * lds);
+    __m256 r6 = _mm256_loadu_ps(s + 6 * lds), r7 = _mm256_loadu_ps(s + 7 * lds);
+    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+    __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+    __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+    __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xee);
+    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xee);
+    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xee);
+    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xee);
+    _mm256_storeu_ps(d, _mm256_permute2f128_ps(u0, u4, 0x20));
+    _mm256_storeu_ps(d + ldd, _mm256_permute2f128_ps(u1, u5, 0x20));
+    _mm256_storeu_ps(d + 2 * ldd, _mm256_permute2f128_ps(u2, u6, 0x20));
+    _mm256_storeu_ps(d + 3 * ldd, _mm256_permute2f128_ps(u3, u7, 0x20));
+    _mm256_storeu_ps(d + 4 * ldd, _mm256_permute2f128_ps(u0, u4, 0x31));
+    _mm256_storeu_ps(d + 5 * ldd, _mm256_permute2f128_ps(u1, u5, 0x31));
+    _mm256_storeu_ps(d + 6 * ldd, _mm256_permute2f128_ps(u2, u6, 0x31));
+    _mm256_storeu_ps(d + 7 * ldd, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+
+/* bp[k][0..16) = src[j * ld + k] for j < 16: B^T's rows turned in 8 x 8 blocks; returns the
+   steps done (a multiple of 8) */
+AVX2 static int packTransposed(int K, const float *src, long ld, float *bp) {
+    int k = 0;
+    for (; k + 8 <= K; k += 8) {
+        transpose8(src + k, ld, bp + (long)k * TN, TN);
+        transpose8(src + 8 * ld + k, ld, bp + (long)k * TN + 8, TN);
+    }
+    return k;
+}
+
+/* T[j][i] = A[i][j] over whole 8 x 8 blocks: the rows i < rows8, the columns j < cols8 */
+AVX2 static void transposeAvx2(int rows8, int cols8, const float *A, long lda, float *T,
+                               long ldt) {
+    for (int i = 0; i < rows8; i += 8)
+        for (int j = 0; j < cols8; j += 8)
+            transpose8(A + (long)i * lda + j, lda, T + (long)j * ldt + i, ldt);
+}
+#endif
+
+/* bp[k][0..16) = B's steps k0 .. k0 + K, columns j0 .. j0 + nj, zero beyond nj (bp is
+   32-byte aligned) */
+static void packB(const StridedB *b, int k0, int K, int j0, int nj, float *restrict bp,
+                  bool avx2) {
+    if (!b->rows && b->bjs != 1) { /* B^T in memory: copy each column down k */
+        int done = 0;
+#if defined(__GNUC__) && defined(__x86_64__)
+        if (avx2 && b->bks == 1 && nj == TN)
+            done = packTransposed(K, b->base + j0 * b->bjs + k0, b->bjs, bp);
+#endif
+        for (int j = 0; j < TN && done < K; j++) {
+            const float *src = b->base + (j0 + j) * b->bjs + (long)k0 * b->bks;
+            for (int k = done; k < K; k++)
+                bp[k * TN + j] = j < nj ? src[k * b->bks] : 0.0f;
+        }
         return;
     }
-    for (int k = 0; k < K; k++)
+    for (int k = 0; k < K; k++) {
+        const float *src = b->rows ? b->rows[k0 + k] + b->off + j0
+                                   : b->base + (long)(k0 + k) * b->bks + j0;
+        if (nj == TN) { /* a fixed-length copy: moves, not a memcpy call */
+            memcpy(bp + k * TN, src, TN * sizeof *bp);
+            continue;
+        }
         for (int j = 0; j < TN; j++)
-            bp[k * TN + j] = j < nj ? B[(long)k * ldb + j] : 0.0f;
+            bp[k * TN + j] = j < nj ? src[j] : 0.0f;
+    }
+}
+
+/* Gathered rows of B: while the tiles use one panel, fetch the next one's new lines (into
+   L2: a panel's worth of lines in L1 would evict the panel the tiles are reading). */
+static void prefetchB(const StridedB *b, int k0, int K, int j0, int N) {
+#if defined(__GNUC__) && defined(__x86_64__)
+    if (!b->rows || j0 + TN >= N)
+        return;
+    int last = j0 + 2 * TN - 1 < N ? j0 + 2 * TN - 1 : N - 1;
+    for (int k = 0; k < K; k++)
+        _mm_prefetch((const char *)(b->rows[k0 + k] + b->off + last), _MM_HINT_T1);
+#endif
 }
 
 /* Gathered rows come from all over memory (a minibatch's tokens): while row group i0
@@ -546,7 +667,7 @@ static void prefetchRows(const StridedA *a, int M, int K, int i0, int k0, int kb
 #endif
 }
 
-static void strided(int M, int N, int K, const StridedA *a, const float *B, long ldb, float *C,
+static void strided(int M, int N, int K, const StridedA *a, const StridedB *b, float *C,
                     long ldc, bool acc) {
     if (M < 1 || N < 1)
         return;
@@ -559,7 +680,8 @@ static void strided(int M, int N, int K, const StridedA *a, const float *B, long
         int kb = K - k0 < TKB ? K - k0 : TKB;
         for (int j0 = 0; j0 < N; j0 += TN) {
             int nj = N - j0 < TN ? N - j0 : TN;
-            packB(kb, nj, B + (long)k0 * ldb + j0, ldb, bp);
+            packB(b, k0, kb, j0, nj, bp, avx2);
+            prefetchB(b, k0, kb, j0, N);
             for (int i0 = 0; i0 < M; i0 += TM) {
                 if (a->rows && j0 == 0)
                     prefetchRows(a, M, K, i0, k0, kb);
@@ -573,28 +695,59 @@ static void strided(int M, int N, int K, const StridedA *a, const float *B, long
 void Vec_gemmStrided(int M, int N, int K, const float *A, long ars, long aks, const float *B,
                      long ldb, float *C, long ldc, bool accumulate) {
     StridedA a = {.base = A, .ars = ars, .aks = aks};
-    strided(M, N, K, &a, B, ldb, C, ldc, accumulate);
+    StridedB b = {.base = B, .bks = ldb, .bjs = 1};
+    strided(M, N, K, &a, &b, C, ldc, accumulate);
 }
 
 void Vec_gemmGather(int M, int N, int K, const float *const *rows, const float *B, long ldb,
                     float *C, long ldc, bool accumulate) {
     StridedA a = {.rows = rows};
-    strided(M, N, K, &a, B, ldb, C, ldc, accumulate);
+    StridedB b = {.base = B, .bks = ldb, .bjs = 1};
+    strided(M, N, K, &a, &b, C, ldc, accumulate);
 }
 
 void Vec_gemmGatherT(int M, int N, int K, const float *const *rows, long off, const float *B,
                      long ldb, float *C, long ldc, bool accumulate) {
     StridedA a = {.kRows = rows, .off = off};
-    strided(M, N, K, &a, B, ldb, C, ldc, accumulate);
+    StridedB b = {.base = B, .bks = ldb, .bjs = 1};
+    strided(M, N, K, &a, &b, C, ldc, accumulate);
+}
+
+void Vec_gemmGatherNT(int M, int N, int K, const float *const *rows, const float *B, long ldb,
+                      float *C, long ldc, bool accumulate) {
+    StridedA a = {.rows = rows};
+    StridedB b = {.base = B, .bks = 1, .bjs = ldb};
+    strided(M, N, K, &a, &b, C, ldc, accumulate);
+}
+
+void Vec_gemmGatherB(int M, int N, int K, const float *A, long ars, long aks,
+                     const float *const *rows, long off, float *C, long ldc, bool accumulate) {
+    StridedA a = {.base = A, .ars = ars, .aks = aks};
+    StridedB b = {.rows = rows, .off = off};
+    strided(M, N, K, &a, &b, C, ldc, accumulate);
+}
+
+static void transposeScalar(int i0, int i1, int j0, int j1, const float *A, long lda, float *T,
+                            long ldt) {
+    enum { TILE = 32 };
+    for (int ib = i0; ib < i1; ib += TILE)
+        for (int jb = j0; jb < j1; jb += TILE)
+            for (int i = ib; i < ib + TILE && i < i1; i++)
+                for (int j = jb; j < jb + TILE && j < j1; j++)
+                    T[(long)j * ldt + i] = A[(long)i * lda + j];
 }
 
 void Vec_transpose(int rows, int cols, const float *A, long lda, float *T, long ldt) {
-    enum { TILE = 32 };
-    for (int i0 = 0; i0 < rows; i0 += TILE)
-        for (int j0 = 0; j0 < cols; j0 += TILE)
-            for (int i = i0; i < i0 + TILE && i < rows; i++)
-                for (int j = j0; j < j0 + TILE && j < cols; j++)
-                    T[j * ldt + i] = A[i * lda + j];
+    int rows8 = 0, cols8 = 0;
+#if defined(__GNUC__) && defined(__x86_64__)
+    if (haveAvx2()) {
+        rows8 = rows / 8 * 8;
+        cols8 = cols / 8 * 8;
+        transposeAvx2(rows8, cols8, A, lda, T, ldt);
+    }
+#endif
+    transposeScalar(0, rows8, cols8, cols, A, lda, T, ldt); /* the right edge */
+    transposeScalar(rows8, rows, 0, cols, A, lda, T, ldt);  /* the bottom rows */
 }
 
 void Vec_adamSum(long n, int parts, long gstride, float *p, const float *g, float *m, float *v,

@@ -79,6 +79,9 @@ void Vec_gemmTNPacked(int M, int N, int K, const float *packed, const float *B, 
      Vec_gemmStrided: A[i * ars + k * aks]   (any layout: ars = 1, aks = lda reads A^T)
      Vec_gemmGather:  rows[i][k]             (A's rows scattered, e.g. a minibatch's tokens)
      Vec_gemmGatherT: rows[k][off + i]       (the transpose of a scattered matrix)
+   Two more read B another way, with A as in Vec_gemmGather or Vec_gemmStrided:
+     Vec_gemmGatherNT: B[j * ldb + k] instead of B[k * ldb + j]   (C = rows B^T)
+     Vec_gemmGatherB:  rows[k][off + j]  (B's rows scattered: C = A^T x for token rows x)
    Each element is one fused running sum in k order (in the AVX2 path), the same wherever
    it sits, so results do not depend on blocking or threads, and splitting k into
    consecutive runs with accumulate continues the same sum bit for bit. */
@@ -88,6 +91,10 @@ void Vec_gemmGather(int M, int N, int K, const float *const *rows, const float *
                     float *C, long ldc, bool accumulate);
 void Vec_gemmGatherT(int M, int N, int K, const float *const *rows, long off, const float *B,
                      long ldb, float *C, long ldc, bool accumulate);
+void Vec_gemmGatherNT(int M, int N, int K, const float *const *rows, const float *B, long ldb,
+                      float *C, long ldc, bool accumulate);
+void Vec_gemmGatherB(int M, int N, int K, const float *A, long ars, long aks,
+                     const float *const *rows, long off, float *C, long ldc, bool accumulate);
 
 /* T[j][i] = A[i][j] for a rows x cols block. */
 void Vec_transpose(int rows, int cols, const float *A, long lda, float *T, long ldt);
