@@ -1,9 +1,9 @@
 /*
 moescope - core/Parallel.c
 Workers pull chunk indices from one atomic counter; the caller joins them all. The pool
-keeps its workers waiting on a condition variable between runs: a run bumps a sequence
-number and broadcasts, each worker takes chunks and reports back, and the caller waits
-until every worker has finished the run.
+keeps its workers waiting between runs: a run bumps a sequence number, each worker takes
+chunks and reports back, and the caller waits until every worker has finished the run
+(both waits spin briefly, then sleep on a condition variable).
 SPDX-License-Identifier: MIT
 */
 #include "config.h"
@@ -14,6 +14,7 @@ SPDX-License-Identifier: MIT
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "util/XUtils.h"
 
@@ -95,7 +96,14 @@ MsStatus Parallel_run(int threads, long n, ParallelFn fn, void *ctx, const Cance
     return atomic_load(&job.canceled) ? MS_ERR_CANCELED : MS_OK;
 }
 
-/* ---- pool ---- */
+/* ---- pool ----
+   Runs follow each other within microseconds in the mlp router's training (two per
+   minibatch), while a condition variable hand-off costs tens of microseconds each way.
+   So both sides spin for a short while (SPIN_NS) on atomics before they sleep: the
+   workers on the run sequence number, the caller on the count of busy workers. The
+   sleeping paths re-check under the lock, so no wake-up is lost. */
+
+enum { SPIN_NS = 200000 };
 
 typedef struct PoolWorker {
     struct ParallelPool *pool;
@@ -105,34 +113,76 @@ typedef struct PoolWorker {
 struct ParallelPool {
     pthread_mutex_t lock;
     pthread_cond_t wake, idle;
-    Job *job;          /* current run */
-    unsigned long seq; /* bumped per run */
-    int busy;          /* workers still in the current run */
-    bool quit;
+    Job *job;            /* current run, published by seq's release */
+    atomic_ulong seq;    /* bumped per run */
+    atomic_int busy;     /* workers still in the current run */
+    atomic_bool quit;
     int started;
     pthread_t tid[MAX_THREADS];
     PoolWorker workers[MAX_THREADS];
 };
 
+static void cpuRelax(void) {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    __builtin_ia32_pause();
+#endif
+}
+
+static long nowNs(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long)ts.tv_sec * 1000000000L + ts.tv_nsec;
+}
+
+/* Spins until done(arg) or SPIN_NS have passed; true when done. */
+static bool spinUntil(bool (*done)(const ParallelPool *, unsigned long), const ParallelPool *pool,
+                      unsigned long arg) {
+    long deadline = 0;
+    for (unsigned i = 0;; i++) {
+        if (done(pool, arg))
+            return true;
+        if ((i & 63) == 63) {
+            long t = nowNs();
+            if (deadline == 0)
+                deadline = t + SPIN_NS;
+            else if (t > deadline)
+                return false;
+        }
+        cpuRelax();
+    }
+}
+
+static bool newRun(const ParallelPool *pool, unsigned long seen) {
+    return atomic_load_explicit(&pool->seq, memory_order_acquire) != seen ||
+           atomic_load_explicit(&pool->quit, memory_order_relaxed);
+}
+
+static bool allIdle(const ParallelPool *pool, unsigned long unused) {
+    return atomic_load_explicit(&pool->busy, memory_order_acquire) == 0;
+}
+
 static void *poolMain(void *arg) {
     PoolWorker *w = arg;
     ParallelPool *pool = w->pool;
     unsigned long seen = 0;
-    pthread_mutex_lock(&pool->lock);
     for (;;) {
-        while (!pool->quit && pool->seq == seen)
-            pthread_cond_wait(&pool->wake, &pool->lock);
-        if (pool->quit)
+        if (!spinUntil(newRun, pool, seen)) {
+            pthread_mutex_lock(&pool->lock);
+            while (!newRun(pool, seen))
+                pthread_cond_wait(&pool->wake, &pool->lock);
+            pthread_mutex_unlock(&pool->lock);
+        }
+        if (atomic_load(&pool->quit))
             break;
-        seen = pool->seq;
-        Job *job = pool->job;
-        pthread_mutex_unlock(&pool->lock);
-        work(job, w->id);
-        pthread_mutex_lock(&pool->lock);
-        if (--pool->busy == 0)
+        seen = atomic_load_explicit(&pool->seq, memory_order_acquire);
+        work(pool->job, w->id);
+        /* acq_rel: the caller sees everything this run wrote */
+        if (atomic_fetch_sub(&pool->busy, 1) == 1) {
+            pthread_mutex_lock(&pool->lock);
             pthread_cond_signal(&pool->idle);
+            pthread_mutex_unlock(&pool->lock);
+        }
     }
-    pthread_mutex_unlock(&pool->lock);
     return NULL;
 }
 
@@ -141,6 +191,9 @@ ParallelPool *ParallelPool_new(int threads) {
     pthread_mutex_init(&this->lock, NULL);
     pthread_cond_init(&this->wake, NULL);
     pthread_cond_init(&this->idle, NULL);
+    atomic_init(&this->seq, 0);
+    atomic_init(&this->busy, 0);
+    atomic_init(&this->quit, false);
     if (threads > MAX_THREADS)
         threads = MAX_THREADS;
     sigset_t all, old;
@@ -161,7 +214,7 @@ void ParallelPool_delete(ParallelPool *this) {
     if (!this)
         return;
     pthread_mutex_lock(&this->lock);
-    this->quit = true;
+    atomic_store(&this->quit, true);
     pthread_cond_broadcast(&this->wake);
     pthread_mutex_unlock(&this->lock);
     for (int i = 0; i < this->started; i++)
@@ -178,16 +231,18 @@ MsStatus ParallelPool_run(ParallelPool *this, long n, ParallelFn fn, void *ctx,
     atomic_init(&job.next, 0);
     atomic_init(&job.done, 0);
     atomic_init(&job.canceled, false);
-    pthread_mutex_lock(&this->lock);
     this->job = &job;
-    this->busy = this->started;
-    this->seq++;
+    atomic_store(&this->busy, this->started);
+    pthread_mutex_lock(&this->lock); /* a worker about to sleep sees the new run */
+    atomic_fetch_add_explicit(&this->seq, 1, memory_order_release);
     pthread_cond_broadcast(&this->wake);
     pthread_mutex_unlock(&this->lock);
     work(&job, 0);
-    pthread_mutex_lock(&this->lock);
-    while (this->busy > 0)
-        pthread_cond_wait(&this->idle, &this->lock);
-    pthread_mutex_unlock(&this->lock);
+    if (!spinUntil(allIdle, this, 0)) {
+        pthread_mutex_lock(&this->lock);
+        while (!allIdle(this, 0))
+            pthread_cond_wait(&this->idle, &this->lock);
+        pthread_mutex_unlock(&this->lock);
+    }
     return atomic_load(&job.canceled) ? MS_ERR_CANCELED : MS_OK;
 }
