@@ -3,22 +3,25 @@ moescope - core/Router.c
 Routers of SPEC §4: scoring, and the MoEfication mlp router's training.
 
 DESIGN: mlp training is plain minibatch Adam written out by hand (forward, backward,
-update) so that every number is reproducible. A minibatch is cut into fixed chunks of
-rows for the forward/backward pass, each of which also computes its rows' share of the
-weight gradients; the update sums the shares in chunk order and runs Adam in fixed
-blocks of W1. Chunk boundaries depend only on the shapes, never on the thread count, and
-every chunk writes its own slots, so the weights are bitwise the same for any
-opt->threads. Products go through core/Vec's strided kernels rather than OpenBLAS,
-whose sgemm results change with its own thread count; they read the minibatch's token
-rows of x in place (no normalized copy: xhat W1^T = (x W1^T) / ||x||), and W1 is kept
-transposed during training, the layout both of its products want.
+update) so that every number is reproducible. Each minibatch takes two parallel runs of
+small tasks (many per thread, so that the two threads finish together): the forward and
+backward pass over fixed pieces of rows, then the update over fixed blocks of W1's
+columns and W2's rows. An update task computes its block's gradient once per fixed chunk
+of rows and lets Adam add the chunks' shares in chunk order. All boundaries depend only
+on the shapes, never on the thread count, and every task writes its own slots, so the
+weights are bitwise the same for any opt->threads. Products go through core/Vec's
+strided kernels rather than OpenBLAS, whose sgemm results change with its own thread
+count; they read the minibatch's token rows of x in place (no normalized copy: xhat
+W1^T = (x W1^T) / ||x||). dW1 = G1^T x is computed as it stands, x the kernels' copied
+operand: each token row's cache lines are then read once per product (as x^T G1 they
+were read once per 16 columns of E). The update also fetches the next minibatch's rows
+of x from memory, which the forward pass would otherwise wait for.
 SPDX-License-Identifier: MIT
 */
 #include "config.h"
 #include "core/Router.h"
 
 #include <math.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,11 +31,10 @@ SPDX-License-Identifier: MIT
 
 enum {
     SCORE_BLOCK = 256, /* rows per scoring step (bounds the scratch) */
-    FWD_ROWS = 256,    /* rows per forward/backward chunk of a minibatch */
-    GRAD_BLOCKS = 7,   /* W1 blocks per parallel update: with W2's, 8 equal-ish chunks */
-    /* W1 sizes up to which the last forward chunk to finish runs the whole update: Adam
-       over 64K parameters costs about what a second pool run per minibatch would */
-    INLINE_UPDATE_MAX = 1 << 16,
+    FWD_ROWS = 128,    /* rows per forward/backward task of a minibatch */
+    GRAD_ROWS = 256,   /* rows per partial gradient (summed in order by Adam) */
+    W1_COLS = 32,      /* columns of W1 per update task */
+    W2_ROWS = 24,      /* rows of W2 per update task */
 };
 
 struct Router {
@@ -309,16 +311,22 @@ static void shuffle(long *perm, long n, uint64_t *state) {
 typedef struct Adam {
     double lr, b1, b2, eps;
     long step;
+    float stepSize, invSqrtBc2; /* this step's bias corrections (PyTorch's formulation) */
 } Adam;
 
-/* One Adam update of p[n] (PyTorch's formulation, bias-corrected) with the gradient
-   g[i] + g[stride + i] + ... (parts terms). */
-static void adamUpdate(const Adam *a, float *p, const float *g, int parts, long stride, float *m,
-                       float *v, long n) {
+static void adamNextStep(Adam *a) {
+    a->step++;
     double bc1 = 1.0 - pow(a->b1, (double)a->step);
     double bc2 = 1.0 - pow(a->b2, (double)a->step);
-    Vec_adamSum(n, parts, stride, p, g, m, v, (float)a->b1, (float)a->b2,
-                (float)(a->lr / bc1), (float)(1.0 / sqrt(bc2)), (float)a->eps);
+    a->stepSize = (float)(a->lr / bc1);
+    a->invSqrtBc2 = (float)(1.0 / sqrt(bc2));
+}
+
+/* One Adam update of p[n] with the gradient g[i] + g[stride + i] + ... (parts terms). */
+static void adamUpdate(const Adam *a, float *p, const float *g, int parts, long stride, float *m,
+                       float *v, long n) {
+    Vec_adamSum(n, parts, stride, p, g, m, v, (float)a->b1, (float)a->b2, a->stepSize,
+                a->invSqrtBc2, (float)a->eps);
 }
 
 typedef struct Trainer {
@@ -330,41 +338,40 @@ typedef struct Trainer {
     long n;               /* train rows */
     long off, B;          /* current minibatch: perm[off .. off + B) */
     float invMax;         /* 1 / max of S over the minibatch (0 when all zero) */
-    float *W1t, *m1, *v1; /* [d][E]: W1 transposed (the forward's B operand), its moments */
+    float *W1b, *m1, *v1; /* W1 and its moments by update block: [E][cols] from j0 * E */
+    float *W1t;           /* [d][E]: W1 transposed, the forward product's copied operand */
     float *W2, *W2t, *m2, *v2; /* [E][E] */
     const float **rows;   /* [batch] the minibatch's rows of x */
     float *inv;           /* [batch] their 1 / ||x|| */
     float *A, *G2, *G1;   /* [batch][E]: tanh activations, dL/dZ, dL/d(W1 xhat) / ||x|| */
-    float *Tb, *Lb;       /* [batch][E] gathered targets and per-entry losses */
-    float *dW1t, *dW2;    /* per row chunk: [d][E] and [E][E] partial gradients */
-    double *chunkLoss;    /* [batch chunks] */
-    int chunks;           /* row chunks of the current minibatch */
-    long blockLen;        /* W1t elements per update block (the last fewer) */
-    int colBlocks;
-    bool inlineUpdate;    /* the last chunk to finish runs the update (no second pool run) */
-    atomic_int finished;  /* chunks of the current minibatch done */
+    float *Lb;            /* [batch][E] per-entry losses */
+    float *G2t, *G1t;     /* [E][batch]: G2 and G1 transposed, the gradients' A operands */
+    float *share;         /* per worker: [chunks][shareLen] one block's partial gradients */
+    long shareLen;
+    double *chunkLoss;    /* [chunks] */
+    int chunks;           /* GRAD_ROWS row chunks of the current minibatch */
+    int w2Blocks, w1Blocks;
     Adam adam;
 } Trainer;
 
-static void updateChunk(void *ctx, long chunk, int worker);
-
-/* Rows r0 .. r0 + rows of the minibatch: forward, loss, backward to G1, and this chunk's
-   share of the gradients (summed over chunks, in chunk order, by updateChunk). x is read
-   in place: xhat W1^T = (x W1^T) / ||x||, and dW1 = G1^T xhat = (G1 / ||x||)^T x. */
-static void forwardChunk(void *ctx, long chunk, int worker) {
+/* Rows r0 .. r0 + rows of the minibatch: forward, loss, backward to G1 and G2 (and their
+   transposes). x is read in place: xhat W1^T = (x W1^T) / ||x||. */
+static void forwardPiece(void *ctx, long piece, int worker) {
     Trainer *tr = ctx;
     int E = tr->E, d = tr->d;
-    long r0 = chunk * FWD_ROWS, rows = tr->B - r0 < FWD_ROWS ? tr->B - r0 : FWD_ROWS;
+    long r0 = piece * FWD_ROWS, rows = tr->B - r0 < FWD_ROWS ? tr->B - r0 : FWD_ROWS;
     for (long i = r0; i < r0 + rows; i++) {
         long t = tr->perm[tr->off + i];
         tr->rows[i] = tr->x + t * d;
         tr->inv[i] = tr->invNorm[t];
-        memcpy(tr->Tb + i * E, tr->S + t * E, (size_t)E * sizeof(float));
     }
     const float *const *xr = tr->rows + r0;
     const float *inv = tr->inv + r0;
     float *A = tr->A + r0 * E, *G2 = tr->G2 + r0 * E, *G1 = tr->G1 + r0 * E;
     Vec_gemmGather((int)rows, E, d, xr, tr->W1t, E, A, E, false);
+    for (long i = r0; i < r0 + rows; i++) /* the targets, into L2 for the loss below */
+        for (int e = 0; e < E; e += 16)
+            __builtin_prefetch(tr->S + tr->perm[tr->off + i] * E + e, 0, 1);
     for (long i = 0; i < rows; i++)
         for (int e = 0; e < E; e++)
             A[i * E + e] *= inv[i];
@@ -372,45 +379,89 @@ static void forwardChunk(void *ctx, long chunk, int worker) {
     float *Z = G1; /* the logits live in G1 until dA overwrites them */
     Vec_gemmStrided((int)rows, E, E, A, E, 1, tr->W2t, E, Z, E, false);
     float scale = 1.0f / (float)((double)tr->B * E);
-    Vec_bceWithLogits(rows * E, Z, tr->Tb + r0 * E, tr->invMax, scale, tr->Lb + r0 * E, G2);
-    tr->chunkLoss[chunk] = Vec_sum(rows * E, tr->Lb + r0 * E);
+    for (long i = 0; i < rows; i++)
+        Vec_bceWithLogits(E, Z + i * E, tr->S + tr->perm[tr->off + r0 + i] * E, tr->invMax,
+                          scale, tr->Lb + (r0 + i) * E, G2 + i * E);
     /* dA = G2 W2, then through tanh and the row's norm: G1 = dA (1 - A^2) / ||x|| */
     Vec_gemmStrided((int)rows, E, E, G2, E, 1, tr->W2, E, G1, E, false);
     for (long i = 0; i < rows; i++)
         for (int e = 0; e < E; e++)
             G1[i * E + e] = G1[i * E + e] * (1.0f - A[i * E + e] * A[i * E + e]) * inv[i];
-    /* this chunk's dW1^T = x^T G1 and dW2 = G2^T A */
-    Vec_gemmGatherT(d, E, (int)rows, xr, 0, G1, E, tr->dW1t + chunk * (long)d * E, E, false);
-    Vec_gemmStrided(E, E, (int)rows, G2, 1, E, A, E, tr->dW2 + chunk * (long)E * E, E, false);
-    if (!tr->inlineUpdate)
-        return;
-    /* acq_rel: the last chunk sees every other chunk's partial gradients */
-    if (atomic_fetch_add(&tr->finished, 1) + 1 == tr->chunks) {
-        for (int c = 0; c <= tr->colBlocks; c++)
-            updateChunk(tr, c, worker);
-        return;
-    }
-    /* the others would wait: fetch the next minibatch's rows of this chunk meanwhile */
-    long next = tr->off + tr->B + r0, end = next + FWD_ROWS < tr->n ? next + FWD_ROWS : tr->n;
-    for (long i = next; i < end; i++)
-        for (int c = 0; c < d; c += 16)
-            __builtin_prefetch(tr->x + tr->perm[i] * d + c, 0, 2);
+    Vec_transpose((int)rows, E, G2, E, tr->G2t + r0, tr->B);
+    Vec_transpose((int)rows, E, G1, E, tr->G1t + r0, tr->B);
 }
 
-/* Chunks 0..colBlocks-1: blocks of W1^T; chunk colBlocks: W2 (and its transpose). */
-static void updateChunk(void *ctx, long chunk, int worker) {
-    Trainer *tr = ctx;
+/* Rows e0 .. e0 + n of W2: per row chunk dW2 = G2^T A, summed in chunk order by Adam; then
+   the rows' columns of W2^T. */
+static void updateW2(Trainer *tr, int e0, int n, float *share) {
     int E = tr->E;
-    long all = (long)tr->d * E;
-    if (chunk == tr->colBlocks) {
-        adamUpdate(&tr->adam, tr->W2, tr->dW2, tr->chunks, (long)E * E, tr->m2, tr->v2,
-                   (long)E * E);
-        Vec_transpose(E, E, tr->W2, E, tr->W2t, E);
+    long len = (long)n * E;
+    for (int c = 0; c < tr->chunks; c++) {
+        long r0 = (long)c * GRAD_ROWS, rows = tr->B - r0 < GRAD_ROWS ? tr->B - r0 : GRAD_ROWS;
+        Vec_gemmStrided(n, E, (int)rows, tr->G2t + e0 * tr->B + r0, tr->B, 1, tr->A + r0 * E, E,
+                        share + c * len, E, false);
+    }
+    long at = (long)e0 * E;
+    adamUpdate(&tr->adam, tr->W2 + at, share, tr->chunks, len, tr->m2 + at, tr->v2 + at, len);
+    Vec_transpose(n, E, tr->W2 + at, E, tr->W2t + e0, E);
+}
+
+/* Columns j0 .. j0 + n of W1: per row chunk dW1 = G1^T x (x the kernel's copied operand,
+   its rows' cache lines read once), summed in chunk order by Adam; then W1^T's rows. */
+static void updateW1(Trainer *tr, int j0, int n, float *share) {
+    int E = tr->E;
+    long len = (long)n * E, at = (long)j0 * E;
+    for (int c = 0; c < tr->chunks; c++) {
+        long r0 = (long)c * GRAD_ROWS, rows = tr->B - r0 < GRAD_ROWS ? tr->B - r0 : GRAD_ROWS;
+        Vec_gemmGatherB(E, n, (int)rows, tr->G1t + r0, tr->B, 1, tr->rows + r0, j0,
+                        share + c * len, n, false);
+    }
+    adamUpdate(&tr->adam, tr->W1b + at, share, tr->chunks, len, tr->m1 + at, tr->v1 + at, len);
+    Vec_transpose(E, n, tr->W1b + at, n, tr->W1t + at, E);
+}
+
+/* W1 [E][d] to its update blocks (or back): columns j0 .. j0 + W1_COLS at b + j0 * E */
+static void blockW1(float *W1, int E, int d, float *b, bool back) {
+    for (int j0 = 0; j0 < d; j0 += W1_COLS) {
+        int n = d - j0 < W1_COLS ? d - j0 : W1_COLS;
+        for (int e = 0; e < E; e++) {
+            float *blk = b + (long)j0 * E + (long)e * n, *row = W1 + (long)e * d + j0;
+            memcpy(back ? row : blk, back ? blk : row, (size_t)n * sizeof(float));
+        }
+    }
+}
+
+/* Task `task` of the update fetches its share of the next minibatch's rows of x from
+   memory (into L2, whence they go to L3): the forward pass would wait for them. */
+static void prefetchNext(const Trainer *tr, long task) {
+    long tasks = tr->w2Blocks + tr->w1Blocks + tr->chunks;
+    long next = tr->off + tr->B, nextB = tr->n - next < tr->B ? tr->n - next : tr->B;
+    long i0 = next + task * nextB / tasks, i1 = next + (task + 1) * nextB / tasks;
+    for (long i = i0; i < i1; i++)
+        for (int c = 0; c < tr->d; c += 16)
+            __builtin_prefetch(tr->x + tr->perm[i] * tr->d + c, 0, 1);
+}
+
+/* Tasks of the update: blocks of W2's rows, blocks of W1's columns, then the row chunks'
+   loss sums. */
+static void updateTask(void *ctx, long task, int worker) {
+    Trainer *tr = ctx;
+    float *share = tr->share + (long)worker * tr->chunks * tr->shareLen;
+    prefetchNext(tr, task);
+    if (task < tr->w2Blocks) {
+        int e0 = (int)task * W2_ROWS;
+        updateW2(tr, e0, tr->E - e0 < W2_ROWS ? tr->E - e0 : W2_ROWS, share);
         return;
     }
-    long at = chunk * tr->blockLen, n = all - at < tr->blockLen ? all - at : tr->blockLen;
-    adamUpdate(&tr->adam, tr->W1t + at, tr->dW1t + at, tr->chunks, all, tr->m1 + at,
-               tr->v1 + at, n);
+    task -= tr->w2Blocks;
+    if (task < tr->w1Blocks) {
+        int j0 = (int)task * W1_COLS;
+        updateW1(tr, j0, tr->d - j0 < W1_COLS ? tr->d - j0 : W1_COLS, share);
+        return;
+    }
+    long c = task - tr->w1Blocks, r0 = c * GRAD_ROWS;
+    long rows = tr->B - r0 < GRAD_ROWS ? tr->B - r0 : GRAD_ROWS;
+    tr->chunkLoss[c] = Vec_sum(rows * tr->E, tr->Lb + r0 * tr->E);
 }
 
 typedef struct PrepJob {
@@ -465,8 +516,10 @@ static MsStatus trainMlp(Router *this, const LayerData *L, const int32_t *part,
     if (o->epochs == 0)
         return MS_OK;
 
-    long chunksMax = Parallel_chunks(batch, FWD_ROWS);
-    size_t workLen = (size_t)batch * (1 + 5 * E) + (size_t)chunksMax * E * (d + E);
+    long chunksMax = Parallel_chunks(batch, GRAD_ROWS);
+    long shareLen = (long)E * (W1_COLS > W2_ROWS ? W1_COLS : W2_ROWS);
+    size_t workLen = (size_t)batch * (1 + 6 * (size_t)E) + 2 * (size_t)d * E +
+                     (size_t)threads * chunksMax * shareLen;
     float *S = tryMallocArray((size_t)n * E, sizeof(float));
     float *invNorm = tryMallocArray((size_t)n * 2, sizeof(float)); /* and rowMax */
     long *perm = tryMallocArray((size_t)n, sizeof(long));
@@ -489,23 +542,21 @@ static MsStatus trainMlp(Router *this, const LayerData *L, const int32_t *part,
     long be = batch * E;
     Trainer tr = {
         .E = E, .d = d, .n = n, .x = L->x + row0 * d, .S = S, .invNorm = invNorm, .perm = perm,
-        .W1t = xMallocArray((size_t)E * d, sizeof(float)), .W2 = this->W2,
+        .W2 = this->W2,
         .m1 = xCalloc((size_t)E * d, sizeof(float)), .v1 = xCalloc((size_t)E * d, sizeof(float)),
         .m2 = xCalloc((size_t)E * E, sizeof(float)), .v2 = xCalloc((size_t)E * E, sizeof(float)),
         .W2t = xMallocArray((size_t)E * E, sizeof(float)),
         .rows = xMallocArray((size_t)batch, sizeof(float *)),
         .inv = work, .A = work + batch, .G2 = work + batch + be, .G1 = work + batch + 2 * be,
-        .Tb = work + batch + 3 * be, .Lb = work + batch + 4 * be,
-        .dW1t = work + batch + 5 * be, .dW2 = work + batch + 5 * be + chunksMax * E * d,
+        .Lb = work + batch + 3 * be, .G2t = work + batch + 4 * be, .G1t = work + batch + 5 * be,
+        .W1t = work + batch + 6 * be, .W1b = work + batch + 6 * be + (long)d * E,
+        .share = work + batch + 6 * be + 2L * d * E,
+        .shareLen = shareLen,
         .chunkLoss = xCalloc((size_t)chunksMax, sizeof(double)),
-        /* GRAD_BLOCKS blocks of whole 16-float vectors; W2's chunk is about one block's
-           work when d ~ 7 E (T5-base at E = 128), and 8 chunks split evenly on 2 threads */
-        .blockLen = (Parallel_chunks((long)d * E, GRAD_BLOCKS) + 15) / 16 * 16,
+        .w2Blocks = (int)Parallel_chunks(E, W2_ROWS), .w1Blocks = (int)Parallel_chunks(d, W1_COLS),
         .adam = {.lr = o->lr, .b1 = o->beta1, .b2 = o->beta2, .eps = o->eps},
     };
-    tr.colBlocks = (int)Parallel_chunks((long)d * E, tr.blockLen);
-    tr.inlineUpdate = (long)d * E <= INLINE_UPDATE_MAX;
-    atomic_init(&tr.finished, 0);
+    blockW1(this->W1, E, d, tr.W1b, false);
     Vec_transpose(E, d, this->W1, d, tr.W1t, E);
     Vec_transpose(E, E, tr.W2, E, tr.W2t, E);
     for (long t = 0; t < n; t++)
@@ -523,23 +574,22 @@ static MsStatus trainMlp(Router *this, const LayerData *L, const int32_t *part,
             for (long i = 0; i < tr.B; i++)
                 mx = rowMax[perm[tr.off + i]] > mx ? rowMax[perm[tr.off + i]] : mx;
             tr.invMax = mx > 0.0f ? 1.0f / mx : 0.0f;
-            tr.chunks = (int)Parallel_chunks(tr.B, FWD_ROWS);
-            tr.adam.step++;
-            atomic_store(&tr.finished, 0);
-            st = ParallelPool_run(pool, tr.chunks, forwardChunk, &tr, cancel);
+            tr.chunks = (int)Parallel_chunks(tr.B, GRAD_ROWS);
+            adamNextStep(&tr.adam);
+            st = ParallelPool_run(pool, Parallel_chunks(tr.B, FWD_ROWS), forwardPiece, &tr,
+                                  cancel);
             if (st != MS_OK)
                 break;
+            st = ParallelPool_run(pool, tr.w2Blocks + tr.w1Blocks + tr.chunks, updateTask, &tr,
+                                  NULL);
             for (long c = 0; c < tr.chunks; c++)
                 epochLoss += tr.chunkLoss[c];
-            if (!tr.inlineUpdate)
-                st = ParallelPool_run(pool, tr.colBlocks + 1, updateChunk, &tr, NULL);
             Cancel_progress(cancel, (double)(ep * batches + b + 1) / (double)(o->epochs * batches));
         }
         this->loss[ep] = epochLoss / ((double)n * E);
     }
     ParallelPool_delete(pool);
-    Vec_transpose(d, E, tr.W1t, E, this->W1, d);
-    free(tr.W1t);
+    blockW1(this->W1, E, d, tr.W1b, true);
     free(tr.m1);
     free(tr.v1);
     free(tr.m2);
