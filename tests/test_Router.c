@@ -463,8 +463,8 @@ static void test_mlp_cancel(void **state) {
     plantedDone(&p);
 }
 
-/* Vec_gemmStrided / Gather / GatherT against a plain triple loop in double (GatherNT and
-   GatherB against those, bitwise), on shapes that are not multiples of the 6 x 16 tiles
+/* Vec_gemmStrided / Gather / GatherT against a plain triple loop in double (the panel
+   products against those, bitwise), on shapes that are not multiples of the 6 x 16 tiles
    (every edge height 1..5) or the 256-step k blocks, K = 1 and K = 0, and row strides
    longer than K. Splitting k and accumulating must not change a bit,
    and neither may the position of a block inside C. */
@@ -530,8 +530,7 @@ static void checkStrided(int M, int N, int K) {
         }
     for (int i = 0; i < M; i++)
         assert_memory_equal(C + i * ldc, C2 + i * ldc, sizeof(float) * (size_t)N);
-    /* B read transposed (GatherNT) or through reversed row pointers (GatherB), A by rows
-       or down its transpose: the same bits as the plain strided product */
+    /* B^T, and B's rows in reverse through row pointers, for the panels below */
     float *Bt = malloc(sizeof(float) * (size_t)(N * (K + 2) + 1));
     float *Br = malloc(sizeof(float) * (size_t)(K * ldb + 2));
     for (int k = 0; k < K; k++)
@@ -539,24 +538,38 @@ static void checkStrided(int M, int N, int K) {
             Bt[j * (K + 2) + k] = B[k * ldb + j];
             Br[(K - 1 - k) * ldb + 1 + j] = B[k * ldb + j];
         }
-    for (int pass = 0; pass < 3; pass++) {
-        for (int i = 0; i < M * ldc; i++)
-            C2[i] = NAN;
-        if (pass == 0) {
-            for (int i = 0; i < M; i++)
-                rows[i] = A + i * lda;
-            Vec_gemmGatherNT(M, N, K, rows, Bt, K + 2, C2, ldc, false);
-        } else {
+    /* B in panels, put in two runs of rows from row pointers or from B^T: the same bits,
+       also for the columns from 16 on through the panels' offset */
+    float *P = malloc(sizeof(float) * (size_t)Vec_panelsSize(K, N));
+    for (int way = 0; way < 2; way++) {
+        int kh = K / 2;
+        if (way == 0) {
             for (int k = 0; k < K; k++)
                 rows[k] = Br + (K - 1 - k) * ldb;
-            if (pass == 1)
-                Vec_gemmGatherB(M, N, K, A, lda, 1, rows, 1, C2, ldc, false);
-            else
-                Vec_gemmGatherB(M, N, K, At + 2, 1, M + 4, rows, 1, C2, ldc, false);
+            Vec_panelsPutRows(K, N, kh, K - kh, rows + kh, 1, P);
+            Vec_panelsPutRows(K, N, 0, kh, rows, 1, P);
+        } else {
+            Vec_panelsPutRowsT(K, N, 0, kh, Bt, K + 2, P);
+            Vec_panelsPutRowsT(K, N, kh, K - kh, Bt + kh, K + 2, P);
+        }
+        for (int i = 0; i < M * ldc; i++)
+            C2[i] = NAN;
+        if (way == 0) {
+            Vec_gemmPanels(M, N, K, At + 2, 1, M + 4, P, C2, ldc, false);
+        } else {
+            for (int i = 0; i < M; i++)
+                rows[i] = A + i * lda;
+            Vec_gemmGatherPanels(M, N, K, rows, P, C2, ldc, false);
         }
         for (int i = 0; i < M; i++)
             assert_memory_equal(C + i * ldc, C2 + i * ldc, sizeof(float) * (size_t)N);
+        if (N > 16) {
+            Vec_gemmPanels(M, N - 16, K, A, lda, 1, P + 16 * K, C2, ldc, false);
+            for (int i = 0; i < M; i++)
+                assert_memory_equal(C + i * ldc + 16, C2 + i * ldc, sizeof(float) * (N - 16));
+        }
     }
+    free(P);
     free(Bt);
     free(Br);
     free(A);

@@ -12,10 +12,11 @@ on the shapes, never on the thread count, and every task writes its own slots, s
 weights are bitwise the same for any opt->threads. Products go through core/Vec's
 strided kernels rather than OpenBLAS, whose sgemm results change with its own thread
 count; they read the minibatch's token rows of x in place (no normalized copy: xhat
-W1^T = (x W1^T) / ||x||). dW1 = G1^T x is computed as it stands, x the kernels' copied
-operand: each token row's cache lines are then read once per product (as x^T G1 they
-were read once per 16 columns of E). The update also fetches the next minibatch's rows
-of x from memory, which the forward pass would otherwise wait for.
+W1^T = (x W1^T) / ||x||). The products' B operands are laid out in Vec panels by whoever
+has them in cache, once per minibatch instead of once per product and task: W1^T by
+the update tasks that just wrote W1's blocks, and the minibatch's rows of x (dW1 = G1^T x)
+by the forward pieces that just read them. The update also fetches the next minibatch's
+rows of x from memory, which the forward pass would otherwise wait for.
 SPDX-License-Identifier: MIT
 */
 #include "config.h"
@@ -36,6 +37,8 @@ enum {
     W1_COLS = 32,      /* columns of W1 per update task */
     W2_ROWS = 24,      /* rows of W2 per update task */
 };
+_Static_assert(GRAD_ROWS % FWD_ROWS == 0, "a forward piece lies in one gradient chunk");
+_Static_assert(W1_COLS % 16 == 0, "W1's update blocks start on x's panels");
 
 struct Router {
     RouterKind kind;
@@ -339,13 +342,15 @@ typedef struct Trainer {
     long off, B;          /* current minibatch: perm[off .. off + B) */
     float invMax;         /* 1 / max of S over the minibatch (0 when all zero) */
     float *W1b, *m1, *v1; /* W1 and its moments by update block: [E][cols] from j0 * E */
-    float *W1t;           /* [d][E]: W1 transposed, the forward product's copied operand */
+    float *W1p;           /* W1^T in Vec panels (d x E): the forward product's B */
     float *W2, *W2t, *m2, *v2; /* [E][E] */
     const float **rows;   /* [batch] the minibatch's rows of x */
     float *inv;           /* [batch] their 1 / ||x|| */
     float *A, *G2, *G1;   /* [batch][E]: tanh activations, dL/dZ, dL/d(W1 xhat) / ||x|| */
     float *Lb;            /* [batch][E] per-entry losses */
     float *G2t, *G1t;     /* [E][batch]: G2 and G1 transposed, the gradients' A operands */
+    float *xp;            /* per chunk, Vec panels of its rows of x (rows x d): dW1's B */
+    long xpLen;
     float *share;         /* per worker: [chunks][shareLen] one block's partial gradients */
     long shareLen;
     double *chunkLoss;    /* [chunks] */
@@ -368,7 +373,11 @@ static void forwardPiece(void *ctx, long piece, int worker) {
     const float *const *xr = tr->rows + r0;
     const float *inv = tr->inv + r0;
     float *A = tr->A + r0 * E, *G2 = tr->G2 + r0 * E, *G1 = tr->G1 + r0 * E;
-    Vec_gemmGather((int)rows, E, d, xr, tr->W1t, E, A, E, false);
+    Vec_gemmGatherPanels((int)rows, E, d, xr, tr->W1p, A, E, false);
+    /* x's rows are in cache now: lay them out for the update's dW1 */
+    long c = r0 / GRAD_ROWS, cr0 = c * GRAD_ROWS;
+    int cRows = (int)(tr->B - cr0 < GRAD_ROWS ? tr->B - cr0 : GRAD_ROWS);
+    Vec_panelsPutRows(cRows, d, (int)(r0 - cr0), (int)rows, xr, 0, tr->xp + c * tr->xpLen);
     for (long i = r0; i < r0 + rows; i++) /* the targets, into L2 for the loss below */
         for (int e = 0; e < E; e += 16)
             __builtin_prefetch(tr->S + tr->perm[tr->off + i] * E + e, 0, 1);
@@ -413,11 +422,11 @@ static void updateW1(Trainer *tr, int j0, int n, float *share) {
     long len = (long)n * E, at = (long)j0 * E;
     for (int c = 0; c < tr->chunks; c++) {
         long r0 = (long)c * GRAD_ROWS, rows = tr->B - r0 < GRAD_ROWS ? tr->B - r0 : GRAD_ROWS;
-        Vec_gemmGatherB(E, n, (int)rows, tr->G1t + r0, tr->B, 1, tr->rows + r0, j0,
-                        share + c * len, n, false);
+        const float *xp = tr->xp + c * tr->xpLen + j0 * rows; /* columns j0.. of x's rows */
+        Vec_gemmPanels(E, n, (int)rows, tr->G1t + r0, tr->B, 1, xp, share + c * len, n, false);
     }
     adamUpdate(&tr->adam, tr->W1b + at, share, tr->chunks, len, tr->m1 + at, tr->v1 + at, len);
-    Vec_transpose(E, n, tr->W1b + at, n, tr->W1t + at, E);
+    Vec_panelsPutRowsT(tr->d, E, j0, n, tr->W1b + at, n, tr->W1p);
 }
 
 /* W1 [E][d] to its update blocks (or back): columns j0 .. j0 + W1_COLS at b + j0 * E */
@@ -518,8 +527,9 @@ static MsStatus trainMlp(Router *this, const LayerData *L, const int32_t *part,
 
     long chunksMax = Parallel_chunks(batch, GRAD_ROWS);
     long shareLen = (long)E * (W1_COLS > W2_ROWS ? W1_COLS : W2_ROWS);
-    size_t workLen = (size_t)batch * (1 + 6 * (size_t)E) + 2 * (size_t)d * E +
-                     (size_t)threads * chunksMax * shareLen;
+    long xpLen = Vec_panelsSize(GRAD_ROWS, d), w1pLen = Vec_panelsSize(d, E);
+    size_t workLen = (size_t)batch * (1 + 6 * (size_t)E) + (size_t)d * E + (size_t)w1pLen +
+                     (size_t)chunksMax * xpLen + (size_t)threads * chunksMax * shareLen;
     float *S = tryMallocArray((size_t)n * E, sizeof(float));
     float *invNorm = tryMallocArray((size_t)n * 2, sizeof(float)); /* and rowMax */
     long *perm = tryMallocArray((size_t)n, sizeof(long));
@@ -549,15 +559,16 @@ static MsStatus trainMlp(Router *this, const LayerData *L, const int32_t *part,
         .rows = xMallocArray((size_t)batch, sizeof(float *)),
         .inv = work, .A = work + batch, .G2 = work + batch + be, .G1 = work + batch + 2 * be,
         .Lb = work + batch + 3 * be, .G2t = work + batch + 4 * be, .G1t = work + batch + 5 * be,
-        .W1t = work + batch + 6 * be, .W1b = work + batch + 6 * be + (long)d * E,
-        .share = work + batch + 6 * be + 2L * d * E,
+        .W1b = work + batch + 6 * be, .W1p = work + batch + 6 * be + (long)d * E,
+        .xp = work + batch + 6 * be + (long)d * E + w1pLen, .xpLen = xpLen,
+        .share = work + batch + 6 * be + (long)d * E + w1pLen + chunksMax * xpLen,
         .shareLen = shareLen,
         .chunkLoss = xCalloc((size_t)chunksMax, sizeof(double)),
         .w2Blocks = (int)Parallel_chunks(E, W2_ROWS), .w1Blocks = (int)Parallel_chunks(d, W1_COLS),
         .adam = {.lr = o->lr, .b1 = o->beta1, .b2 = o->beta2, .eps = o->eps},
     };
     blockW1(this->W1, E, d, tr.W1b, false);
-    Vec_transpose(E, d, this->W1, d, tr.W1t, E);
+    Vec_panelsPutRowsT(d, E, 0, d, this->W1, d, tr.W1p);
     Vec_transpose(E, E, tr.W2, E, tr.W2t, E);
     for (long t = 0; t < n; t++)
         perm[t] = t;

@@ -379,9 +379,11 @@ void Vec_gemmTNPacked(int M, int N, int K, const float *packed, const float *B, 
    A 6 x 16 register tile reads its six A values per k straight from memory (broadcasts:
    one layout is as fast as another, so A is never copied and its rows may even be
    scattered, a minibatch's token rows read through a pointer table). B is copied in
-   blocks of 128 k x 16 columns into a contiguous, zero-padded 8 KB panel that stays in L1
-   while every row group of A passes by: read in place, rows of B 2^n KB apart would fall
-   into a few L1 sets and evict each other. Each element of C is one fused running sum in
+   blocks of 256 k x 16 columns into a contiguous, zero-padded 16 KB panel that stays in
+   L1 while every row group of A passes by: read in place, rows of B 2^n KB apart would
+   fall into a few L1 sets and evict each other. A caller that uses one B many times can
+   lay it out in such panels once (Vec_panelsPut*), and the products read them in place
+   (copying B from far caches was a tenth of the mlp training's time). Each element of C is one fused running sum in
    k order, started from 0 or from C (accumulate), so the k blocks change no bit. */
 
 enum { TM = 6, TN = 16, TKB = 256 };
@@ -400,11 +402,13 @@ static inline float elemA(const StridedA *a, int i, int k) {
                                               : a->base[i * a->ars + (long)k * a->aks];
 }
 
-/* B's elements: (k, j) at rows[k][off + j] (rows given), else at base[k * bks + j * bjs]. */
+/* B's elements: in panels (Vec_panelsSize's layout, K steps) when given, else (k, j) at
+   base[k * ldb + j]. */
 typedef struct StridedB {
-    const float *const *rows;
+    const float *panels;
+    int K;
     const float *base;
-    long bks, bjs, off;
+    long ldb;
 } StridedB;
 
 /* c[mi][16] (+)= A rows i0.., steps k0 .. k0 + K, times the panel bp[K][16] */
@@ -453,7 +457,7 @@ AVX2 static void tileRows(int K, const float *const p[TM], long aks, const float
     TSTART;
     const float *p0 = p[0], *p1 = p[1], *p2 = p[2], *p3 = p[3], *p4 = p[4], *p5 = p[5];
     for (long k = 0, o = 0; k < K; k++, o += aks, bp += TN) {
-        __m256 b0 = _mm256_load_ps(bp), b1 = _mm256_load_ps(bp + 8);
+        __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8);
         TROW(0, p0 + o);
         TROW(1, p1 + o);
         TROW(2, p2 + o);
@@ -474,7 +478,7 @@ AVX2 INLINE void tileFew(const int mi, int K, const float *const p[TM], long aks
         s1[r] = acc ? _mm256_loadu_ps(c + r * ldc + 8) : _mm256_setzero_ps();
     }
     for (long k = 0, o = 0; k < K; k++, o += aks, bp += TN) {
-        __m256 b0 = _mm256_load_ps(bp), b1 = _mm256_load_ps(bp + 8);
+        __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8);
 #pragma GCC unroll 6
         for (int r = 0; r < mi; r++) {
             __m256 a_ = _mm256_broadcast_ss(p[r] + o);
@@ -511,7 +515,7 @@ AVX2 static void tileKRows(int K, const float *const *q, const long off[TM], con
     long o0 = off[0], o1 = off[1], o2 = off[2], o3 = off[3], o4 = off[4], o5 = off[5];
     for (int k = 0; k < K; k++, bp += TN) {
         const float *r = q[k];
-        __m256 b0 = _mm256_load_ps(bp), b1 = _mm256_load_ps(bp + 8);
+        __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8);
         TROW(0, r + o0);
         TROW(1, r + o1);
         TROW(2, r + o2);
@@ -613,26 +617,10 @@ AVX2 static void transposeAvx2(int rows8, int cols8, const float *A, long lda, f
 }
 #endif
 
-/* bp[k][0..16) = B's steps k0 .. k0 + K, columns j0 .. j0 + nj, zero beyond nj (bp is
-   32-byte aligned) */
-static void packB(const StridedB *b, int k0, int K, int j0, int nj, float *restrict bp,
-                  bool avx2) {
-    if (!b->rows && b->bjs != 1) { /* B^T in memory: copy each column down k */
-        int done = 0;
-#if defined(__GNUC__) && defined(__x86_64__)
-        if (avx2 && b->bks == 1 && nj == TN)
-            done = packTransposed(K, b->base + j0 * b->bjs + k0, b->bjs, bp);
-#endif
-        for (int j = 0; j < TN && done < K; j++) {
-            const float *src = b->base + (j0 + j) * b->bjs + (long)k0 * b->bks;
-            for (int k = done; k < K; k++)
-                bp[k * TN + j] = j < nj ? src[k * b->bks] : 0.0f;
-        }
-        return;
-    }
+/* bp[k][0..16) = B's steps k0 .. k0 + K, columns j0 .. j0 + nj, zero beyond nj */
+static void packB(const StridedB *b, int k0, int K, int j0, int nj, float *restrict bp) {
     for (int k = 0; k < K; k++) {
-        const float *src = b->rows ? b->rows[k0 + k] + b->off + j0
-                                   : b->base + (long)(k0 + k) * b->bks + j0;
+        const float *src = b->base + (long)(k0 + k) * b->ldb + j0;
         if (nj == TN) { /* a fixed-length copy: moves, not a memcpy call */
             memcpy(bp + k * TN, src, TN * sizeof *bp);
             continue;
@@ -640,18 +628,6 @@ static void packB(const StridedB *b, int k0, int K, int j0, int nj, float *restr
         for (int j = 0; j < TN; j++)
             bp[k * TN + j] = j < nj ? src[j] : 0.0f;
     }
-}
-
-/* Gathered rows of B: while the tiles use one panel, fetch the next one's new lines (into
-   L2: a panel's worth of lines in L1 would evict the panel the tiles are reading). */
-static void prefetchB(const StridedB *b, int k0, int K, int j0, int N) {
-#if defined(__GNUC__) && defined(__x86_64__)
-    if (!b->rows || j0 + TN >= N)
-        return;
-    int last = j0 + 2 * TN - 1 < N ? j0 + 2 * TN - 1 : N - 1;
-    for (int k = 0; k < K; k++)
-        _mm_prefetch((const char *)(b->rows[k0 + k] + b->off + last), _MM_HINT_T1);
-#endif
 }
 
 /* Gathered rows come from all over memory (a minibatch's tokens): while row group i0
@@ -675,13 +651,17 @@ static void strided(int M, int N, int K, const StridedA *a, const StridedB *b, f
         for (int i = 0; i < M; i++)
             memset(C + (long)i * ldc, 0, (size_t)N * sizeof *C);
     bool avx2 = haveAvx2();
-    float bp[TKB * TN] __attribute__((aligned(32)));
+    float own[TKB * TN] __attribute__((aligned(32)));
     for (int k0 = 0; k0 < K; k0 += TKB) {
         int kb = K - k0 < TKB ? K - k0 : TKB;
         for (int j0 = 0; j0 < N; j0 += TN) {
             int nj = N - j0 < TN ? N - j0 : TN;
-            packB(b, k0, kb, j0, nj, bp, avx2);
-            prefetchB(b, k0, kb, j0, N);
+            const float *bp = own;
+            if (b->panels) {
+                bp = b->panels + (long)j0 * b->K + (long)k0 * TN;
+            } else {
+                packB(b, k0, kb, j0, nj, own);
+            }
             for (int i0 = 0; i0 < M; i0 += TM) {
                 if (a->rows && j0 == 0)
                     prefetchRows(a, M, K, i0, k0, kb);
@@ -695,35 +675,72 @@ static void strided(int M, int N, int K, const StridedA *a, const StridedB *b, f
 void Vec_gemmStrided(int M, int N, int K, const float *A, long ars, long aks, const float *B,
                      long ldb, float *C, long ldc, bool accumulate) {
     StridedA a = {.base = A, .ars = ars, .aks = aks};
-    StridedB b = {.base = B, .bks = ldb, .bjs = 1};
+    StridedB b = {.base = B, .ldb = ldb};
     strided(M, N, K, &a, &b, C, ldc, accumulate);
 }
 
 void Vec_gemmGather(int M, int N, int K, const float *const *rows, const float *B, long ldb,
                     float *C, long ldc, bool accumulate) {
     StridedA a = {.rows = rows};
-    StridedB b = {.base = B, .bks = ldb, .bjs = 1};
+    StridedB b = {.base = B, .ldb = ldb};
     strided(M, N, K, &a, &b, C, ldc, accumulate);
 }
 
 void Vec_gemmGatherT(int M, int N, int K, const float *const *rows, long off, const float *B,
                      long ldb, float *C, long ldc, bool accumulate) {
     StridedA a = {.kRows = rows, .off = off};
-    StridedB b = {.base = B, .bks = ldb, .bjs = 1};
+    StridedB b = {.base = B, .ldb = ldb};
     strided(M, N, K, &a, &b, C, ldc, accumulate);
 }
 
-void Vec_gemmGatherNT(int M, int N, int K, const float *const *rows, const float *B, long ldb,
-                      float *C, long ldc, bool accumulate) {
-    StridedA a = {.rows = rows};
-    StridedB b = {.base = B, .bks = 1, .bjs = ldb};
-    strided(M, N, K, &a, &b, C, ldc, accumulate);
+long Vec_panelsSize(int K, int N) {
+    return (long)(K > 0 ? K : 1) * ((N + TN - 1) / TN * TN);
 }
 
-void Vec_gemmGatherB(int M, int N, int K, const float *A, long ars, long aks,
-                     const float *const *rows, long off, float *C, long ldc, bool accumulate) {
+void Vec_panelsPutRows(int K, int N, int k0, int n, const float *const *rows, long off,
+                       float *panels) {
+    for (int j0 = 0; j0 < N; j0 += TN) {
+        int nj = N - j0 < TN ? N - j0 : TN;
+        float *dst = panels + (long)j0 * K + (long)k0 * TN;
+        for (int r = 0; r < n; r++, dst += TN) {
+            const float *src = rows[r] + off + j0;
+            if (nj == TN) {
+                memcpy(dst, src, TN * sizeof *dst);
+                continue;
+            }
+            for (int j = 0; j < TN; j++)
+                dst[j] = j < nj ? src[j] : 0.0f;
+        }
+    }
+}
+
+void Vec_panelsPutRowsT(int K, int N, int k0, int n, const float *T, long ldt, float *panels) {
+    bool avx2 = haveAvx2();
+    for (int j0 = 0; j0 < N; j0 += TN) {
+        int nj = N - j0 < TN ? N - j0 : TN;
+        float *dst = panels + (long)j0 * K + (long)k0 * TN;
+        int done = 0;
+#if defined(__GNUC__) && defined(__x86_64__)
+        if (avx2 && nj == TN)
+            done = packTransposed(n, T + (long)j0 * ldt, ldt, dst);
+#endif
+        for (int j = 0; j < TN; j++)
+            for (int r = done; r < n; r++)
+                dst[(long)r * TN + j] = j < nj ? T[(long)(j0 + j) * ldt + r] : 0.0f;
+    }
+}
+
+void Vec_gemmPanels(int M, int N, int K, const float *A, long ars, long aks, const float *panels,
+                    float *C, long ldc, bool accumulate) {
     StridedA a = {.base = A, .ars = ars, .aks = aks};
-    StridedB b = {.rows = rows, .off = off};
+    StridedB b = {.panels = panels, .K = K};
+    strided(M, N, K, &a, &b, C, ldc, accumulate);
+}
+
+void Vec_gemmGatherPanels(int M, int N, int K, const float *const *rows, const float *panels,
+                          float *C, long ldc, bool accumulate) {
+    StridedA a = {.rows = rows};
+    StridedB b = {.panels = panels, .K = K};
     strided(M, N, K, &a, &b, C, ldc, accumulate);
 }
 

@@ -79,9 +79,6 @@ void Vec_gemmTNPacked(int M, int N, int K, const float *packed, const float *B, 
      Vec_gemmStrided: A[i * ars + k * aks]   (any layout: ars = 1, aks = lda reads A^T)
      Vec_gemmGather:  rows[i][k]             (A's rows scattered, e.g. a minibatch's tokens)
      Vec_gemmGatherT: rows[k][off + i]       (the transpose of a scattered matrix)
-   Two more read B another way, with A as in Vec_gemmGather or Vec_gemmStrided:
-     Vec_gemmGatherNT: B[j * ldb + k] instead of B[k * ldb + j]   (C = rows B^T)
-     Vec_gemmGatherB:  rows[k][off + j]  (B's rows scattered: C = A^T x for token rows x)
    Each element is one fused running sum in k order (in the AVX2 path), the same wherever
    it sits, so results do not depend on blocking or threads, and splitting k into
    consecutive runs with accumulate continues the same sum bit for bit. */
@@ -91,10 +88,23 @@ void Vec_gemmGather(int M, int N, int K, const float *const *rows, const float *
                     float *C, long ldc, bool accumulate);
 void Vec_gemmGatherT(int M, int N, int K, const float *const *rows, long off, const float *B,
                      long ldb, float *C, long ldc, bool accumulate);
-void Vec_gemmGatherNT(int M, int N, int K, const float *const *rows, const float *B, long ldb,
-                      float *C, long ldc, bool accumulate);
-void Vec_gemmGatherB(int M, int N, int K, const float *A, long ars, long aks,
-                     const float *const *rows, long off, float *C, long ldc, bool accumulate);
+
+/* B (K x N) laid out once for many products, as the kernels above would copy it each
+   time: ceil(N / 16) panels of K x 16 floats (columns beyond N zero), panel p at
+   panels + p * 16 * K; so columns j0 .. of B, j0 a multiple of 16, are the same layout
+   from panels + j0 * K on. Vec_panelsSize(K, N) floats. Rows k0 .. k0 + n go in from
+     Vec_panelsPutRows:  B[k0 + r][j] = rows[r][off + j]
+     Vec_panelsPutRowsT: B[k0 + r][j] = T[j * ldt + r]      (from B^T's columns)
+   and Vec_gemmPanels / Vec_gemmGatherPanels are Vec_gemmStrided / Vec_gemmGather with
+   B in panels (the same bits). */
+long Vec_panelsSize(int K, int N);
+void Vec_panelsPutRows(int K, int N, int k0, int n, const float *const *rows, long off,
+                       float *panels);
+void Vec_panelsPutRowsT(int K, int N, int k0, int n, const float *T, long ldt, float *panels);
+void Vec_gemmPanels(int M, int N, int K, const float *A, long ars, long aks, const float *panels,
+                    float *C, long ldc, bool accumulate);
+void Vec_gemmGatherPanels(int M, int N, int K, const float *const *rows, const float *panels,
+                          float *C, long ldc, bool accumulate);
 
 /* T[j][i] = A[i][j] for a rows x cols block. */
 void Vec_transpose(int rows, int cols, const float *A, long lda, float *T, long ldt);
