@@ -93,5 +93,17 @@ assert a and a.keys() == b.keys(), (len(a), len(b))
 assert all(a[k] == b[k] for k in a), [k for k in a if a[k] != b[k]][:5]
 PYEOF
 
+# A layer run after others (its buffers reused, its bytes prefetched) gives the same rows
+# as the layer run alone.
+opts="--batch -q --experts 4 --k 1,2 --strategy random,param --router oracle,similarity,mlp,sigmoid --mlp-epochs 2 --no-measure"
+expect 0 "" "batch over every layer" -- "$B" $opts --out "$tmp/all.csv" "$DATA"
+expect 0 "" "batch over layer 3 alone" -- "$B" $opts --layers 3 --out "$tmp/one.csv" "$DATA"
+"$PY" - "$tmp/all.csv" "$tmp/one.csv" <<'PYEOF' && ok "a layer after others equals it alone" || no "a layer after others equals it alone"
+import csv, sys
+rows = lambda p: [r for r in csv.DictReader(open(p)) if r["layer"] == "3"]
+a, b = rows(sys.argv[1]), rows(sys.argv[2])
+assert a and a == b, (len(a), len(b), [(x, y) for x, y in zip(a, b) if x != y][:3])
+PYEOF
+
 echo "$pass passed, $failn failed"
 [ "$failn" -eq 0 ]
