@@ -456,6 +456,13 @@ static void checkStages(bool gated, Activation act) {
             assertIdentical(&a, &b);
         }
     }
+    /* Released and set again (y made again): the same bits. */
+    Meo_releasePartition(staged);
+    assert_int_equal(Meo_setPartition(staged, part, E, NULL), MS_OK);
+    Meo_setRouter(staged, router);
+    assert_int_equal(Meo_metrics(fresh, E, NULL, &a, NULL), MS_OK);
+    assert_int_equal(Meo_metrics(staged, E, NULL, &b, NULL), MS_OK);
+    assertIdentical(&a, &b);
     /* Back to the oracle: the same as a fresh oracle Meo. */
     Meo_setRouter(staged, NULL);
     Meo_delete(fresh);

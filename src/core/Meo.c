@@ -11,8 +11,8 @@ s[t,e] and their totals, the experts' neuron lists, their w_out columns as conti
 (for aligned slots), and an empty cache of aligned slot maps. Meo_setRouter: each
 sequence's router scores (its mean x through Router_score, or the mean of s for the
 oracle), softmax logits (Router_logits) and expert order (TopK_order, ties to the lower
-index). The batch so pays for y once per split and layer, and for the alignments once per
-partition, not once per router. Slot maps hold rows of the grouped order.
+index). The batch so pays for y and the alignments once per partition (it releases their
+memory in between), not once per router. Slot maps hold rows of the grouped order.
 Meo_metrics first makes the aligned maps the selections need (in parallel), then evaluates
 the sequences in parallel, one worker's scratch each: the first k experts of the order are
 the selection; tokens are processed in chunks of CHUNK rows so scratch stays small for long
@@ -219,39 +219,61 @@ static void addProduct(const float *hid, int c, int g, const float *wT, int D, f
                 Vec_axpy(D, hid[(size_t)r * g + i], wT + (size_t)i * D, yhat + (size_t)r * D);
 }
 
-/* The dense output of a chunk of the split's rows and their norms (addProduct: one axpy
-   per nonzero of h on w_out's transpose when the chunk is sparse). */
+/* The dense output of a chunk of the split's rows and their norms: in sparse chunks one
+   axpy per nonzero of h, in neuron index order, on the partition's grouped w_out columns
+   (row[j] says where neuron j's is, so no other copy of w_out is needed); in dense
+   chunks a matrix product with w_out itself. Neither depends on the partition's
+   grouping, so y is the same bits whichever partition it is made under. */
 typedef struct DenseJob {
     Meo *meo;
-    const float *w_outT; /* [N][D], neurons in index order */
+    const int *row; /* [N] grouped row of each neuron */
 } DenseJob;
 
 static void denseChunk(void *ctx, long chunk, int worker) {
+    (void)worker;
     const DenseJob *job = ctx;
     Meo *this = job->meo;
     int D = this->D, N = this->N;
     long t0 = chunk * CHUNK;
     int c = (int)(this->rows - t0 < CHUNK ? this->rows - t0 : CHUNK);
+    const float *h = this->L->h + (size_t)(this->row0 + t0) * N;
     float *y = this->y + (size_t)t0 * D;
-    memset(y, 0, (size_t)c * D * sizeof(float));
-    addProduct(this->L->h + (size_t)(this->row0 + t0) * N, c, N, job->w_outT, D, y,
-               this->scratch[worker].part);
+    long nonzero = 0;
+    for (size_t i = 0; i < (size_t)c * N; i++)
+        nonzero += h[i] != 0.0f;
+    if ((double)nonzero >= SPARSE_MAX * (double)c * N) {
+        Vec_gemmNT(c, D, N, h, N, this->w->w_out, N, y, D);
+    } else {
+        memset(y, 0, (size_t)c * D * sizeof(float));
+        for (int r = 0; r < c; r++)
+            for (int j = 0; j < N; j++)
+                if (h[(size_t)r * N + j] != 0.0f)
+                    Vec_axpy(D, h[(size_t)r * N + j], this->w_outT + (size_t)job->row[j] * D,
+                             y + (size_t)r * D);
+    }
     for (int r = 0; r < c; r++)
         this->y_norm[t0 + r] = sqrt(Vec_sumSquares(D, y + (size_t)r * D));
 }
 
-/* Fills y and its norms on first use (with the Meo's threads and scratch). */
+/* Fills y and its norms on first use (with the Meo's threads; it needs the partition's
+   grouped w_out), allocating them again after Meo_releasePartition. */
 static MsStatus ensureDense(Meo *this, const Cancel *cancel) {
     if (this->have_y)
         return MS_OK;
-    float *wT = tryMallocArray((size_t)this->N * this->D, sizeof(float));
-    if (!wT)
+    size_t R = (size_t)this->rows, D = (size_t)this->D;
+    if (!this->y)
+        this->y = tryMallocArray(R * D, sizeof(float));
+    if (!this->y_norm)
+        this->y_norm = tryMallocArray(R, sizeof(double));
+    if (!this->y || !this->y_norm)
         return MS_ERR_NOMEM;
-    Vec_transpose(this->D, this->N, this->w->w_out, this->N, wT, this->D);
-    DenseJob job = {.meo = this, .w_outT = wT};
+    int *row = xMallocArray((size_t)this->N, sizeof(int));
+    for (int r = 0; r < this->N; r++)
+        row[this->neuron[r]] = r;
+    DenseJob job = {.meo = this, .row = row};
     MsStatus st = Parallel_run(this->threads, Parallel_chunks(this->rows, CHUNK), denseChunk,
                                &job, cancel, -1.0, -1.0);
-    free(wT);
+    free(row);
     this->have_y = st == MS_OK;
     return st;
 }
@@ -400,6 +422,11 @@ static void clearPartition(Meo *this) {
 
 void Meo_releasePartition(Meo *this) {
     clearPartition(this);
+    free(this->y);
+    free(this->y_norm);
+    this->y = NULL;
+    this->y_norm = NULL;
+    this->have_y = false;
 }
 
 MsStatus Meo_setPartition(Meo *this, const int32_t *part, int E, char **cause) {
@@ -773,7 +800,7 @@ MsStatus Meo_metrics(Meo *this, int k, const Cancel *cancel, MeoMetrics *out, ch
     MsStatus st = ensureDense(this, cancel);
     if (st == MS_ERR_NOMEM) {
         setCause(cause, "out of memory for MEO's dense output (%zu bytes)",
-                 (size_t)this->N * this->D * sizeof(float));
+                 (size_t)this->rows * (this->D + 2) * sizeof(float));
         return st;
     }
     if (st == MS_OK && aligned)

@@ -82,8 +82,10 @@ MsStatus Meo_open(Meo **out, const LayerData *L, Split split, long block_len,
    previous one), MS_ERR_NOMEM. */
 MsStatus Meo_setPartition(Meo *this, const int32_t *part, int E, char **cause);
 
-/* Frees the partition's buffers (those of the split stay) until the next
-   Meo_setPartition; Meo_metrics must not be called in between. */
+/* Frees the partition's buffers and the dense output (a batch needs the memory for other
+   work between partitions; y is made again, from the nonzeros of h, by the next
+   Meo_metrics) until the next Meo_setPartition; Meo_metrics must not be called in
+   between. */
 void Meo_releasePartition(Meo *this);
 
 /* Scores the sequences with router (NULL or of kind ROUTER_ORACLE: the oracle). Needs a

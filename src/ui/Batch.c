@@ -383,8 +383,8 @@ static MsStatus meoRows(LayerRun *lr, const char *strategy, Meo *meo, const Rout
     return st;
 }
 
-/* The split's Meo set to this partition (the split's dense output is computed once per
-   layer, the partition's gathered weights and aligned slots once per partition). */
+/* The split's Meo set to this partition: its dense output, gathered weights and aligned
+   slots are made once per partition and shared by the routers. */
 static MsStatus meoFor(LayerRun *lr, const int32_t *part, int E, Split split, Meo **out,
                        char **cause) {
     const BatchConfig *cfg = lr->run->cfg;
