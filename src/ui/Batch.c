@@ -7,8 +7,12 @@ split when asked) and write one CSV row per number.
 DESIGN
 Work that does not depend on an inner knob is hoisted out of its loop: the layer's tau
 quantiles, the top-K neuron bound and the dense FFN timing are computed once per layer;
-co-activation counts once per tau; a router once per partition; an Eval and a Meo once
-per (router, split) and then queried for every k (their per-k cost is small by design).
+co-activation counts once per tau; a router, the MoE kernel and a Meo's partition stage
+once per partition; an Eval per (router, split), queried for every k (their per-k cost is
+small by design). One LayerLoad serves every layer (its x and h buffers are reused), and
+the next layer's bytes are prefetched from the file while this one is computed. Memory
+that the next partition's work needs (the Meo's) is released between partitions, so the
+peak stays within the issue's 1.5 x h + N x N co-activation counts.
 SPDX-License-Identifier: MIT
 */
 #include "config.h"
