@@ -199,15 +199,20 @@ static void scoreSequences(Meo *this) {
     free(xm);
 }
 
+/* Whether fewer than SPARSE_MAX of v[0..n) are nonzero. */
+static bool isSparse(const float *v, size_t n) {
+    size_t nonzero = 0;
+    for (size_t i = 0; i < n; i++)
+        nonzero += v[i] != 0.0f;
+    return (double)nonzero < SPARSE_MAX * (double)n;
+}
+
 /* yhat[c][D] += hid[c][g] wT[g][D]: one axpy per nonzero of hid when most of it is zero
    (ReLU layers: ~10x fewer operations at 90% sparsity), else a matrix product through
    tmp[c][D]. */
 static void addProduct(const float *hid, int c, int g, const float *wT, int D, float *yhat,
                        float *tmp) {
-    long nonzero = 0;
-    for (size_t i = 0; i < (size_t)c * g; i++)
-        nonzero += hid[i] != 0.0f;
-    if ((double)nonzero >= SPARSE_MAX * (double)c * g) {
+    if (!isSparse(hid, (size_t)c * g)) {
         Vec_gemmNN(c, D, g, hid, g, wT, D, tmp, D);
         for (size_t i = 0; i < (size_t)c * D; i++)
             yhat[i] += tmp[i];
@@ -238,10 +243,7 @@ static void denseChunk(void *ctx, long chunk, int worker) {
     int c = (int)(this->rows - t0 < CHUNK ? this->rows - t0 : CHUNK);
     const float *h = this->L->h + (size_t)(this->row0 + t0) * N;
     float *y = this->y + (size_t)t0 * D;
-    long nonzero = 0;
-    for (size_t i = 0; i < (size_t)c * N; i++)
-        nonzero += h[i] != 0.0f;
-    if ((double)nonzero >= SPARSE_MAX * (double)c * N) {
+    if (!isSparse(h, (size_t)c * N)) {
         Vec_gemmNT(c, D, N, h, N, this->w->w_out, N, y, D);
     } else {
         memset(y, 0, (size_t)c * D * sizeof(float));
