@@ -157,7 +157,6 @@ typedef struct HistJob {
     int N;
     int pass;              /* 0: top 16 bits of all entries; 1: low 16 bits in some bins */
     const int8_t *slotOf;  /* pass 1: [BINS] the histogram of each top-16-bit bin, or -1 */
-    int slots;             /* pass 1: histograms per worker */
     uint64_t **hist;       /* [worker][slots][BINS] */
 } HistJob;
 
@@ -233,8 +232,8 @@ static uint32_t findBin(const uint64_t *hist, uint64_t *rank) {
 /* Radix selection of every quantile at once: one pass over the top 16 bits of |h| finds
    each rank's bin, a second one over the low 16 bits of the entries in those bins (one
    histogram per distinct bin) finishes all of them. */
-static MsStatus selectRanks(HistJob *job, int threads, uint64_t *rank, int n, const Cancel *cancel,
-                            float *tau) {
+static MsStatus selectRanks(HistJob *job, int threads, uint64_t *rank, int n,
+                            const Cancel *cancel, float *tau) {
     uint64_t *sum = xMallocArray(BINS, sizeof *sum);
     MsStatus st = histPass(job, threads, 1, cancel, sum, 0.0, 0.5);
     uint32_t *hi = xMallocArray((size_t)n, sizeof *hi);
@@ -253,7 +252,6 @@ static MsStatus selectRanks(HistJob *job, int threads, uint64_t *rank, int n, co
         sum = xMallocArray((size_t)slots * BINS, sizeof *sum);
         job->pass = 1;
         job->slotOf = slotOf;
-        job->slots = slots;
         st = histPass(job, threads, slots, cancel, sum, 0.5, 1.0);
         for (int i = 0; i < n && st == MS_OK; i++)
             tau[i] = bitsFloat(hi[i] << 16 |

@@ -383,8 +383,9 @@ void Vec_gemmTNPacked(int M, int N, int K, const float *packed, const float *B, 
    L1 while every row group of A passes by: read in place, rows of B 2^n KB apart would
    fall into a few L1 sets and evict each other. A caller that uses one B many times can
    lay it out in such panels once (Vec_panelsPut*), and the products read them in place
-   (copying B from far caches was a tenth of the mlp training's time). Each element of C is one fused running sum in
-   k order, started from 0 or from C (accumulate), so the k blocks change no bit. */
+   (copying B from far caches was a tenth of the mlp training's time). Each element of C
+   is one fused running sum in k order, started from 0 or from C (accumulate), so the k
+   blocks change no bit. */
 
 enum { TM = 6, TN = 16, TKB = 256 };
 
