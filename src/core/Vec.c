@@ -305,9 +305,9 @@ static void packAll(const Operand *A, int M, int K, float *ap) {
         packPanel(A, p * MR, M - p * MR < MR ? M - p * MR : MR, K, MR, ap + (long)p * kk * MR);
 }
 
-/* C = op(A) op(B)^T with A's panels packed already when apre is not NULL */
-static void gemmPacked(int M, int N, int K, const Operand *A, const float *apre,
-                       const Operand *B, float *C, long ldc) {
+/* C = op(A) op(B)^T, A packed into panels here */
+static void gemmPacked(int M, int N, int K, const Operand *A, const Operand *B, float *C,
+                       long ldc) {
     if (M < 1 || N < 1)
         return;
     void (*kernel)(int, const float *, const float *, float *, long) = kernelScalar;
@@ -317,12 +317,10 @@ static void gemmPacked(int M, int N, int K, const Operand *A, const float *apre,
 #endif
     int panels = (M + MR - 1) / MR;
     long kk = K > 0 ? K : 1;
-    float *own = apre ? NULL : xMallocArray((size_t)panels * kk * MR, sizeof(float));
-    const float *ap = apre ? apre : own;
+    float *ap = xMallocArray((size_t)panels * kk * MR, sizeof(float));
     float *bp = xMallocArray((size_t)kk * NR, sizeof(float));
     float c[MR * NR];
-    if (own)
-        packAll(A, M, K, own);
+    packAll(A, M, K, ap);
     for (int j0 = 0; j0 < N; j0 += NR) {
         int nj = N - j0 < NR ? N - j0 : NR;
         packPanel(B, j0, nj, K, NR, bp);
@@ -338,41 +336,20 @@ static void gemmPacked(int M, int N, int K, const Operand *A, const float *apre,
                     C[(i0 + i) * ldc + j0 + j] = c[i * NR + j];
         }
     }
-    free(own);
+    free(ap);
     free(bp);
 }
 
 void Vec_gemmNT(int M, int N, int K, const float *A, long lda, const float *B, long ldb,
                 float *C, long ldc) {
     Operand a = {.p = A, .ld = lda, .kMajor = false}, b = {.p = B, .ld = ldb, .kMajor = false};
-    gemmPacked(M, N, K, &a, NULL, &b, C, ldc);
-}
-
-void Vec_gemmTN(int M, int N, int K, const float *A, long lda, const float *B, long ldb,
-                float *C, long ldc) {
-    Operand a = {.p = A, .ld = lda, .kMajor = true}, b = {.p = B, .ld = ldb, .kMajor = true};
-    gemmPacked(M, N, K, &a, NULL, &b, C, ldc);
+    gemmPacked(M, N, K, &a, &b, C, ldc);
 }
 
 void Vec_gemmNN(int M, int N, int K, const float *A, long lda, const float *B, long ldb,
                 float *C, long ldc) {
     Operand a = {.p = A, .ld = lda, .kMajor = false}, b = {.p = B, .ld = ldb, .kMajor = true};
-    gemmPacked(M, N, K, &a, NULL, &b, C, ldc);
-}
-
-long Vec_packedSize(int M, int K) {
-    return (long)((M + MR - 1) / MR) * (K > 0 ? K : 1) * MR;
-}
-
-void Vec_packTN(int M, int K, const float *A, long lda, float *packed) {
-    Operand a = {.p = A, .ld = lda, .kMajor = true};
-    packAll(&a, M, K, packed);
-}
-
-void Vec_gemmTNPacked(int M, int N, int K, const float *packed, const float *B, long ldb,
-                      float *C, long ldc) {
-    Operand b = {.p = B, .ld = ldb, .kMajor = true};
-    gemmPacked(M, N, K, NULL, packed, &b, C, ldc);
+    gemmPacked(M, N, K, &a, &b, C, ldc);
 }
 
 /* ---- strided products (the mlp training's) ----
@@ -389,18 +366,15 @@ void Vec_gemmTNPacked(int M, int N, int K, const float *packed, const float *B, 
 
 enum { TM = 6, TN = 16, TKB = 256 };
 
-/* A's elements: (row i, k) at rows[i][k] (rows given), else at kRows[k][off + i] (kRows
-   given), else at base[i * ars + k * aks]. */
+/* A's elements: (row i, k) at rows[i][k] (rows given), else at base[i * ars + k * aks]. */
 typedef struct StridedA {
     const float *const *rows;
-    const float *const *kRows;
     const float *base;
-    long ars, aks, off;
+    long ars, aks;
 } StridedA;
 
 static inline float elemA(const StridedA *a, int i, int k) {
-    return a->rows ? a->rows[i][k] : a->kRows ? a->kRows[k][a->off + i]
-                                              : a->base[i * a->ars + (long)k * a->aks];
+    return a->rows ? a->rows[i][k] : a->base[i * a->ars + (long)k * a->aks];
 }
 
 /* B's elements: in panels (Vec_panelsSize's layout, K steps) when given, else (k, j) at
@@ -509,24 +483,6 @@ typedef void (*TileFn)(int, const float *const *, long, const float *, float *, 
 static const TileFn tileRowsFor[TM + 1] = {NULL,       tileRows1, tileRows2, tileRows3,
                                            tileRows4, tileRows5, tileRows};
 
-/* the same with the six A values of step k at q[k][off_r] (rows of A down k) */
-AVX2 static void tileKRows(int K, const float *const *q, const long off[TM], const float *bp,
-                           float *c, long ldc, bool acc) {
-    TSTART;
-    long o0 = off[0], o1 = off[1], o2 = off[2], o3 = off[3], o4 = off[4], o5 = off[5];
-    for (int k = 0; k < K; k++, bp += TN) {
-        const float *r = q[k];
-        __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8);
-        TROW(0, r + o0);
-        TROW(1, r + o1);
-        TROW(2, r + o2);
-        TROW(3, r + o3);
-        TROW(4, r + o4);
-        TROW(5, r + o5);
-    }
-    TEND;
-}
-
 static bool haveAvx2(void) {
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
@@ -542,7 +498,7 @@ static bool haveAvx2(void) {
    i0 where the kernel has no variant with fewer rows). */
 static void tile(int K, const StridedA *a, int i0, int mi, int k0, const float *bp, int nj,
                  float *C, long ldc, bool acc, bool avx2) {
-    bool full = (mi == TM || (avx2 && !a->kRows)) && nj == TN;
+    bool full = (mi == TM || avx2) && nj == TN;
     float buf[TM * TN];
     float *c = full ? C : buf;
     long ldcT = full ? ldc : TN;
@@ -553,19 +509,12 @@ static void tile(int K, const StridedA *a, int i0, int mi, int k0, const float *
         tileScalar(K, a, i0, mi, k0, bp, c, ldcT, acc);
     } else {
 #if defined(__GNUC__) && defined(__x86_64__)
-        if (a->kRows) {
-            long off[TM];
-            for (int r = 0; r < TM; r++)
-                off[r] = a->off + i0 + (r < mi ? r : 0);
-            tileKRows(K, a->kRows + k0, off, bp, c, ldcT, acc);
-        } else {
-            const float *p[TM];
-            for (int r = 0; r < TM; r++) {
-                int i = i0 + (r < mi ? r : 0);
-                p[r] = a->rows ? a->rows[i] + k0 : a->base + i * a->ars + (long)k0 * a->aks;
-            }
-            tileRowsFor[mi](K, p, a->rows ? 1 : a->aks, bp, c, ldcT, acc);
+        const float *p[TM];
+        for (int r = 0; r < TM; r++) {
+            int i = i0 + (r < mi ? r : 0);
+            p[r] = a->rows ? a->rows[i] + k0 : a->base + i * a->ars + (long)k0 * a->aks;
         }
+        tileRowsFor[mi](K, p, a->rows ? 1 : a->aks, bp, c, ldcT, acc);
 #endif
     }
     if (!full)
@@ -676,20 +625,6 @@ static void strided(int M, int N, int K, const StridedA *a, const StridedB *b, f
 void Vec_gemmStrided(int M, int N, int K, const float *A, long ars, long aks, const float *B,
                      long ldb, float *C, long ldc, bool accumulate) {
     StridedA a = {.base = A, .ars = ars, .aks = aks};
-    StridedB b = {.base = B, .ldb = ldb};
-    strided(M, N, K, &a, &b, C, ldc, accumulate);
-}
-
-void Vec_gemmGather(int M, int N, int K, const float *const *rows, const float *B, long ldb,
-                    float *C, long ldc, bool accumulate) {
-    StridedA a = {.rows = rows};
-    StridedB b = {.base = B, .ldb = ldb};
-    strided(M, N, K, &a, &b, C, ldc, accumulate);
-}
-
-void Vec_gemmGatherT(int M, int N, int K, const float *const *rows, long off, const float *B,
-                     long ldb, float *C, long ldc, bool accumulate) {
-    StridedA a = {.kRows = rows, .off = off};
     StridedB b = {.base = B, .ldb = ldb};
     strided(M, N, K, &a, &b, C, ldc, accumulate);
 }

@@ -56,37 +56,18 @@ void Vec_adamSum(long n, int parts, long gstride, float *p, const float *g, floa
 void Vec_gemmNT(int M, int N, int K, const float *A, long lda, const float *B, long ldb,
                 float *C, long ldc);
 
-/* C[i][j] = sum_k A[k][i] B[k][j] (A is K x M, B is K x N): the reduction runs down the
-   rows, one running fused sum per element in k order, the same in every code path. */
-void Vec_gemmTN(int M, int N, int K, const float *A, long lda, const float *B, long ldb,
-                float *C, long ldc);
-
 /* C[i][j] = sum_k A[i][k] B[k][j] (A is M x K, B is K x N), same element arithmetic. */
 void Vec_gemmNN(int M, int N, int K, const float *A, long lda, const float *B, long ldb,
                 float *C, long ldc);
 
-/* Vec_gemmTN with A packed once for several calls (the mlp gradient's column blocks):
-   Vec_packTN fills packed[Vec_packedSize(M, K)] from A (K x M); the products are the
-   same bits as Vec_gemmTN's. */
-long Vec_packedSize(int M, int K);
-void Vec_packTN(int M, int K, const float *A, long lda, float *packed);
-void Vec_gemmTNPacked(int M, int N, int K, const float *packed, const float *B, long ldb,
-                      float *C, long ldc);
-
 /* Products that read A in place, without packing (the mlp training's):
      C[i][j] = c0 + sum over k < K of a(i, k) B[k * ldb + j]   (i < M, j < N)
-   with c0 = C[i][j] when accumulate, else 0, and a(i, k) =
-     Vec_gemmStrided: A[i * ars + k * aks]   (any layout: ars = 1, aks = lda reads A^T)
-     Vec_gemmGather:  rows[i][k]             (A's rows scattered, e.g. a minibatch's tokens)
-     Vec_gemmGatherT: rows[k][off + i]       (the transpose of a scattered matrix)
+   with c0 = C[i][j] when accumulate, else 0, and a(i, k) = A[i * ars + k * aks] (any
+   layout: ars = 1, aks = lda reads A^T).
    Each element is one fused running sum in k order (in the AVX2 path), the same wherever
    it sits, so results do not depend on blocking or threads, and splitting k into
    consecutive runs with accumulate continues the same sum bit for bit. */
 void Vec_gemmStrided(int M, int N, int K, const float *A, long ars, long aks, const float *B,
-                     long ldb, float *C, long ldc, bool accumulate);
-void Vec_gemmGather(int M, int N, int K, const float *const *rows, const float *B, long ldb,
-                    float *C, long ldc, bool accumulate);
-void Vec_gemmGatherT(int M, int N, int K, const float *const *rows, long off, const float *B,
                      long ldb, float *C, long ldc, bool accumulate);
 
 /* B (K x N) laid out once for many products, as the kernels above would copy it each
@@ -95,8 +76,9 @@ void Vec_gemmGatherT(int M, int N, int K, const float *const *rows, long off, co
    from panels + j0 * K on. Vec_panelsSize(K, N) floats. Rows k0 .. k0 + n go in from
      Vec_panelsPutRows:  B[k0 + r][j] = rows[r][off + j]
      Vec_panelsPutRowsT: B[k0 + r][j] = T[j * ldt + r]      (from B^T's columns)
-   and Vec_gemmPanels / Vec_gemmGatherPanels are Vec_gemmStrided / Vec_gemmGather with
-   B in panels (the same bits). */
+   and Vec_gemmPanels is Vec_gemmStrided with B in panels (the same bits), and
+   Vec_gemmGatherPanels the same with A's rows scattered, a(i, k) = rows[i][k] (a
+   minibatch's tokens). */
 long Vec_panelsSize(int K, int N);
 void Vec_panelsPutRows(int K, int N, int k0, int n, const float *const *rows, long off,
                        float *panels);
