@@ -370,40 +370,64 @@ static void test_mlp_deterministic(void **state) {
     plantedDone(&p);
 }
 
+/* A random layer for the mlp's determinism tests: Gaussian x, h = max(0, Gaussian), one
+   Gaussian matrix as both w_in and w_out, neurons dealt round-robin to E experts. */
+typedef struct MlpLayer {
+    float *x, *h, *keys;
+    int32_t *part;
+    FfnWeights w;
+    LayerData L;
+} MlpLayer;
+
+static void mlpLayer(MlpLayer *m, int T, int d, int N, int E, long T_train) {
+    m->x = malloc(sizeof(float) * (size_t)T * d);
+    m->h = malloc(sizeof(float) * (size_t)T * N);
+    m->keys = malloc(sizeof(float) * (size_t)N * d);
+    m->part = malloc(sizeof(int32_t) * (size_t)N);
+    for (long i = 0; i < (long)T * d; i++)
+        m->x[i] = (float)gauss();
+    for (long i = 0; i < (long)T * N; i++)
+        m->h[i] = (float)fmax(0.0, gauss());
+    for (long i = 0; i < (long)N * d; i++)
+        m->keys[i] = (float)gauss();
+    for (int j = 0; j < N; j++)
+        m->part[j] = j % E;
+    m->w = (FfnWeights){.d_model = d, .d_ff = N, .w_in = m->keys, .w_out = m->keys};
+    m->L = (LayerData){.w = &m->w, .T = T, .x = m->x, .h = m->h, .T_train = T_train};
+}
+
+static void mlpLayerDone(MlpLayer *m) {
+    free(m->x);
+    free(m->h);
+    free(m->keys);
+    free(m->part);
+}
+
+static void assertSameMlp(const Router *a, const Router *b, int E, int d) {
+    assert_memory_equal(Router_mlpW1(a), Router_mlpW1(b), sizeof(float) * E * d);
+    assert_memory_equal(Router_mlpW2(a), Router_mlpW2(b), sizeof(float) * E * E);
+}
+
 /* OpenBLAS's own thread count must not change the weights either (shapes large enough
    for it to split the products). */
 static void test_mlp_blas_threads(void **state) {
     (void)state;
-    enum { T = 530, d = 256, N = 64, E = 32 };
-    float *x = malloc(sizeof(float) * T * d), *h = malloc(sizeof(float) * T * N);
-    float *keys = malloc(sizeof(float) * N * d);
-    int32_t part[N];
-    for (int i = 0; i < T * d; i++)
-        x[i] = (float)gauss();
-    for (int i = 0; i < T * N; i++)
-        h[i] = (float)fmax(0.0, gauss());
-    for (int i = 0; i < N * d; i++)
-        keys[i] = (float)gauss();
-    for (int j = 0; j < N; j++)
-        part[j] = j % E;
-    FfnWeights w = {.d_model = d, .d_ff = N, .w_in = keys, .w_out = keys};
-    LayerData L = {.w = &w, .T = T, .x = x, .h = h, .T_train = 512};
+    enum { d = 256, E = 32 };
+    MlpLayer m;
+    mlpLayer(&m, 530, d, 64, E, 512);
     RouterOptions o;
     RouterOptions_default(&o);
     o.epochs = 2;
     Router *a, *b;
     openblas_set_num_threads(1);
-    assert_int_equal(Router_new(&a, ROUTER_MLP, &L, part, E, &o, NULL, NULL), MS_OK);
+    assert_int_equal(Router_new(&a, ROUTER_MLP, &m.L, m.part, E, &o, NULL, NULL), MS_OK);
     openblas_set_num_threads(2);
-    assert_int_equal(Router_new(&b, ROUTER_MLP, &L, part, E, &o, NULL, NULL), MS_OK);
+    assert_int_equal(Router_new(&b, ROUTER_MLP, &m.L, m.part, E, &o, NULL, NULL), MS_OK);
     openblas_set_num_threads(1);
-    assert_memory_equal(Router_mlpW1(a), Router_mlpW1(b), sizeof(float) * E * d);
-    assert_memory_equal(Router_mlpW2(a), Router_mlpW2(b), sizeof(float) * E * E);
+    assertSameMlp(a, b, E, d);
     Router_delete(a);
     Router_delete(b);
-    free(x);
-    free(h);
-    free(keys);
+    mlpLayerDone(&m);
 }
 
 /* A W1 big enough (E * d > 64K) for the update to run as its own parallel phase, with
@@ -411,30 +435,18 @@ static void test_mlp_blas_threads(void **state) {
    the same bits on 1 and 3 threads. */
 static void test_mlp_threads_large(void **state) {
     (void)state;
-    enum { T = 700, d = 610, N = 240, E = 120 };
-    float *x = malloc(sizeof(float) * T * d), *h = malloc(sizeof(float) * T * N);
-    float *keys = malloc(sizeof(float) * N * d);
-    int32_t part[N];
-    for (int i = 0; i < T * d; i++)
-        x[i] = (float)gauss();
-    for (int i = 0; i < T * N; i++)
-        h[i] = (float)fmax(0.0, gauss());
-    for (int i = 0; i < N * d; i++)
-        keys[i] = (float)gauss();
-    for (int j = 0; j < N; j++)
-        part[j] = j % E;
-    FfnWeights w = {.d_model = d, .d_ff = N, .w_in = keys, .w_out = keys};
-    LayerData L = {.w = &w, .T = T, .x = x, .h = h, .T_train = 650};
+    enum { d = 610, E = 120 };
+    MlpLayer m;
+    mlpLayer(&m, 700, d, 240, E, 650);
     RouterOptions o;
     RouterOptions_default(&o);
     o.epochs = 2;
     Router *a, *b;
     o.threads = 1;
-    assert_int_equal(Router_new(&a, ROUTER_MLP, &L, part, E, &o, NULL, NULL), MS_OK);
+    assert_int_equal(Router_new(&a, ROUTER_MLP, &m.L, m.part, E, &o, NULL, NULL), MS_OK);
     o.threads = 3;
-    assert_int_equal(Router_new(&b, ROUTER_MLP, &L, part, E, &o, NULL, NULL), MS_OK);
-    assert_memory_equal(Router_mlpW1(a), Router_mlpW1(b), sizeof(float) * E * d);
-    assert_memory_equal(Router_mlpW2(a), Router_mlpW2(b), sizeof(float) * E * E);
+    assert_int_equal(Router_new(&b, ROUTER_MLP, &m.L, m.part, E, &o, NULL, NULL), MS_OK);
+    assertSameMlp(a, b, E, d);
     const double *la, *lb;
     assert_int_equal(Router_lossHistory(a, &la), 2);
     Router_lossHistory(b, &lb);
@@ -442,9 +454,7 @@ static void test_mlp_threads_large(void **state) {
     assert_true(la[1] < la[0]);
     Router_delete(a);
     Router_delete(b);
-    free(x);
-    free(h);
-    free(keys);
+    mlpLayerDone(&m);
 }
 
 static void test_mlp_cancel(void **state) {
