@@ -231,6 +231,7 @@ static void test_timing(void **state) {
     opt.budget_s = 0.001;
     opt.max_reps = 3;
     MoeSpeedup sp;
+    MoeTimes t0;
     assert_int_equal(MoeKernel_measure(kern, &w, x, T, k, sel, NULL, &opt, NULL, NULL, &sp, NULL),
                      MS_OK);
     assert_int_equal(sp.dense.batch_tokens, T);
@@ -244,6 +245,33 @@ static void test_timing(void **state) {
     assert_int_equal(MoeKernel_measure(kern, &w, x, T, k, sel, NULL, &opt, &sp.dense, NULL,
                                        &again, NULL), MS_OK);
     assert_true(again.dense.batch_s == sp.dense.batch_s);
+
+    /* Runs repeat until their times add up to the budget: a zero budget gives one run per
+       path, an unreachable one max_reps. */
+    opt.budget_s = 0.0;
+    assert_int_equal(MoeKernel_measure(kern, &w, x, T, k, sel, NULL, &opt, NULL, NULL, &sp, NULL),
+                     MS_OK);
+    assert_int_equal(sp.dense.batch_reps, 1);
+    assert_int_equal(sp.dense.token_reps, 1);
+    assert_int_equal(sp.moe.batch_reps, 1);
+    assert_int_equal(sp.moe.token_reps, 1);
+    opt.budget_s = 1e9;
+    assert_int_equal(MoeKernel_measure(kern, &w, x, T, k, sel, NULL, &opt, NULL, NULL, &sp, NULL),
+                     MS_OK);
+    assert_int_equal(sp.dense.batch_reps, 3);
+    assert_int_equal(sp.moe.batch_reps, 3);
+    assert_int_equal(sp.moe.token_reps, 3);
+    assert_true(sp.moe.batch_s > 0.0 && sp.dense.token_s > 0.0);
+
+    /* The routing is checked before anything is timed. */
+    int saved = sel[3];
+    sel[3] = E;
+    char *bad = NULL;
+    assert_int_equal(MoeKernel_time(kern, x, T, k, sel, NULL, &opt, NULL, &t0, &bad),
+                     MS_ERR_RANGE);
+    assert_non_null(bad);
+    free(bad);
+    sel[3] = saved;
 
     atomic_uint gen = 2;
     Cancel cancel = {.generation = &gen, .mine = 1};

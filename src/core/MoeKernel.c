@@ -10,8 +10,10 @@ slot) pairs by expert with a counting sort, so each expert's tokens are gathered
 go through two (three when gated) sgemm calls; the gate scales the hidden rows (G_e
 multiplies instead of d_model) before the output sgemm, whose rows are added into y.
 
-Timing: both paths run with buffers allocated before the clock starts, so neither side
-pays for allocation; the dense side repeats Ffn.c's cblas calls with that scratch.
+Timing: both paths run with buffers allocated (and touched) before the clock starts, so
+neither side pays for allocation or page faults; the dense side repeats Ffn.c's cblas
+calls with that scratch. Each path is run until its timed runs add up to the budget, so
+slow paths (a large batch at a large k) run once and fast ones up to max_reps times.
 SPDX-License-Identifier: MIT
 */
 #include "config.h"
@@ -206,9 +208,8 @@ static void sortByExpert(MoeKernel *this, long n, int k, const int *sel) {
     this->count[0] = 0;
 }
 
-MsStatus MoeKernel_run(MoeKernel *this, const float *x, long n, int k, const int *sel,
-                       const float *gates, float *y, char **cause) {
-    int D = this->d_model;
+static MsStatus checkRouting(const MoeKernel *this, long n, int k, const int *sel,
+                             char **cause) {
     for (long p = 0; p < n * k; p++) {
         if (sel[p] < 0 || sel[p] >= this->E) {
             setCause(cause, "token %ld selects expert %d, outside 0..%d", p / k, sel[p],
@@ -216,10 +217,32 @@ MsStatus MoeKernel_run(MoeKernel *this, const float *x, long n, int k, const int
             return MS_ERR_RANGE;
         }
     }
+    return MS_OK;
+}
+
+/* Writes every page of the batch scratch and of y once (fresh pages fault on first
+   write, which a timed run should not pay for). */
+static void touchScratch(MoeKernel *this, long n, int k, float *y) {
+    size_t G = (size_t)this->max_g, D = (size_t)this->d_model, c = (size_t)n;
+    memset(this->order, 0, c * (size_t)k * sizeof(int));
+    memset(this->xg, 0, c * D * sizeof(float));
+    memset(this->hid, 0, c * G * sizeof(float));
+    if (this->up)
+        memset(this->up, 0, c * G * sizeof(float));
+    memset(this->out, 0, c * D * sizeof(float));
+    memset(y, 0, c * D * sizeof(float));
+}
+
+MsStatus MoeKernel_run(MoeKernel *this, const float *x, long n, int k, const int *sel,
+                       const float *gates, float *y, char **cause) {
+    int D = this->d_model;
+    MsStatus st = checkRouting(this, n, k, sel, cause);
+    if (st != MS_OK)
+        return st;
     memset(y, 0, (size_t)n * D * sizeof(float));
     if (n == 0 || k == 0)
         return MS_OK;
-    MsStatus st = reserve(this, n, k, cause);
+    st = reserve(this, n, k, cause);
     if (st != MS_OK)
         return st;
     sortByExpert(this, n, k, sel);
@@ -293,29 +316,23 @@ static int cmpDouble(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* Warm-up run, then clamp(budget / warm-up, 1, max_reps) timed runs; the median in *sec. */
-/* warm: the time of a run just made on the same work (it warmed the caches), or < 0 to
-   make a warm-up run here. */
+/* Timed runs until they add up to the budget (at least one, at most max_reps); the median
+   in *sec. warmup: one untimed run first, for work whose operands may be cold. */
 static MsStatus timeWork(WorkFn fn, void *ctx, const MoeTimingOptions *opt,
-                         const Cancel *cancel, double warm, double *sec, int *reps) {
-    double t0;
-    if (warm < 0) {
-        t0 = XUtils_now();
+                         const Cancel *cancel, bool warmup, double *sec, int *reps) {
+    if (warmup)
         fn(ctx);
-        warm = XUtils_now() - t0;
-    }
-    int max_reps = opt->max_reps > 0 ? opt->max_reps : 1;
-    int n = warm > 0 ? (int)(opt->budget_s / warm) : max_reps;
-    n = n < 1 ? 1 : n > max_reps ? max_reps : n;
-    double *t = xMallocArray((size_t)n, sizeof(double));
-    for (int r = 0; r < n; r++) {
+    int max_reps = opt->max_reps > 0 ? opt->max_reps : 1, n = 0;
+    double *t = xMallocArray((size_t)max_reps, sizeof(double)), total = 0.0;
+    while (n < max_reps && (n == 0 || total < opt->budget_s)) {
         if (Cancel_requested(cancel)) {
             free(t);
             return MS_ERR_CANCELED;
         }
-        t0 = XUtils_now();
+        double t0 = XUtils_now();
         fn(ctx);
-        t[r] = XUtils_now() - t0;
+        t[n] = XUtils_now() - t0;
+        total += t[n++];
     }
     qsort(t, (size_t)n, sizeof(double), cmpDouble);
     *sec = n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
@@ -407,10 +424,10 @@ MsStatus MoeKernel_timeDense(const FfnWeights *w, const float *x, long n,
     }
     d.rows = out->batch_tokens;
     if (d.rows > 0)
-        st = timeWork(denseBatch, &d, opt, cancel, -1.0, &out->batch_s, &out->batch_reps);
+        st = timeWork(denseBatch, &d, opt, cancel, true, &out->batch_s, &out->batch_reps);
     d.rows = out->token_tokens;
     if (st == MS_OK && d.rows > 0) {
-        st = timeWork(denseTokens, &d, opt, cancel, -1.0, &out->token_s, &out->token_reps);
+        st = timeWork(denseTokens, &d, opt, cancel, true, &out->token_s, &out->token_reps);
         out->token_s /= (double)d.rows;
     }
     if (st == MS_ERR_CANCELED)
@@ -461,18 +478,22 @@ MsStatus MoeKernel_time(MoeKernel *this, const float *x, long n, int k, const in
                  (size_t)rows * this->d_model * sizeof(float));
         return MS_ERR_NOMEM;
     }
-    /* A first checked run validates the routing and reserves the scratch; on the batch's
-       tokens it is also the batch timing's warm-up. */
-    double t0 = XUtils_now();
-    MsStatus st = MoeKernel_run(this, x, rows, k, sel, gates, y, cause);
-    double warm = rows == out->batch_tokens ? XUtils_now() - t0 : -1.0;
+    /* The routing is checked and the scratch reserved and touched before the clock, so the
+       first batch run is timed as well: the kernel's weights were just gathered (they are
+       no colder than for a second run), and a separate warm-up would double the cost of
+       the many measurements a batch makes. */
+    MsStatus st = checkRouting(this, rows, k, sel, cause);
+    if (st == MS_OK && k > 0)
+        st = reserve(this, rows, k, cause);
+    if (st == MS_OK && k > 0)
+        touchScratch(this, rows, k, y);
     MoeWork m = {.kernel = this, .x = x, .k = k, .sel = sel, .gates = gates, .y = y};
     m.rows = out->batch_tokens;
     if (st == MS_OK && m.rows > 0)
-        st = timeWork(moeBatch, &m, opt, cancel, warm, &out->batch_s, &out->batch_reps);
+        st = timeWork(moeBatch, &m, opt, cancel, false, &out->batch_s, &out->batch_reps);
     m.rows = out->token_tokens;
     if (st == MS_OK && m.rows > 0) {
-        st = timeWork(moeTokens, &m, opt, cancel, -1.0, &out->token_s, &out->token_reps);
+        st = timeWork(moeTokens, &m, opt, cancel, true, &out->token_s, &out->token_reps);
         out->token_s /= (double)m.rows;
     }
     if (st == MS_ERR_CANCELED)

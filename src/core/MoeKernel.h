@@ -54,9 +54,10 @@ void MoeKernel_runToken(MoeKernel *this, const float *x, int k, const int *sel,
 typedef struct MoeTimingOptions {
     long batch_tokens; /* tokens of the batch measurement, from the first (default 1024) */
     long token_tokens; /* tokens run one at a time, from the first (default 256) */
-    double budget_s;   /* seconds of timed repetitions per path after a warm-up run
-                          (default 0.1); repetitions = clamp(budget / warm-up time, 1,
-                          max_reps) and the median is reported */
+    double budget_s;   /* seconds of timed runs per path (default 0.1): runs are repeated
+                          until their times add up to the budget, at least once and at
+                          most max_reps times, and the median is reported; every path
+                          but the MoE batch has an untimed warm-up run first */
     int max_reps;      /* default 5 */
 } MoeTimingOptions;
 
@@ -68,7 +69,7 @@ typedef struct MoeTimes {
     long token_tokens;
     double batch_s;    /* median seconds for the whole batch */
     double token_s;    /* median seconds per token on the one-token path */
-    int batch_reps;    /* timed repetitions (the warm-up run is not counted) */
+    int batch_reps;    /* timed runs (a warm-up run is not counted) */
     int token_reps;
 } MoeTimes;
 
