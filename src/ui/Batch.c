@@ -23,6 +23,7 @@ SPDX-License-Identifier: MIT
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <time.h> /*PROF*/
 
 #include "core/Coact.h"
 #include "core/Cost.h"
@@ -148,6 +149,15 @@ typedef struct BatchRun {
     int next_pos;      /* the Dump position of the layer after this one */
 } BatchRun;
 
+/* A partition of the current layer and tau, with its mlp router until the router list
+   of its partition takes it over. */
+typedef struct PartSlot {
+    PartitionStrategy strategy;
+    int E;
+    int32_t *part;
+    Router *mlp;
+} PartSlot;
+
 /* One layer of a run, with what is cached across its inner loops. */
 typedef struct LayerRun {
     BatchRun *run;
@@ -188,9 +198,18 @@ static void emit(LayerRun *lr, const char *strategy, const char *router, int E, 
 static void progress(LayerRun *lr, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static void progress(LayerRun *lr, const char *fmt, ...) {
+    char what[160];
+    if (getenv("MS_PROF")) { /*PROF*/
+        static double t0, c0; struct timespec ts, cs; clock_gettime(CLOCK_MONOTONIC,&ts);
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID,&cs);
+        double t=ts.tv_sec+ts.tv_nsec*1e-9, c=cs.tv_sec+cs.tv_nsec*1e-9; if(!t0){t0=t;c0=c;}
+        char l[256]; long hwm=0; FILE *f=fopen("/proc/self/status","r"); while(fgets(l,sizeof l,f)) sscanf(l,"VmHWM: %ld",&hwm); fclose(f);
+        va_list aq; va_start(aq, fmt); vsnprintf(what, sizeof what, fmt, aq); va_end(aq);
+        fprintf(stderr, "%8.3f %8.3f %5ld %s\n", t-t0, c-c0, hwm/1024, what);
+        return;
+    }
     if (!lr->run->progress)
         return;
-    char what[160];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
@@ -405,22 +424,23 @@ static MsStatus meoFor(LayerRun *lr, const int32_t *part, int E, Split split, Me
     return st;
 }
 
-/* Builds every requested router (but the top-K bound) for one partition. */
+/* The routers of one partition: every requested one but the top-K bound, with the mlp
+   router (if requested) already trained by trainMlps and now owned by the list. */
 static MsStatus buildRouters(LayerRun *lr, const char *sname, const int32_t *part, int E,
-                             Router **routers, int *n, char **cause) {
+                             Router **mlp, Router **routers, int *n, char **cause) {
     const BatchConfig *cfg = lr->run->cfg;
-    RouterOptions ropt;
-    RouterOptions_default(&ropt);
-    ropt.epochs = cfg->mlp_epochs;
-    ropt.seed = cfg->seed;
-    ropt.threads = cfg->threads;
     *n = 0;
     for (int r = 0; r < cfg->n_routers; r++) {
-        if (cfg->routers[r] == ROUTER_TOPK_NEURONS)
+        RouterKind kind = cfg->routers[r];
+        if (kind == ROUTER_TOPK_NEURONS)
             continue;
-        progress(lr, "%s E=%d router %s", sname, E, RouterKind_name(cfg->routers[r]));
-        MsStatus st = Router_new(&routers[*n], cfg->routers[r], &lr->load->data, part, E, &ropt,
-                                 NULL, cause);
+        if (kind == ROUTER_MLP) {
+            routers[(*n)++] = *mlp;
+            *mlp = NULL;
+            continue;
+        }
+        progress(lr, "%s E=%d router %s", sname, E, RouterKind_name(kind));
+        MsStatus st = Router_new(&routers[*n], kind, &lr->load->data, part, E, NULL, NULL, cause);
         if (st != MS_OK)
             return st;
         (*n)++;
@@ -456,13 +476,14 @@ static MsStatus splitRows(LayerRun *lr, const char *sname, Router *const *router
     return st;
 }
 
-static MsStatus routerRows(LayerRun *lr, PartitionStrategy strategy, const int32_t *part, int E,
-                           char **cause) {
+static MsStatus routerRows(LayerRun *lr, PartSlot *slot, char **cause) {
     const BatchConfig *cfg = lr->run->cfg;
-    const char *sname = Partition_strategyName(strategy);
+    const char *sname = Partition_strategyName(slot->strategy);
+    const int32_t *part = slot->part;
+    int E = slot->E;
     Router *routers[ROUTER_KINDS] = {NULL};
     int n = 0;
-    MsStatus st = buildRouters(lr, sname, part, E, routers, &n, cause);
+    MsStatus st = buildRouters(lr, sname, part, E, &slot->mlp, routers, &n, cause);
     Split splits[2] = {SPLIT_TEST, SPLIT_TRAIN};
     for (int i = 0; i < (cfg->train_too ? 2 : 1) && st == MS_OK && n > 0; i++)
         st = splitRows(lr, sname, routers, n, part, E, splits[i], cause);
@@ -479,28 +500,32 @@ static MsStatus routerRows(LayerRun *lr, PartitionStrategy strategy, const int32
     return st;
 }
 
-static MsStatus strategyRows(LayerRun *lr, PartitionStrategy strategy, int E, char **cause) {
+/* Makes slot's partition (its E set for a file partition) and writes the rows and files
+   that depend on the partition alone. */
+static MsStatus partitionRows(LayerRun *lr, PartSlot *slot, char **cause) {
     const BatchConfig *cfg = lr->run->cfg;
     int N = lr->load->data.w->d_ff;
-    int32_t *part = xMallocArray((size_t)N, sizeof(int32_t));
+    PartitionStrategy strategy = slot->strategy;
+    const char *sname = Partition_strategyName(strategy);
+    slot->part = xMallocArray((size_t)N, sizeof(int32_t));
     int fallback = 0;
-    progress(lr, "%s partition E=%d", Partition_strategyName(strategy), E);
-    MsStatus st = makePartition(lr, strategy, E, part, &fallback, cause);
+    progress(lr, "%s partition E=%d", sname, slot->E);
+    MsStatus st = makePartition(lr, strategy, slot->E, slot->part, &fallback, cause);
     if (st == MS_OK && strategy == PARTITION_FILE)
-        E = fileExperts(part, N);
+        slot->E = fileExperts(slot->part, N);
+    int E = slot->E;
     if (st == MS_OK)
-        st = Partition_validate(part, N, E, cause);
+        st = Partition_validate(slot->part, N, E, cause);
     if (st == MS_OK)
         st = ensureCoact(lr, cause);
     if (st == MS_OK) {
-        const char *sname = Partition_strategyName(strategy);
-        emit(lr, sname, NULL, E, 0, "train", "intra_coact", Coact_intra(&lr->coact, part));
+        emit(lr, sname, NULL, E, 0, "train", "intra_coact", Coact_intra(&lr->coact, slot->part));
         if (strategy == PARTITION_COACT)
             emit(lr, sname, NULL, E, 0, "train", "coact_fallback_random", fallback);
-        st = savePartition(lr, strategy, E, part, cause);
+        st = savePartition(lr, strategy, E, slot->part, cause);
         if (st == MS_OK && lr->run->figures)
             st = FigureSet_addCoact(lr->run->figures, lr->info->index, lr->info->name, lr->tau,
-                                    sname, E, &lr->coact, part, cause);
+                                    sname, E, &lr->coact, slot->part, cause);
     }
     for (int i = 0; i < cfg->n_ks && st == MS_OK; i++) {
         if (cfg->ks[i] > E) {
@@ -509,10 +534,48 @@ static MsStatus strategyRows(LayerRun *lr, PartitionStrategy strategy, int E, ch
             st = MS_ERR_RANGE;
         }
     }
-    if (st == MS_OK)
-        st = routerRows(lr, strategy, part, E, cause);
-    free(part);
     return st;
+}
+
+/* Trains the mlp routers of every slot with slots[i]'s E, together: they share the
+   layer's x, seed and options, so one pass over the minibatches serves them all. */
+static MsStatus trainMlps(LayerRun *lr, PartSlot *slots, int n, int i, char **cause) {
+    const BatchConfig *cfg = lr->run->cfg;
+    int E = slots[i].E, m = 0;
+    PartSlot **group = xMallocArray((size_t)n, sizeof *group);
+    const int32_t **parts = xMallocArray((size_t)n, sizeof *parts);
+    Router **out = xCalloc((size_t)n, sizeof *out);
+    for (int j = i; j < n; j++) {
+        if (slots[j].E == E && !slots[j].mlp) {
+            group[m] = &slots[j];
+            parts[m++] = slots[j].part;
+        }
+    }
+    RouterOptions ropt;
+    RouterOptions_default(&ropt);
+    ropt.epochs = cfg->mlp_epochs;
+    ropt.seed = cfg->seed;
+    ropt.threads = cfg->threads;
+    progress(lr, "E=%d router mlp (%d partitions)", E, m);
+    MsStatus st = MS_OK;
+    for (int j = 0; j < m && st == MS_OK; j++)
+        st = Router_new(&out[j], ROUTER_MLP, &lr->load->data, parts[j], E, &ropt, NULL, cause);
+    for (int j = 0; j < m && st != MS_OK; j++)
+        Router_delete(out[j]);
+    for (int j = 0; j < m && st == MS_OK; j++)
+        group[j]->mlp = out[j];
+    free(out);
+    free(parts);
+    free(group);
+    return st;
+}
+
+static void freeSlots(PartSlot *slots, int n) {
+    for (int i = 0; i < n; i++) {
+        free(slots[i].part);
+        Router_delete(slots[i].mlp);
+    }
+    free(slots);
 }
 
 static MsStatus boundRows(LayerRun *lr, NeuronBound *const *bound) {
@@ -542,18 +605,35 @@ static bool wantsRouter(const BatchConfig *cfg, RouterKind kind) {
     return false;
 }
 
+/* One tau: first every partition (the co-activation counts are needed only there, and
+   their memory is given back before the routers' work), then the mlp routers of all
+   partitions trained together, then each partition's routers, evaluation, MEO and
+   timings. */
 static MsStatus tauRows(LayerRun *lr, const float *tau_q, NeuronBound *const *bound,
                         char **cause) {
     const BatchConfig *cfg = lr->run->cfg;
     MsStatus st = layerRows(lr, tau_q, cause);
+    PartSlot *slots = xCalloc((size_t)cfg->n_strategies * cfg->n_experts, sizeof *slots);
+    int n = 0;
     for (int s = 0; s < cfg->n_strategies && st == MS_OK; s++) {
         bool file = cfg->strategies[s] == PARTITION_FILE;
-        for (int e = 0; e < (file ? 1 : cfg->n_experts) && st == MS_OK; e++)
-            st = strategyRows(lr, cfg->strategies[s], file ? 0 : cfg->experts[e], cause);
+        for (int e = 0; e < (file ? 1 : cfg->n_experts) && st == MS_OK; e++) {
+            slots[n] = (PartSlot){.strategy = cfg->strategies[s],
+                                  .E = file ? 0 : cfg->experts[e]};
+            st = partitionRows(lr, &slots[n++], cause);
+        }
     }
+    dropTauCaches(lr);
+    bool mlp = wantsRouter(cfg, ROUTER_MLP);
+    for (int i = 0; i < n && st == MS_OK; i++) {
+        if (mlp && !slots[i].mlp)
+            st = trainMlps(lr, slots, n, i, cause);
+        if (st == MS_OK)
+            st = routerRows(lr, &slots[i], cause);
+    }
+    freeSlots(slots, n);
     if (st == MS_OK)
         st = boundRows(lr, bound);
-    dropTauCaches(lr);
     return st;
 }
 
