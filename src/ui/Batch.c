@@ -6,13 +6,16 @@ split when asked) and write one CSV row per number.
 
 DESIGN
 Work that does not depend on an inner knob is hoisted out of its loop: the layer's tau
-quantiles, the top-K neuron bound and the dense FFN timing are computed once per layer;
-co-activation counts once per tau; a router, the MoE kernel and a Meo's partition stage
-once per partition; an Eval per (router, split), queried for every k (their per-k cost is
-small by design). One LayerLoad serves every layer (its x and h buffers are reused), and
-the next layer's bytes are prefetched from the file while this one is computed. Memory
-that the next partition's work needs (the Meo's) is released between partitions, so the
-peak stays within the issue's 1.5 x h + N x N co-activation counts.
+quantiles, the top-K neuron bound and the dense FFN timing are computed once per layer.
+Each tau runs in three phases. First every partition (strategy x E) is made, with the
+rows that depend on it alone; the co-activation counts they need are then freed, so the
+routers' work has their memory. Then the mlp routers of all partitions with the same E
+are trained together (one pass over the minibatches of x serves them all). Last, per
+partition: the other routers, one Eval per split queried for every k (their per-k cost
+is small by design), a Meo's partition stage and the MoE kernel. One LayerLoad serves
+every layer (its x and h buffers are reused), and the next layer's bytes are prefetched
+from the file while this one is computed. A Meo's partition memory is released between
+partitions, so the peak stays within the issue's 1.5 x h + N x N co-activation counts.
 SPDX-License-Identifier: MIT
 */
 #include "config.h"
@@ -23,7 +26,6 @@ SPDX-License-Identifier: MIT
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <time.h> /*PROF*/
 
 #include "core/Coact.h"
 #include "core/Cost.h"
@@ -198,18 +200,9 @@ static void emit(LayerRun *lr, const char *strategy, const char *router, int E, 
 static void progress(LayerRun *lr, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static void progress(LayerRun *lr, const char *fmt, ...) {
-    char what[160];
-    if (getenv("MS_PROF")) { /*PROF*/
-        static double t0, c0; struct timespec ts, cs; clock_gettime(CLOCK_MONOTONIC,&ts);
-        clock_gettime(CLOCK_PROCESS_CPUTIME_ID,&cs);
-        double t=ts.tv_sec+ts.tv_nsec*1e-9, c=cs.tv_sec+cs.tv_nsec*1e-9; if(!t0){t0=t;c0=c;}
-        char l[256]; long hwm=0; FILE *f=fopen("/proc/self/status","r"); while(fgets(l,sizeof l,f)) sscanf(l,"VmHWM: %ld",&hwm); fclose(f);
-        va_list aq; va_start(aq, fmt); vsnprintf(what, sizeof what, fmt, aq); va_end(aq);
-        fprintf(stderr, "%8.3f %8.3f %5ld %s\n", t-t0, c-c0, hwm/1024, what);
-        return;
-    }
     if (!lr->run->progress)
         return;
+    char what[160];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
