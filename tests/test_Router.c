@@ -825,11 +825,31 @@ static void test_vec_math(void **state) {
     assert_float_equal(Vec_sumSquares(37, sq), want, 1e-9 * want);
 }
 
+/* Vec_nonzeros against a plain loop: every length 0..40 (the 8-wide body and its tail),
+   with -0 (a zero) and NaN (not one) among the entries. */
+static void test_vec_nonzeros(void **state) {
+    (void)state;
+    float x[40];
+    int idx[40];
+    for (int n = 0; n <= 40; n++) {
+        for (int i = 0; i < n; i++) {
+            double u = uniform();
+            x[i] = u < 0.6 ? 0.0f : u < 0.7 ? -0.0f : u < 0.75 ? NAN : (float)gauss();
+        }
+        int c = Vec_nonzeros(n, x, idx), want = 0;
+        for (int i = 0; i < n; i++)
+            if (x[i] != 0.0f)
+                assert_int_equal(idx[want++], i);
+        assert_int_equal(c, want);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_vec_math),
         cmocka_unit_test(test_vec_strided),
+        cmocka_unit_test(test_vec_nonzeros),
         cmocka_unit_test(test_hand_scores),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_adam_step),

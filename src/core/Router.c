@@ -36,6 +36,7 @@ enum {
     GRAD_ROWS = 256,   /* rows per partial gradient (summed in order by Adam) */
     W1_COLS = 32,      /* columns of W1 per update task */
     W2_ROWS = 24,      /* rows of W2 per update task */
+    GATHER_AHEAD = 8,  /* rows of targets fetched ahead of their copy */
 };
 _Static_assert(GRAD_ROWS % FWD_ROWS == 0, "a forward piece lies in one gradient chunk");
 _Static_assert(W1_COLS % 16 == 0, "W1's update blocks start on x's panels");
@@ -141,19 +142,32 @@ void Router_expertCenters(const float *keys, int N, int d_model, const int32_t *
     free(acc);
 }
 
-void Router_oracleScores(const float *h, long rows, int N, const int32_t *part, int E,
-                         float *s) {
+/* Router_oracleScores for P partitions in one pass over h: s + p * sStride gets the scores
+   under parts[p]. Each row's nonzeros are found once (h is mostly zeros after a ReLU); the
+   sums run over them in ascending order, as a plain loop skipping the zeros would. */
+static void oracleScoresSet(const float *h, long rows, int N, const int32_t *const *parts,
+                            int P, int E, float *s, long sStride) {
     double *acc = xMallocArray((size_t)E, sizeof *acc);
+    int *nz = xMallocArray((size_t)N, sizeof *nz);
     for (long t = 0; t < rows; t++) {
         const float *row = h + t * (long)N;
-        memset(acc, 0, (size_t)E * sizeof *acc);
-        for (int j = 0; j < N; j++)
-            if (row[j] != 0.0f)
-                acc[part[j]] += fabsf(row[j]);
-        for (int e = 0; e < E; e++)
-            s[t * E + e] = (float)acc[e];
+        int n = Vec_nonzeros(N, row, nz);
+        for (int p = 0; p < P; p++) {
+            const int32_t *part = parts[p];
+            memset(acc, 0, (size_t)E * sizeof *acc);
+            for (int q = 0; q < n; q++)
+                acc[part[nz[q]]] += fabsf(row[nz[q]]);
+            for (int e = 0; e < E; e++)
+                s[p * sStride + t * E + e] = (float)acc[e];
+        }
     }
+    free(nz);
     free(acc);
+}
+
+void Router_oracleScores(const float *h, long rows, int N, const int32_t *part, int E,
+                         float *s) {
+    oracleScoresSet(h, rows, N, &part, 1, E, s, 0);
 }
 
 /* out[rows][n] = a[rows][k] b[n][k]^T, the same numbers whatever the blocking */
@@ -337,7 +351,8 @@ static void adamUpdate(const Adam *a, float *p, const float *g, int parts, long 
 typedef struct Net {
     Router *r;              /* receives W1 (at the end), W2 (in place) and the loss history */
     const float *S;         /* [n][E] oracle scores of the train rows under this partition */
-    const float *rowMax;    /* [n] max of each row of S: the minibatch max in B steps */
+    float *Sb, *rowMaxB;    /* [batch][E], [batch]: the minibatch's rows of S and their
+                               maxima (whose max is the minibatch's) */
     float invMax;           /* 1 / max of S over the minibatch (0 when all zero) */
     float *W2t, *m2, *v2;   /* [E][E] (W2 itself is r->W2) */
     float *A, *G2, *G1, *Lb; /* [batch][E]: tanh activations, dL/dZ, dL/d(W1 xhat) / ||x||,
@@ -383,20 +398,18 @@ static void netForward(Trainer *tr, int p, long r0, long rows) {
     const float *inv = tr->inv + r0;
     float *A = net->A + r0 * E, *G2 = net->G2 + r0 * E, *G1 = net->G1 + r0 * E;
     for (long i = 0; i < rows; i++)
-        for (int e = 0; e < E; e++)
-            A[i * E + e] = tr->Aw[(r0 + i) * tr->PE + p * E + e] * inv[i];
+        Vec_scale(E, inv[i], tr->Aw + (r0 + i) * tr->PE + p * E, A + i * E);
     Vec_tanh(A, rows * E);
     float *Z = G1; /* the logits live in G1 until dA overwrites them */
     Vec_gemmStrided((int)rows, E, E, A, E, 1, net->W2t, E, Z, E, false);
     float scale = 1.0f / (float)((double)tr->B * E);
     for (long i = 0; i < rows; i++)
-        Vec_bceWithLogits(E, Z + i * E, net->S + tr->perm[tr->off + r0 + i] * E, net->invMax,
-                          scale, net->Lb + (r0 + i) * E, G2 + i * E);
+        Vec_bceWithLogits(E, Z + i * E, net->Sb + (r0 + i) * E, net->invMax, scale,
+                          net->Lb + (r0 + i) * E, G2 + i * E);
     /* dA = G2 W2, then through tanh and the row's norm: G1 = dA (1 - A^2) / ||x|| */
     Vec_gemmStrided((int)rows, E, E, G2, E, 1, net->r->W2, E, G1, E, false);
     for (long i = 0; i < rows; i++)
-        for (int e = 0; e < E; e++)
-            G1[i * E + e] = G1[i * E + e] * (1.0f - A[i * E + e] * A[i * E + e]) * inv[i];
+        Vec_tanhGrad(E, A + i * E, inv[i], G1 + i * E);
     Vec_transpose((int)rows, E, G2, E, net->G2t + r0, tr->B);
     Vec_transpose((int)rows, E, G1, E, tr->G1t + (long)p * E * tr->B + r0, tr->B);
 }
@@ -418,10 +431,6 @@ static void forwardPiece(void *ctx, long piece, int worker) {
     long c = r0 / GRAD_ROWS, cr0 = c * GRAD_ROWS;
     int cRows = (int)minLong(tr->B - cr0, GRAD_ROWS);
     Vec_panelsPutRows(cRows, d, (int)(r0 - cr0), (int)rows, xr, 0, tr->xp + c * tr->xpLen);
-    for (int p = 0; p < tr->P; p++) /* the targets, into L2 for the loss */
-        for (long i = r0; i < r0 + rows; i++)
-            for (int e = 0; e < tr->E; e += 16)
-                __builtin_prefetch(tr->net[p].S + tr->perm[tr->off + i] * tr->E + e, 0, 1);
     for (int p = 0; p < tr->P; p++)
         netForward(tr, p, r0, rows);
 }
@@ -484,13 +493,31 @@ static long updateTasks(const Trainer *tr) {
     return (long)tr->P * tr->w2Blocks + tr->w1Blocks + (long)tr->P * tr->chunks;
 }
 
-/* Task `task` of the update fetches its share of the next minibatch's rows of x from
-   memory (into L2, whence they go to L3): the forward pass would wait for them. */
-static void prefetchNext(const Trainer *tr, long task) {
+/* The nets' targets (and their row maxima) of rows off + i, i0 <= i < i1, of the order to
+   consecutive rows: the loss then reads them in sequence instead of waiting for each. */
+static void gatherTargets(Trainer *tr, long off, long i0, long i1) {
+    int E = tr->E;
+    for (int p = 0; p < tr->P; p++) {
+        Net *net = &tr->net[p];
+        for (long i = i0; i < i1; i++) {
+            if (i + GATHER_AHEAD < i1) /* the rows come from all over S: many in flight */
+                for (int e = 0; e < E; e += 16)
+                    __builtin_prefetch(net->S + tr->perm[off + i + GATHER_AHEAD] * E + e, 0, 3);
+            memcpy(net->Sb + i * E, net->S + tr->perm[off + i] * E, (size_t)E * sizeof(float));
+            net->rowMaxB[i] = Vec_max(E, net->Sb + i * E);
+        }
+    }
+}
+
+/* Task `task` of the update gathers its share of the next minibatch's targets (the forward
+   pass has read this one's) and fetches its rows of x from memory (into L2, whence they go
+   to L3): the forward pass would wait for them. */
+static void prepareNext(Trainer *tr, long task) {
     long tasks = updateTasks(tr);
     long next = tr->off + tr->B, nextB = minLong(tr->n - next, tr->B);
-    long i0 = next + task * nextB / tasks, i1 = next + (task + 1) * nextB / tasks;
-    for (long i = i0; i < i1; i++)
+    long i0 = task * nextB / tasks, i1 = (task + 1) * nextB / tasks;
+    gatherTargets(tr, next, i0, i1);
+    for (long i = next + i0; i < next + i1; i++)
         for (int c = 0; c < tr->d; c += 16)
             __builtin_prefetch(tr->x + tr->perm[i] * tr->d + c, 0, 1);
 }
@@ -500,7 +527,7 @@ static void prefetchNext(const Trainer *tr, long task) {
 static void updateTask(void *ctx, long task, int worker) {
     Trainer *tr = ctx;
     float *share = tr->share + (long)worker * tr->chunks * tr->shareLen;
-    prefetchNext(tr, task);
+    prepareNext(tr, task);
     if (task < (long)tr->P * tr->w2Blocks) {
         int p = (int)(task / tr->w2Blocks), e0 = (int)(task % tr->w2Blocks) * W2_ROWS;
         updateW2(tr, p, e0, (int)minLong(tr->E - e0, W2_ROWS), share);
@@ -527,7 +554,6 @@ typedef struct TrainData {
     int P, E;
     long row0, n;
     float *S;       /* [P][n][E] */
-    float *rowMax;  /* [P][n] */
     float *invNorm; /* [n] */
     long *perm;     /* [n] */
 } TrainData;
@@ -540,31 +566,24 @@ static void prepChunk(void *ctx, long chunk, int worker) {
         double nn = rowNorm(td->L->x + (td->row0 + t) * d, d);
         td->invNorm[t] = nn > 0.0 ? (float)(1.0 / nn) : 0.0f;
     }
-    for (int p = 0; p < td->P; p++) {
-        float *S = td->S + (long)p * td->n * E;
-        Router_oracleScores(td->L->h + (td->row0 + t0) * N, rows, N, td->parts[p], E,
-                            S + t0 * E);
-        for (long t = t0; t < t0 + rows; t++)
-            td->rowMax[(long)p * td->n + t] = Vec_max(E, S + t * E);
-    }
+    oracleScoresSet(td->L->h + (td->row0 + t0) * N, rows, N, td->parts, td->P, E,
+                    td->S + t0 * E, td->n * E);
 }
 
 static void trainDataDone(TrainData *td) {
     free(td->S);
-    free(td->rowMax);
     free(td->invNorm);
     free(td->perm);
 }
 
 static MsStatus trainDataInit(TrainData *td, char **cause) {
     size_t n = (size_t)td->n, P = (size_t)td->P;
-    td->S = tryMallocArray(P * n * (size_t)td->E, sizeof(float));
-    td->rowMax = tryMallocArray(P * n, sizeof(float));
+    td->S = tryMallocLarge(P * n * (size_t)td->E, sizeof(float)); /* read at random rows */
     td->invNorm = tryMallocArray(n, sizeof(float));
     td->perm = tryMallocArray(n, sizeof(long));
-    if (!td->S || !td->rowMax || !td->invNorm || !td->perm) {
+    if (!td->S || !td->invNorm || !td->perm) {
         setCause(cause, "no memory for mlp router training (%zu bytes)",
-                 n * (P * ((size_t)td->E + 1) * sizeof(float) + sizeof(float) + sizeof(long)));
+                 n * (P * (size_t)td->E * sizeof(float) + sizeof(float) + sizeof(long)));
         trainDataDone(td);
         return MS_ERR_NOMEM;
     }
@@ -610,6 +629,8 @@ static void layoutTrainer(Trainer *tr, Carve *c, long batch, int threads) {
         net->G1 = carve(c, b * E);
         net->Lb = carve(c, b * E);
         net->G2t = carve(c, E * b);
+        net->Sb = carve(c, b * E);
+        net->rowMaxB = carve(c, b);
     }
 }
 
@@ -647,7 +668,6 @@ static MsStatus trainerInit(Trainer *tr, const TrainData *td, Router *const *r, 
         Net *net = &tr->net[p];
         net->r = r[p];
         net->S = td->S + (long)p * td->n * E;
-        net->rowMax = td->rowMax + (long)p * td->n;
         net->chunkLoss = xCalloc((size_t)Parallel_chunks(batch, GRAD_ROWS), sizeof(double));
         blockW1(tr, p, r[p]->W1, false);
         Vec_transpose(E, E, r[p]->W2, E, net->W2t, E);
@@ -657,13 +677,16 @@ static MsStatus trainerInit(Trainer *tr, const TrainData *td, Router *const *r, 
     return MS_OK;
 }
 
-/* One minibatch, perm[off .. off + B): the forward and backward pieces, then the update. */
+/* One minibatch, perm[off .. off + B): the forward and backward pieces, then the update
+   (which gathers the next minibatch's targets; the first of an epoch gathers its own). */
 static MsStatus trainStep(Trainer *tr, ParallelPool *pool, const Cancel *cancel) {
+    if (tr->off == 0)
+        gatherTargets(tr, 0, 0, tr->B);
     for (int p = 0; p < tr->P; p++) {
         Net *net = &tr->net[p];
         float mx = 0.0f;
-        for (long i = tr->off; i < tr->off + tr->B; i++)
-            mx = net->rowMax[tr->perm[i]] > mx ? net->rowMax[tr->perm[i]] : mx;
+        for (long i = 0; i < tr->B; i++)
+            mx = net->rowMaxB[i] > mx ? net->rowMaxB[i] : mx;
         net->invMax = mx > 0.0f ? 1.0f / mx : 0.0f;
     }
     tr->chunks = (int)Parallel_chunks(tr->B, GRAD_ROWS);
