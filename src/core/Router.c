@@ -3,20 +3,29 @@ moescope - core/Router.c
 Routers of SPEC §4: scoring, and the MoEfication mlp router's training.
 
 DESIGN: mlp training is plain minibatch Adam written out by hand (forward, backward,
-update) so that every number is reproducible. Each minibatch takes two parallel runs of
-small tasks (many per thread, so that the two threads finish together): the forward and
-backward pass over fixed pieces of rows, then the update over fixed blocks of W1's
-columns and W2's rows. An update task computes its block's gradient once per fixed chunk
-of rows and lets Adam add the chunks' shares in chunk order. All boundaries depend only
-on the shapes, never on the thread count, and every task writes its own slots, so the
-weights are bitwise the same for any opt->threads. Products go through core/Vec's
-strided kernels rather than OpenBLAS, whose sgemm results change with its own thread
-count; they read the minibatch's token rows of x in place (no normalized copy: xhat
-W1^T = (x W1^T) / ||x||). The products' B operands are laid out in Vec panels by whoever
-has them in cache, once per minibatch instead of once per product and task: W1^T by
-the update tasks that just wrote W1's blocks, and the minibatch's rows of x (dW1 = G1^T x)
-by the forward pieces that just read them. The update also fetches the next minibatch's
-rows of x from memory, which the forward pass would otherwise wait for.
+update) so that every number is reproducible. One trainer trains a set of P nets (the
+same layer under P partitions; Router_new's mlp is the case P = 1): they differ only in
+W1's initial centers, the targets and each minibatch's target max, and share the rows,
+the seeded minibatch order and everything derived from x. Each minibatch takes two
+parallel runs of small tasks (many per thread, so that the two threads finish together):
+the forward and backward pass over fixed pieces of rows, then the update over fixed
+blocks of the stacked W1's columns and of each net's W2 rows. The two products over x
+are done once for all nets, with the nets' W1 stacked ([P E][d]): x W1^T (B x P E) and
+dW1 = G1^T x (P E x d); core/Vec computes each output element as one running sum in k
+order wherever it sits in the product, so every net's numbers are bitwise those of its
+own training. An update task computes its block's gradient once per fixed chunk of rows
+and lets Adam add the chunks' shares in chunk order. All boundaries depend only on the
+shapes, never on the thread count, and every task writes its own slots, so the weights
+are bitwise the same for any opt->threads. Products go through core/Vec's strided
+kernels rather than OpenBLAS, whose sgemm results change with its own thread count;
+they read the minibatch's token rows of x in place (no normalized copy: xhat W1^T =
+(x W1^T) / ||x||). The products' B operands are laid out in Vec panels by whoever has
+them in cache, once per minibatch instead of once per product and task: W1^T by the
+update tasks that just wrote W1's blocks, and the minibatch's rows of x (dW1 = G1^T x)
+by the forward pieces that just read them. The update also gathers the next minibatch's
+targets into consecutive rows and fetches its rows of x from memory, which the forward
+pass would otherwise wait for. The targets (oracle scores) of all nets are made in one
+pass over h.
 SPDX-License-Identifier: MIT
 */
 #include "config.h"
