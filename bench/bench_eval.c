@@ -6,10 +6,13 @@ interactive targets:
   - a change of k with the partition fixed: Eval_metrics for every metric (<= 16 ms);
   - a change of E (random partition): sparsity + partition + routers + Eval_new for the
     oracle, similarity and sigmoid (<= 1 s, the mlp excluded);
-  - mlp router training on the train split (<= 5 s on 2 cores).
+  - mlp router training on the train split (<= 5 s on 2 cores);
+  - the batch's three mlp trainings of a layer (partitions random, param and another
+    random), separately and fused by Router_newMlpSet (<= 2.2 s for the three at E = 32),
+    checked to give bitwise the same routers.
 Runs with OPENBLAS_NUM_THREADS=1 (one BLAS thread per worker, as moescope runs it; the
 program re-executes itself with it set). Usage: bench_eval [tokens] [experts] [threads]
-[mlp] (the last: the mlp training only, best of 3 runs)
+[mlp | mlp3] (mlp: the mlp training only, best of 3 runs; mlp3: the three trainings)
 SPDX-License-Identifier: MIT
 */
 #include "config.h"
@@ -80,12 +83,71 @@ static void die(MsStatus st, char *cause) {
     exit(1);
 }
 
+/* true when the two mlp routers have bitwise the same weights and loss history */
+static bool sameMlp(const Router *a, const Router *b, int E) {
+    const double *la, *lb;
+    int n = Router_lossHistory(a, &la);
+    return n == Router_lossHistory(b, &lb) && memcmp(la, lb, (size_t)n * sizeof *la) == 0 &&
+           memcmp(Router_mlpW1(a), Router_mlpW1(b), sizeof(float) * (size_t)E * D_MODEL) == 0 &&
+           memcmp(Router_mlpW2(a), Router_mlpW2(b), sizeof(float) * (size_t)E * E) == 0;
+}
+
 #define CHECK(call)                                                                           \
     do {                                                                                      \
         MsStatus st_ = (call);                                                                \
         if (st_ != MS_OK)                                                                     \
             die(st_, cause);                                                                  \
     } while (0)
+
+/* The batch's three mlp trainings of a layer: separately (Router_new each), then fused
+   (Router_newMlpSet, best of 2), checked bitwise equal. */
+static void benchMlp3(const LayerData *L, int E, int threads) {
+    char *cause = NULL;
+    int32_t *parts[3];
+    for (int p = 0; p < 3; p++)
+        parts[p] = xMallocArray(D_FF, sizeof(int32_t));
+    Partition_random(parts[0], D_FF, E, 7);
+    CHECK(Partition_param(parts[1], L->w->w_in, D_FF, D_MODEL, E, 7, 0, NULL, NULL, &cause));
+    Partition_random(parts[2], D_FF, E, 8);
+    RouterOptions o;
+    RouterOptions_default(&o);
+    o.threads = threads;
+    Router *sep[3], *fused[3] = {NULL, NULL, NULL};
+    double t0 = XUtils_now(), c0 = cpuNow(), tOne = INFINITY;
+    for (int p = 0; p < 3; p++) {
+        double t1 = XUtils_now();
+        CHECK(Router_new(&sep[p], ROUTER_MLP, L, parts[p], E, &o, NULL, &cause));
+        tOne = XUtils_now() - t1 < tOne ? XUtils_now() - t1 : tOne;
+    }
+    double tSep = XUtils_now() - t0, cSep = cpuNow() - c0;
+    printf("mlp x3 separately (E %d, %ld train tokens): %.2f s wall, %.2f s CPU; fastest single "
+           "%.2f s (target <= 5 s)\n", E, L->T_train, tSep, cSep, tOne);
+    double tFused = INFINITY, cFused = INFINITY;
+    for (int rep = 0; rep < 2; rep++) {
+        for (int p = 0; p < 3; p++)
+            Router_delete(fused[p]);
+        t0 = XUtils_now();
+        c0 = cpuNow();
+        CHECK(Router_newMlpSet(fused, L, (const int32_t *const *)parts, 3, E, &o, NULL, &cause));
+        double tw = XUtils_now() - t0, tc = cpuNow() - c0;
+        printf("  fused run %d: %.2f s wall, %.2f s CPU\n", rep + 1, tw, tc);
+        tFused = tw < tFused ? tw : tFused;
+        cFused = tc < cFused ? tc : cFused;
+    }
+    bool same = true;
+    for (int p = 0; p < 3; p++)
+        same = same && sameMlp(sep[p], fused[p], E);
+    printf("mlp x3 fused (Router_newMlpSet): best of 2 %.2f s wall, %.2f s CPU (target <= 2.2 s "
+           "at E = 32); %.2fx; bitwise equal to the separate trainings: %s\n", tFused, cFused,
+           tSep / tFused, same ? "yes" : "NO");
+    for (int p = 0; p < 3; p++) {
+        Router_delete(sep[p]);
+        Router_delete(fused[p]);
+        free(parts[p]);
+    }
+    if (!same)
+        exit(1);
+}
 
 int main(int argc, char **argv) {
     if (!getenv("OPENBLAS_NUM_THREADS")) {
@@ -96,6 +158,7 @@ int main(int argc, char **argv) {
     int E = argc > 2 ? atoi(argv[2]) : 128;
     int threads = argc > 3 ? atoi(argv[3]) : 2;
     bool mlpOnly = argc > 4 && strcmp(argv[4], "mlp") == 0;
+    bool mlp3 = argc > 4 && strcmp(argv[4], "mlp3") == 0;
     char *cause = NULL;
     printf("layer: d_model %d, d_ff %d, %ld tokens, E %d, %d threads, OPENBLAS_NUM_THREADS=%s\n",
            D_MODEL, D_FF, T, E, threads, getenv("OPENBLAS_NUM_THREADS"));
@@ -122,6 +185,10 @@ int main(int argc, char **argv) {
     if (mlpOnly) {
         Partition_random(part, D_FF, E, 7);
         goto mlp;
+    }
+    if (mlp3) {
+        benchMlp3(&L, E, threads);
+        goto done;
     }
     /* sparsity: per layer, independent of E (the summary shows it with every change) */
     t0 = XUtils_now();
@@ -228,6 +295,7 @@ mlp:; /* mlp training on the train split */
     Eval_delete(em);
     Router_delete(mlp);
 
+done:
     free(part);
     free(x);
     free(h);

@@ -15,6 +15,8 @@ SPDX-License-Identifier: MIT
 
 #include <cblas.h>
 #include <math.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -473,6 +475,148 @@ static void test_mlp_cancel(void **state) {
     plantedDone(&p);
 }
 
+/* Three partitions of a layer's N neurons into E experts: round-robin, strided, and a
+   seeded shuffle of the round-robin one (every expert non-empty in all three). */
+static void threeParts(int32_t *parts[3], int N, int E) {
+    for (int p = 0; p < 3; p++)
+        parts[p] = malloc(sizeof(int32_t) * (size_t)N);
+    for (int j = 0; j < N; j++) {
+        parts[0][j] = j % E;
+        parts[1][j] = (j / 3) % E; /* needs N >= 3 E */
+        parts[2][j] = j % E;
+    }
+    for (int j = N - 1; j > 0; j--) {
+        int k = (int)(uniform() * (j + 1)), t = parts[2][j];
+        parts[2][j] = parts[2][k];
+        parts[2][k] = t;
+    }
+}
+
+static void assertSameLoss(const Router *a, const Router *b) {
+    const double *la, *lb;
+    int n = Router_lossHistory(a, &la);
+    assert_int_equal(Router_lossHistory(b, &lb), n);
+    assert_memory_equal(la, lb, sizeof(double) * (size_t)n);
+}
+
+/* Router_newMlpSet's fused training against separate Router_new trainings, bitwise, for
+   1..3 partitions on 1, 2 and 3 threads: on a ragged layer (E not dividing N, so the nets
+   meet inside the product's 16-column panels; d not a multiple of the update's column
+   blocks; minibatches of two row chunks and a short last one) and on a regular one. */
+static void checkMlpSet(int T, int d, int N, int E, long T_train, int batch) {
+    MlpLayer m;
+    mlpLayer(&m, T, d, N, E, T_train);
+    int32_t *parts[3];
+    threeParts(parts, N, E);
+    RouterOptions o;
+    RouterOptions_default(&o);
+    o.epochs = 2;
+    o.batch = batch;
+    o.threads = 1;
+    Router *sep[3];
+    for (int p = 0; p < 3; p++)
+        assert_int_equal(Router_new(&sep[p], ROUTER_MLP, &m.L, parts[p], E, &o, NULL, NULL),
+                         MS_OK);
+    for (int threads = 1; threads <= 3; threads++)
+        for (int n = 1; n <= 3; n++) {
+            Router *set[3];
+            o.threads = threads;
+            assert_int_equal(Router_newMlpSet(set, &m.L, (const int32_t *const *)parts, n, E, &o,
+                                              NULL, NULL),
+                             MS_OK);
+            for (int p = 0; p < n; p++) {
+                assert_int_equal(Router_kind(set[p]), ROUTER_MLP);
+                assertSameMlp(sep[p], set[p], E, d);
+                assertSameLoss(sep[p], set[p]);
+                Router_delete(set[p]);
+            }
+        }
+    /* the three partitions train different routers: the comparison above is not vacuous */
+    assert_memory_not_equal(Router_mlpW1(sep[0]), Router_mlpW1(sep[1]), sizeof(float) * E * d);
+    assert_memory_not_equal(Router_mlpW1(sep[0]), Router_mlpW1(sep[2]), sizeof(float) * E * d);
+    for (int p = 0; p < 3; p++) {
+        Router_delete(sep[p]);
+        free(parts[p]);
+    }
+    mlpLayerDone(&m);
+}
+
+static void test_mlp_set(void **state) {
+    (void)state;
+    checkMlpSet(700, 40, 90, 7, 650, 300); /* batches 300 (256 + 44), 300, 50 */
+    checkMlpSet(600, 70, 96, 16, 560, 128); /* batches of 128, the last 48 */
+}
+
+/* Bumps the generation once the training has reported some progress (so the cancel
+   lands inside the minibatch loop, after the targets are made). */
+typedef struct Canceller {
+    atomic_uint gen;
+    atomic_int permille;
+    atomic_bool stop;
+} Canceller;
+
+static void *cancelLater(void *arg) {
+    Canceller *c = arg;
+    while (!atomic_load(&c->stop) && atomic_load(&c->permille) < 100)
+        sched_yield();
+    atomic_fetch_add(&c->gen, 1);
+    return NULL;
+}
+
+static void test_mlp_set_errors(void **state) {
+    (void)state;
+    enum { d = 24, N = 60, E = 6 };
+    MlpLayer m;
+    mlpLayer(&m, 400, d, N, E, 380);
+    int32_t *parts[3];
+    threeParts(parts, N, E);
+    Router *set[3] = {(Router *)1, (Router *)1, (Router *)1};
+    char *cause = NULL;
+    RouterOptions o;
+    RouterOptions_default(&o);
+    o.batch = 0;
+    assert_int_equal(Router_newMlpSet(set, &m.L, (const int32_t *const *)parts, 3, E, &o, NULL,
+                                      &cause),
+                     MS_ERR_RANGE);
+    assert_non_null(strstr(cause, "batch"));
+    assert_null(set[0]);
+    assert_null(set[2]);
+    assert_int_equal(Router_newMlpSet(set, &m.L, (const int32_t *const *)parts, 0, E, NULL, NULL,
+                                      &cause),
+                     MS_ERR_RANGE);
+    parts[1][5] = E; /* outside 0..E-1 */
+    assert_int_equal(Router_newMlpSet(set, &m.L, (const int32_t *const *)parts, 3, E, NULL, NULL,
+                                      &cause),
+                     MS_ERR_RANGE);
+    assert_non_null(strstr(cause, "partition 1"));
+    parts[1][5] = 5 % E;
+    /* canceled before it starts, then in the middle of the minibatches */
+    Canceller c = {.gen = 3};
+    Cancel cancel = {.generation = &c.gen, .mine = 2, .permille = &c.permille};
+    assert_int_equal(Router_newMlpSet(set, &m.L, (const int32_t *const *)parts, 3, E, NULL,
+                                      &cancel, &cause),
+                     MS_ERR_CANCELED);
+    assert_null(set[1]);
+    cancel.mine = 3;
+    o.batch = 16;
+    o.epochs = 50;
+    pthread_t tid;
+    assert_int_equal(pthread_create(&tid, NULL, cancelLater, &c), 0);
+    MsStatus st = Router_newMlpSet(set, &m.L, (const int32_t *const *)parts, 3, E, &o, &cancel,
+                                   &cause);
+    atomic_store(&c.stop, true);
+    pthread_join(tid, NULL);
+    assert_int_equal(st, MS_ERR_CANCELED);
+    assert_true(atomic_load(&c.permille) >= 100 && atomic_load(&c.permille) < 1000);
+    assert_null(set[0]);
+    assert_null(set[2]);
+    assert_non_null(strstr(cause, "canceled"));
+    free(cause);
+    for (int p = 0; p < 3; p++)
+        free(parts[p]);
+    mlpLayerDone(&m);
+}
+
 /* Vec_gemmStrided against a plain triple loop in double (the panel products, with A read
    in place or gathered through row pointers, against it, bitwise), on shapes that are not multiples of the 6 x 16 tiles
    (every edge height 1..5) or the 256-step k blocks, K = 1 and K = 0, and row strides
@@ -681,11 +825,31 @@ static void test_vec_math(void **state) {
     assert_float_equal(Vec_sumSquares(37, sq), want, 1e-9 * want);
 }
 
+/* Vec_nonzeros against a plain loop: every length 0..40 (the 8-wide body and its tail),
+   with -0 (a zero) and NaN (not one) among the entries. */
+static void test_vec_nonzeros(void **state) {
+    (void)state;
+    float x[40];
+    int idx[40];
+    for (int n = 0; n <= 40; n++) {
+        for (int i = 0; i < n; i++) {
+            double u = uniform();
+            x[i] = u < 0.6 ? 0.0f : u < 0.7 ? -0.0f : u < 0.75 ? NAN : (float)gauss();
+        }
+        int c = Vec_nonzeros(n, x, idx), want = 0;
+        for (int i = 0; i < n; i++)
+            if (x[i] != 0.0f)
+                assert_int_equal(idx[want++], i);
+        assert_int_equal(c, want);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_vec_math),
         cmocka_unit_test(test_vec_strided),
+        cmocka_unit_test(test_vec_nonzeros),
         cmocka_unit_test(test_hand_scores),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_adam_step),
@@ -694,6 +858,8 @@ int main(void) {
         cmocka_unit_test(test_mlp_blas_threads),
         cmocka_unit_test(test_mlp_threads_large),
         cmocka_unit_test(test_mlp_cancel),
+        cmocka_unit_test(test_mlp_set),
+        cmocka_unit_test(test_mlp_set_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

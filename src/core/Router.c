@@ -3,20 +3,29 @@ moescope - core/Router.c
 Routers of SPEC §4: scoring, and the MoEfication mlp router's training.
 
 DESIGN: mlp training is plain minibatch Adam written out by hand (forward, backward,
-update) so that every number is reproducible. Each minibatch takes two parallel runs of
-small tasks (many per thread, so that the two threads finish together): the forward and
-backward pass over fixed pieces of rows, then the update over fixed blocks of W1's
-columns and W2's rows. An update task computes its block's gradient once per fixed chunk
-of rows and lets Adam add the chunks' shares in chunk order. All boundaries depend only
-on the shapes, never on the thread count, and every task writes its own slots, so the
-weights are bitwise the same for any opt->threads. Products go through core/Vec's
-strided kernels rather than OpenBLAS, whose sgemm results change with its own thread
-count; they read the minibatch's token rows of x in place (no normalized copy: xhat
-W1^T = (x W1^T) / ||x||). The products' B operands are laid out in Vec panels by whoever
-has them in cache, once per minibatch instead of once per product and task: W1^T by
-the update tasks that just wrote W1's blocks, and the minibatch's rows of x (dW1 = G1^T x)
-by the forward pieces that just read them. The update also fetches the next minibatch's
-rows of x from memory, which the forward pass would otherwise wait for.
+update) so that every number is reproducible. One trainer trains a set of P nets (the
+same layer under P partitions; Router_new's mlp is the case P = 1): they differ only in
+W1's initial centers, the targets and each minibatch's target max, and share the rows,
+the seeded minibatch order and everything derived from x. Each minibatch takes two
+parallel runs of small tasks (many per thread, so that the two threads finish together):
+the forward and backward pass over fixed pieces of rows, then the update over fixed
+blocks of the stacked W1's columns and of each net's W2 rows. The two products over x
+are done once for all nets, with the nets' W1 stacked ([P E][d]): x W1^T (B x P E) and
+dW1 = G1^T x (P E x d); core/Vec computes each output element as one running sum in k
+order wherever it sits in the product, so every net's numbers are bitwise those of its
+own training. An update task computes its block's gradient once per fixed chunk of rows
+and lets Adam add the chunks' shares in chunk order. All boundaries depend only on the
+shapes, never on the thread count, and every task writes its own slots, so the weights
+are bitwise the same for any opt->threads. Products go through core/Vec's strided
+kernels rather than OpenBLAS, whose sgemm results change with its own thread count;
+they read the minibatch's token rows of x in place (no normalized copy: xhat W1^T =
+(x W1^T) / ||x||). The products' B operands are laid out in Vec panels by whoever has
+them in cache, once per minibatch instead of once per product and task: W1^T by the
+update tasks that just wrote W1's blocks, and the minibatch's rows of x (dW1 = G1^T x)
+by the forward pieces that just read them. The update also gathers the next minibatch's
+targets into consecutive rows and fetches its rows of x from memory, which the forward
+pass would otherwise wait for. The targets (oracle scores) of all nets are made in one
+pass over h.
 SPDX-License-Identifier: MIT
 */
 #include "config.h"
@@ -36,6 +45,7 @@ enum {
     GRAD_ROWS = 256,   /* rows per partial gradient (summed in order by Adam) */
     W1_COLS = 32,      /* columns of W1 per update task */
     W2_ROWS = 24,      /* rows of W2 per update task */
+    GATHER_AHEAD = 8,  /* rows of targets fetched ahead of their copy */
 };
 _Static_assert(GRAD_ROWS % FWD_ROWS == 0, "a forward piece lies in one gradient chunk");
 _Static_assert(W1_COLS % 16 == 0, "W1's update blocks start on x's panels");
@@ -141,19 +151,32 @@ void Router_expertCenters(const float *keys, int N, int d_model, const int32_t *
     free(acc);
 }
 
-void Router_oracleScores(const float *h, long rows, int N, const int32_t *part, int E,
-                         float *s) {
+/* Router_oracleScores for P partitions in one pass over h: s + p * sStride gets the scores
+   under parts[p]. Each row's nonzeros are found once (h is mostly zeros after a ReLU); the
+   sums run over them in ascending order, as a plain loop skipping the zeros would. */
+static void oracleScoresSet(const float *h, long rows, int N, const int32_t *const *parts,
+                            int P, int E, float *s, long sStride) {
     double *acc = xMallocArray((size_t)E, sizeof *acc);
+    int *nz = xMallocArray((size_t)N, sizeof *nz);
     for (long t = 0; t < rows; t++) {
         const float *row = h + t * (long)N;
-        memset(acc, 0, (size_t)E * sizeof *acc);
-        for (int j = 0; j < N; j++)
-            if (row[j] != 0.0f)
-                acc[part[j]] += fabsf(row[j]);
-        for (int e = 0; e < E; e++)
-            s[t * E + e] = (float)acc[e];
+        int n = Vec_nonzeros(N, row, nz);
+        for (int p = 0; p < P; p++) {
+            const int32_t *part = parts[p];
+            memset(acc, 0, (size_t)E * sizeof *acc);
+            for (int q = 0; q < n; q++)
+                acc[part[nz[q]]] += fabsf(row[nz[q]]);
+            for (int e = 0; e < E; e++)
+                s[p * sStride + t * E + e] = (float)acc[e];
+        }
     }
+    free(nz);
     free(acc);
+}
+
+void Router_oracleScores(const float *h, long rows, int N, const int32_t *part, int E,
+                         float *s) {
+    oracleScoresSet(h, rows, N, &part, 1, E, s, 0);
 }
 
 /* out[rows][n] = a[rows][k] b[n][k]^T, the same numbers whatever the blocking */
@@ -332,165 +355,385 @@ static void adamUpdate(const Adam *a, float *p, const float *g, int parts, long 
                 a->invSqrtBc2, (float)a->eps);
 }
 
+/* One net of a (fused) training: its partition's targets and its own weights and buffers.
+   The nets of a set share the token rows, the minibatch order and everything derived from x. */
+typedef struct Net {
+    Router *r;              /* receives W1 (at the end), W2 (in place) and the loss history */
+    const float *S;         /* [n][E] oracle scores of the train rows under this partition */
+    float *Sb, *rowMaxB;    /* [batch][E], [batch]: the minibatch's rows of S and their
+                               maxima (whose max is the minibatch's) */
+    float invMax;           /* 1 / max of S over the minibatch (0 when all zero) */
+    float *W2t, *m2, *v2;   /* [E][E] (W2 itself is r->W2) */
+    float *A, *G2, *G1, *Lb; /* [batch][E]: tanh activations, dL/dZ, dL/d(W1 xhat) / ||x||,
+                                per-entry losses */
+    float *G2t;             /* [E][batch]: G2 transposed, dW2's A operand */
+    double *chunkLoss;      /* [chunks] */
+} Net;
+
 typedef struct Trainer {
-    int E, d;
+    int E, d, P, PE;      /* P nets of E experts: PE rows of the stacked W1 */
     const float *x;       /* train rows of x */
-    const float *S;       /* [n][E] oracle scores of train rows */
-    const float *invNorm; /* [n] */
+    const float *invNorm; /* [n] 1 / ||x|| */
     const long *perm;
     long n;               /* train rows */
     long off, B;          /* current minibatch: perm[off .. off + B) */
-    float invMax;         /* 1 / max of S over the minibatch (0 when all zero) */
-    float *W1b, *m1, *v1; /* W1 and its moments by update block: [E][cols] from j0 * E */
-    float *W1p;           /* W1^T in Vec panels (d x E): the forward product's B */
-    float *W2, *W2t, *m2, *v2; /* [E][E] */
+    float *W1b, *m1, *v1; /* the nets' W1 stacked ([PE][d]) and its moments, by update block:
+                             columns j0 .. j0 + cols at j0 * PE, [PE][cols] */
+    float *W1p;           /* the stacked W1^T in Vec panels (d x PE): the forward product's B */
     const float **rows;   /* [batch] the minibatch's rows of x */
     float *inv;           /* [batch] their 1 / ||x|| */
-    float *A, *G2, *G1;   /* [batch][E]: tanh activations, dL/dZ, dL/d(W1 xhat) / ||x|| */
-    float *Lb;            /* [batch][E] per-entry losses */
-    float *G2t, *G1t;     /* [E][batch]: G2 and G1 transposed, the gradients' A operands */
+    float *Aw;            /* [batch][PE] x W1^T of every net, before the 1 / ||x|| */
+    float *G1t;           /* [PE][batch] every net's G1 transposed: dW1's A operand */
     float *xp;            /* per chunk, Vec panels of its rows of x (rows x d): dW1's B */
     long xpLen;
     float *share;         /* per worker: [chunks][shareLen] one block's partial gradients */
     long shareLen;
-    double *chunkLoss;    /* [chunks] */
     int chunks;           /* GRAD_ROWS row chunks of the current minibatch */
-    int w2Blocks, w1Blocks;
+    int w2Blocks, w1Blocks; /* per net, and for the stacked W1 */
     Adam adam;
+    Net *net;             /* [P] */
+    float *work;          /* the buffer all float arrays above are carved from */
 } Trainer;
 
-/* Rows r0 .. r0 + rows of the minibatch: forward, loss, backward to G1 and G2 (and their
-   transposes). x is read in place: xhat W1^T = (x W1^T) / ||x||. */
+static long minLong(long a, long b) {
+    return a < b ? a : b;
+}
+
+/* Net p's rows r0 .. r0 + rows after the shared product: loss and backward to G1 and G2
+   (and their transposes), exactly as a training of that net alone computes them. */
+static void netForward(Trainer *tr, int p, long r0, long rows) {
+    Net *net = &tr->net[p];
+    int E = tr->E;
+    const float *inv = tr->inv + r0;
+    float *A = net->A + r0 * E, *G2 = net->G2 + r0 * E, *G1 = net->G1 + r0 * E;
+    for (long i = 0; i < rows; i++)
+        Vec_scale(E, inv[i], tr->Aw + (r0 + i) * tr->PE + p * E, A + i * E);
+    Vec_tanh(A, rows * E);
+    float *Z = G1; /* the logits live in G1 until dA overwrites them */
+    Vec_gemmStrided((int)rows, E, E, A, E, 1, net->W2t, E, Z, E, false);
+    float scale = 1.0f / (float)((double)tr->B * E);
+    for (long i = 0; i < rows; i++)
+        Vec_bceWithLogits(E, Z + i * E, net->Sb + (r0 + i) * E, net->invMax, scale,
+                          net->Lb + (r0 + i) * E, G2 + i * E);
+    /* dA = G2 W2, then through tanh and the row's norm: G1 = dA (1 - A^2) / ||x|| */
+    Vec_gemmStrided((int)rows, E, E, G2, E, 1, net->r->W2, E, G1, E, false);
+    for (long i = 0; i < rows; i++)
+        Vec_tanhGrad(E, A + i * E, inv[i], G1 + i * E);
+    Vec_transpose((int)rows, E, G2, E, net->G2t + r0, tr->B);
+    Vec_transpose((int)rows, E, G1, E, tr->G1t + (long)p * E * tr->B + r0, tr->B);
+}
+
+/* Rows r0 .. r0 + FWD_ROWS of the minibatch: one product x W1^T for every net (x read in
+   place: xhat W1^T = (x W1^T) / ||x||), then each net's forward and backward pass. */
 static void forwardPiece(void *ctx, long piece, int worker) {
     Trainer *tr = ctx;
-    int E = tr->E, d = tr->d;
-    long r0 = piece * FWD_ROWS, rows = tr->B - r0 < FWD_ROWS ? tr->B - r0 : FWD_ROWS;
+    int d = tr->d;
+    long r0 = piece * FWD_ROWS, rows = minLong(tr->B - r0, FWD_ROWS);
     for (long i = r0; i < r0 + rows; i++) {
         long t = tr->perm[tr->off + i];
         tr->rows[i] = tr->x + t * d;
         tr->inv[i] = tr->invNorm[t];
     }
     const float *const *xr = tr->rows + r0;
-    const float *inv = tr->inv + r0;
-    float *A = tr->A + r0 * E, *G2 = tr->G2 + r0 * E, *G1 = tr->G1 + r0 * E;
-    Vec_gemmGatherPanels((int)rows, E, d, xr, tr->W1p, A, E, false);
+    Vec_gemmGatherPanels((int)rows, tr->PE, d, xr, tr->W1p, tr->Aw + r0 * tr->PE, tr->PE, false);
     /* x's rows are in cache now: lay them out for the update's dW1 */
     long c = r0 / GRAD_ROWS, cr0 = c * GRAD_ROWS;
-    int cRows = (int)(tr->B - cr0 < GRAD_ROWS ? tr->B - cr0 : GRAD_ROWS);
+    int cRows = (int)minLong(tr->B - cr0, GRAD_ROWS);
     Vec_panelsPutRows(cRows, d, (int)(r0 - cr0), (int)rows, xr, 0, tr->xp + c * tr->xpLen);
-    for (long i = r0; i < r0 + rows; i++) /* the targets, into L2 for the loss below */
-        for (int e = 0; e < E; e += 16)
-            __builtin_prefetch(tr->S + tr->perm[tr->off + i] * E + e, 0, 1);
-    for (long i = 0; i < rows; i++)
-        for (int e = 0; e < E; e++)
-            A[i * E + e] *= inv[i];
-    Vec_tanh(A, rows * E);
-    float *Z = G1; /* the logits live in G1 until dA overwrites them */
-    Vec_gemmStrided((int)rows, E, E, A, E, 1, tr->W2t, E, Z, E, false);
-    float scale = 1.0f / (float)((double)tr->B * E);
-    for (long i = 0; i < rows; i++)
-        Vec_bceWithLogits(E, Z + i * E, tr->S + tr->perm[tr->off + r0 + i] * E, tr->invMax,
-                          scale, tr->Lb + (r0 + i) * E, G2 + i * E);
-    /* dA = G2 W2, then through tanh and the row's norm: G1 = dA (1 - A^2) / ||x|| */
-    Vec_gemmStrided((int)rows, E, E, G2, E, 1, tr->W2, E, G1, E, false);
-    for (long i = 0; i < rows; i++)
-        for (int e = 0; e < E; e++)
-            G1[i * E + e] = G1[i * E + e] * (1.0f - A[i * E + e] * A[i * E + e]) * inv[i];
-    Vec_transpose((int)rows, E, G2, E, tr->G2t + r0, tr->B);
-    Vec_transpose((int)rows, E, G1, E, tr->G1t + r0, tr->B);
+    for (int p = 0; p < tr->P; p++)
+        netForward(tr, p, r0, rows);
 }
 
-/* Rows e0 .. e0 + n of W2: per row chunk dW2 = G2^T A, summed in chunk order by Adam; then
-   the rows' columns of W2^T. */
-static void updateW2(Trainer *tr, int e0, int n, float *share) {
+/* Rows e0 .. e0 + n of net p's W2: per row chunk dW2 = G2^T A, summed in chunk order by
+   Adam; then the rows' columns of W2^T. */
+static void updateW2(Trainer *tr, int p, int e0, int n, float *share) {
+    Net *net = &tr->net[p];
     int E = tr->E;
     long len = (long)n * E;
     for (int c = 0; c < tr->chunks; c++) {
-        long r0 = (long)c * GRAD_ROWS, rows = tr->B - r0 < GRAD_ROWS ? tr->B - r0 : GRAD_ROWS;
-        Vec_gemmStrided(n, E, (int)rows, tr->G2t + e0 * tr->B + r0, tr->B, 1, tr->A + r0 * E, E,
-                        share + c * len, E, false);
+        long r0 = (long)c * GRAD_ROWS, rows = minLong(tr->B - r0, GRAD_ROWS);
+        Vec_gemmStrided(n, E, (int)rows, net->G2t + e0 * tr->B + r0, tr->B, 1, net->A + r0 * E,
+                        E, share + c * len, E, false);
     }
     long at = (long)e0 * E;
-    adamUpdate(&tr->adam, tr->W2 + at, share, tr->chunks, len, tr->m2 + at, tr->v2 + at, len);
-    Vec_transpose(n, E, tr->W2 + at, E, tr->W2t + e0, E);
+    float *W2 = net->r->W2;
+    adamUpdate(&tr->adam, W2 + at, share, tr->chunks, len, net->m2 + at, net->v2 + at, len);
+    Vec_transpose(n, E, W2 + at, E, net->W2t + e0, E);
 }
 
-/* Columns j0 .. j0 + n of W1: per row chunk dW1 = G1^T x (x the kernel's copied operand,
-   its rows' cache lines read once), summed in chunk order by Adam; then W1^T's rows. */
+/* Columns j0 .. j0 + n of the stacked W1 into its forward panels. */
+static void panelW1(Trainer *tr, int j0, int n) {
+    Vec_panelsPutRowsT(tr->d, tr->PE, j0, n, tr->W1b + (long)j0 * tr->PE, n, tr->W1p);
+}
+
+/* Columns j0 .. j0 + n of every net's W1: per row chunk dW1 = G1^T x for all nets in one
+   product (x the kernel's copied operand, its rows' cache lines read once), summed in chunk
+   order by each net's Adam; then W1^T's rows. */
 static void updateW1(Trainer *tr, int j0, int n, float *share) {
-    int E = tr->E;
-    long len = (long)n * E, at = (long)j0 * E;
+    long len = (long)n * tr->PE, at = (long)j0 * tr->PE, netLen = (long)n * tr->E;
     for (int c = 0; c < tr->chunks; c++) {
-        long r0 = (long)c * GRAD_ROWS, rows = tr->B - r0 < GRAD_ROWS ? tr->B - r0 : GRAD_ROWS;
+        long r0 = (long)c * GRAD_ROWS, rows = minLong(tr->B - r0, GRAD_ROWS);
         const float *xp = tr->xp + c * tr->xpLen + j0 * rows; /* columns j0.. of x's rows */
-        Vec_gemmPanels(E, n, (int)rows, tr->G1t + r0, tr->B, 1, xp, share + c * len, n, false);
+        Vec_gemmPanels(tr->PE, n, (int)rows, tr->G1t + r0, tr->B, 1, xp, share + c * len, n,
+                       false);
     }
-    adamUpdate(&tr->adam, tr->W1b + at, share, tr->chunks, len, tr->m1 + at, tr->v1 + at, len);
-    Vec_panelsPutRowsT(tr->d, E, j0, n, tr->W1b + at, n, tr->W1p);
+    for (int p = 0; p < tr->P; p++) {
+        long q = at + p * netLen;
+        adamUpdate(&tr->adam, tr->W1b + q, share + p * netLen, tr->chunks, len, tr->m1 + q,
+                   tr->v1 + q, netLen);
+    }
+    panelW1(tr, j0, n);
 }
 
-/* W1 [E][d] to its update blocks (or back): columns j0 .. j0 + W1_COLS at b + j0 * E */
-static void blockW1(float *W1, int E, int d, float *b, bool back) {
+/* Net p's W1 [E][d] to the stacked update blocks (or back). */
+static void blockW1(Trainer *tr, int p, float *W1, bool back) {
+    int E = tr->E, d = tr->d;
     for (int j0 = 0; j0 < d; j0 += W1_COLS) {
-        int n = d - j0 < W1_COLS ? d - j0 : W1_COLS;
+        int n = (int)minLong(d - j0, W1_COLS);
+        float *b = tr->W1b + (long)j0 * tr->PE + (long)p * E * n;
         for (int e = 0; e < E; e++) {
-            float *blk = b + (long)j0 * E + (long)e * n, *row = W1 + (long)e * d + j0;
+            float *blk = b + (long)e * n, *row = W1 + (long)e * d + j0;
             memcpy(back ? row : blk, back ? blk : row, (size_t)n * sizeof(float));
         }
     }
 }
 
-/* Task `task` of the update fetches its share of the next minibatch's rows of x from
-   memory (into L2, whence they go to L3): the forward pass would wait for them. */
-static void prefetchNext(const Trainer *tr, long task) {
-    long tasks = tr->w2Blocks + tr->w1Blocks + tr->chunks;
-    long next = tr->off + tr->B, nextB = tr->n - next < tr->B ? tr->n - next : tr->B;
-    long i0 = next + task * nextB / tasks, i1 = next + (task + 1) * nextB / tasks;
-    for (long i = i0; i < i1; i++)
+static long updateTasks(const Trainer *tr) {
+    return (long)tr->P * tr->w2Blocks + tr->w1Blocks + (long)tr->P * tr->chunks;
+}
+
+/* The nets' targets (and their row maxima) of rows off + i, i0 <= i < i1, of the order to
+   consecutive rows: the loss then reads them in sequence instead of waiting for each. */
+static void gatherTargets(Trainer *tr, long off, long i0, long i1) {
+    int E = tr->E;
+    for (int p = 0; p < tr->P; p++) {
+        Net *net = &tr->net[p];
+        for (long i = i0; i < i1; i++) {
+            if (i + GATHER_AHEAD < i1) /* the rows come from all over S: many in flight */
+                for (int e = 0; e < E; e += 16)
+                    __builtin_prefetch(net->S + tr->perm[off + i + GATHER_AHEAD] * E + e, 0, 3);
+            memcpy(net->Sb + i * E, net->S + tr->perm[off + i] * E, (size_t)E * sizeof(float));
+            net->rowMaxB[i] = Vec_max(E, net->Sb + i * E);
+        }
+    }
+}
+
+/* Task `task` of the update gathers its share of the next minibatch's targets (the forward
+   pass has read this one's) and fetches its rows of x from memory (into L2, whence they go
+   to L3): the forward pass would wait for them. */
+static void prepareNext(Trainer *tr, long task) {
+    long tasks = updateTasks(tr);
+    long next = tr->off + tr->B, nextB = minLong(tr->n - next, tr->B);
+    long i0 = task * nextB / tasks, i1 = (task + 1) * nextB / tasks;
+    gatherTargets(tr, next, i0, i1);
+    for (long i = next + i0; i < next + i1; i++)
         for (int c = 0; c < tr->d; c += 16)
             __builtin_prefetch(tr->x + tr->perm[i] * tr->d + c, 0, 1);
 }
 
-/* Tasks of the update: blocks of W2's rows, blocks of W1's columns, then the row chunks'
-   loss sums. */
+/* Tasks of the update: blocks of the nets' W2 rows, blocks of the stacked W1's columns,
+   then the nets' row chunks' loss sums. */
 static void updateTask(void *ctx, long task, int worker) {
     Trainer *tr = ctx;
     float *share = tr->share + (long)worker * tr->chunks * tr->shareLen;
-    prefetchNext(tr, task);
-    if (task < tr->w2Blocks) {
-        int e0 = (int)task * W2_ROWS;
-        updateW2(tr, e0, tr->E - e0 < W2_ROWS ? tr->E - e0 : W2_ROWS, share);
+    prepareNext(tr, task);
+    if (task < (long)tr->P * tr->w2Blocks) {
+        int p = (int)(task / tr->w2Blocks), e0 = (int)(task % tr->w2Blocks) * W2_ROWS;
+        updateW2(tr, p, e0, (int)minLong(tr->E - e0, W2_ROWS), share);
         return;
     }
-    task -= tr->w2Blocks;
+    task -= (long)tr->P * tr->w2Blocks;
     if (task < tr->w1Blocks) {
         int j0 = (int)task * W1_COLS;
-        updateW1(tr, j0, tr->d - j0 < W1_COLS ? tr->d - j0 : W1_COLS, share);
+        updateW1(tr, j0, (int)minLong(tr->d - j0, W1_COLS), share);
         return;
     }
-    long c = task - tr->w1Blocks, r0 = c * GRAD_ROWS;
-    long rows = tr->B - r0 < GRAD_ROWS ? tr->B - r0 : GRAD_ROWS;
-    tr->chunkLoss[c] = Vec_sum(rows * tr->E, tr->Lb + r0 * tr->E);
+    task -= tr->w1Blocks;
+    Net *net = &tr->net[task / tr->chunks];
+    long c = task % tr->chunks, r0 = c * GRAD_ROWS, rows = minLong(tr->B - r0, GRAD_ROWS);
+    net->chunkLoss[c] = Vec_sum(rows * tr->E, net->Lb + r0 * tr->E);
 }
 
-typedef struct PrepJob {
+/* ---- training data and buffers ---- */
+
+/* What the nets train on: x's norms, every net's targets, the shuffled order. */
+typedef struct TrainData {
     const LayerData *L;
+    const int32_t *const *parts;
+    int P, E;
     long row0, n;
-    const int32_t *part;
-    int E;
-    float *S, *invNorm, *rowMax;
-} PrepJob;
+    float *S;       /* [P][n][E] */
+    float *invNorm; /* [n] */
+    long *perm;     /* [n] */
+} TrainData;
 
 static void prepChunk(void *ctx, long chunk, int worker) {
-    PrepJob *p = ctx;
-    int d = p->L->w->d_model, N = p->L->w->d_ff;
-    long t0 = chunk * SCORE_BLOCK, rows = p->n - t0 < SCORE_BLOCK ? p->n - t0 : SCORE_BLOCK;
-    Router_oracleScores(p->L->h + (p->row0 + t0) * N, rows, N, p->part, p->E, p->S + t0 * p->E);
+    TrainData *td = ctx;
+    int d = td->L->w->d_model, N = td->L->w->d_ff, E = td->E;
+    long t0 = chunk * SCORE_BLOCK, rows = minLong(td->n - t0, SCORE_BLOCK);
     for (long t = t0; t < t0 + rows; t++) {
-        double nn = rowNorm(p->L->x + (p->row0 + t) * d, d);
-        p->invNorm[t] = nn > 0.0 ? (float)(1.0 / nn) : 0.0f;
-        p->rowMax[t] = Vec_max(p->E, p->S + t * p->E);
+        double nn = rowNorm(td->L->x + (td->row0 + t) * d, d);
+        td->invNorm[t] = nn > 0.0 ? (float)(1.0 / nn) : 0.0f;
     }
+    oracleScoresSet(td->L->h + (td->row0 + t0) * N, rows, N, td->parts, td->P, E,
+                    td->S + t0 * E, td->n * E);
+}
+
+static void trainDataDone(TrainData *td) {
+    free(td->S);
+    free(td->invNorm);
+    free(td->perm);
+}
+
+static MsStatus trainDataInit(TrainData *td, char **cause) {
+    size_t n = (size_t)td->n, P = (size_t)td->P;
+    td->S = tryMallocLarge(P * n * (size_t)td->E, sizeof(float)); /* read at random rows */
+    td->invNorm = tryMallocArray(n, sizeof(float));
+    td->perm = tryMallocArray(n, sizeof(long));
+    if (!td->S || !td->invNorm || !td->perm) {
+        setCause(cause, "no memory for mlp router training (%zu bytes)",
+                 n * (P * (size_t)td->E * sizeof(float) + sizeof(float) + sizeof(long)));
+        trainDataDone(td);
+        return MS_ERR_NOMEM;
+    }
+    for (long t = 0; t < td->n; t++)
+        td->perm[t] = t;
+    return MS_OK;
+}
+
+/* Consecutive pieces of one zeroed buffer: counted with base NULL, then handed out. */
+typedef struct Carve {
+    float *base;
+    size_t used;
+} Carve;
+
+static float *carve(Carve *c, size_t n) {
+    float *p = c->base ? c->base + c->used : NULL;
+    c->used += (n + 15) / 16 * 16; /* 64-byte steps */
+    return p;
+}
+
+/* The trainer's float buffers, for minibatches of up to `batch` rows and `threads` workers. */
+static void layoutTrainer(Trainer *tr, Carve *c, long batch, int threads) {
+    size_t E = (size_t)tr->E, PE = (size_t)tr->PE, d = (size_t)tr->d, b = (size_t)batch;
+    long chunksMax = Parallel_chunks(batch, GRAD_ROWS);
+    tr->xpLen = Vec_panelsSize(GRAD_ROWS, tr->d);
+    tr->shareLen = (long)(W1_COLS * PE > W2_ROWS * E ? W1_COLS * PE : W2_ROWS * E);
+    tr->inv = carve(c, b);
+    tr->Aw = carve(c, b * PE);
+    tr->G1t = carve(c, PE * b);
+    tr->W1b = carve(c, PE * d);
+    tr->m1 = carve(c, PE * d);
+    tr->v1 = carve(c, PE * d);
+    tr->W1p = carve(c, (size_t)Vec_panelsSize(tr->d, tr->PE));
+    tr->xp = carve(c, (size_t)(chunksMax * tr->xpLen));
+    tr->share = carve(c, (size_t)threads * (size_t)(chunksMax * tr->shareLen));
+    for (int p = 0; p < tr->P; p++) {
+        Net *net = &tr->net[p];
+        net->W2t = carve(c, E * E);
+        net->m2 = carve(c, E * E);
+        net->v2 = carve(c, E * E);
+        net->A = carve(c, b * E);
+        net->G2 = carve(c, b * E);
+        net->G1 = carve(c, b * E);
+        net->Lb = carve(c, b * E);
+        net->G2t = carve(c, E * b);
+        net->Sb = carve(c, b * E);
+        net->rowMaxB = carve(c, b);
+    }
+}
+
+static void trainerDone(Trainer *tr) {
+    for (int p = 0; p < tr->P; p++)
+        free(tr->net[p].chunkLoss);
+    free(tr->net);
+    free(tr->rows);
+    free(tr->work);
+}
+
+/* The trainer of the nets r[0..P) (W1 = centers, W2 = identity) on td's rows. */
+static MsStatus trainerInit(Trainer *tr, const TrainData *td, Router *const *r, long batch,
+                            int threads, const RouterOptions *o, char **cause) {
+    int E = td->E, d = td->L->w->d_model;
+    *tr = (Trainer){
+        .E = E, .d = d, .P = td->P, .PE = td->P * E, .x = td->L->x + td->row0 * d,
+        .invNorm = td->invNorm, .perm = td->perm, .n = td->n,
+        .w2Blocks = (int)Parallel_chunks(E, W2_ROWS), .w1Blocks = (int)Parallel_chunks(d, W1_COLS),
+        .adam = {.lr = o->lr, .b1 = o->beta1, .b2 = o->beta2, .eps = o->eps},
+        .net = xCalloc((size_t)td->P, sizeof(Net)),
+    };
+    Carve c = {0};
+    layoutTrainer(tr, &c, batch, threads);
+    tr->work = tryCallocArray(c.used, sizeof(float));
+    if (!tr->work) {
+        setCause(cause, "no memory for mlp router training (%zu bytes)", c.used * sizeof(float));
+        trainerDone(tr);
+        return MS_ERR_NOMEM;
+    }
+    c = (Carve){.base = tr->work};
+    layoutTrainer(tr, &c, batch, threads);
+    tr->rows = xMallocArray((size_t)batch, sizeof(float *));
+    for (int p = 0; p < tr->P; p++) {
+        Net *net = &tr->net[p];
+        net->r = r[p];
+        net->S = td->S + (long)p * td->n * E;
+        net->chunkLoss = xCalloc((size_t)Parallel_chunks(batch, GRAD_ROWS), sizeof(double));
+        blockW1(tr, p, r[p]->W1, false);
+        Vec_transpose(E, E, r[p]->W2, E, net->W2t, E);
+    }
+    for (int j0 = 0; j0 < d; j0 += W1_COLS)
+        panelW1(tr, j0, (int)minLong(d - j0, W1_COLS));
+    return MS_OK;
+}
+
+/* One minibatch, perm[off .. off + B): the forward and backward pieces, then the update
+   (which gathers the next minibatch's targets; the first of an epoch gathers its own). */
+static MsStatus trainStep(Trainer *tr, ParallelPool *pool, const Cancel *cancel) {
+    if (tr->off == 0)
+        gatherTargets(tr, 0, 0, tr->B);
+    for (int p = 0; p < tr->P; p++) {
+        Net *net = &tr->net[p];
+        float mx = 0.0f;
+        for (long i = 0; i < tr->B; i++)
+            mx = net->rowMaxB[i] > mx ? net->rowMaxB[i] : mx;
+        net->invMax = mx > 0.0f ? 1.0f / mx : 0.0f;
+    }
+    tr->chunks = (int)Parallel_chunks(tr->B, GRAD_ROWS);
+    adamNextStep(&tr->adam);
+    MsStatus st = ParallelPool_run(pool, Parallel_chunks(tr->B, FWD_ROWS), forwardPiece, tr,
+                                   cancel);
+    if (st == MS_OK)
+        st = ParallelPool_run(pool, updateTasks(tr), updateTask, tr, NULL);
+    return st;
+}
+
+/* The epochs: each shuffles the order, then runs its minibatches; the nets' losses go to
+   their routers. */
+static MsStatus trainEpochs(Trainer *tr, long *perm, long batch, int threads,
+                            const RouterOptions *o, const Cancel *cancel) {
+    uint64_t rng = (uint64_t)o->seed;
+    ParallelPool *pool = ParallelPool_new(threads);
+    long batches = Parallel_chunks(tr->n, batch);
+    double *epochLoss = xCalloc((size_t)tr->P, sizeof(double));
+    MsStatus st = MS_OK;
+    for (int ep = 0; ep < o->epochs && st == MS_OK; ep++) {
+        shuffle(perm, tr->n, &rng);
+        memset(epochLoss, 0, (size_t)tr->P * sizeof(double));
+        for (long b = 0; b < batches && st == MS_OK; b++) {
+            tr->off = b * batch;
+            tr->B = minLong(tr->n - tr->off, batch);
+            st = trainStep(tr, pool, cancel);
+            for (int p = 0; p < tr->P && st == MS_OK; p++)
+                for (long c = 0; c < tr->chunks; c++)
+                    epochLoss[p] += tr->net[p].chunkLoss[c];
+            Cancel_progress(cancel, (double)(ep * batches + b + 1) / (double)(o->epochs * batches));
+        }
+        for (int p = 0; p < tr->P; p++)
+            tr->net[p].r->loss[ep] = epochLoss[p] / ((double)tr->n * tr->E);
+    }
+    free(epochLoss);
+    ParallelPool_delete(pool);
+    return st;
 }
 
 static MsStatus checkOptions(const RouterOptions *o, char **cause) {
@@ -503,116 +746,51 @@ static MsStatus checkOptions(const RouterOptions *o, char **cause) {
     return MS_OK;
 }
 
-static MsStatus trainMlp(Router *this, const LayerData *L, const int32_t *part,
-                         const RouterOptions *o, const Cancel *cancel, char **cause) {
-    int E = this->E, d = this->d_model;
-    long row0, row1;
-    Split_rows(L, o->train_split, &row0, &row1);
-    long n = row1 - row0;
-    if (n < 1) {
-        setCause(cause, "the mlp router has no %s tokens to train on", Split_name(o->train_split));
-        return MS_ERR_RANGE;
-    }
-    int threads = o->threads < 1 ? 1 : o->threads;
-    long batch = o->batch < n ? o->batch : n;
-    this->W1 = xMallocArray((size_t)E * d, sizeof(float));
-    memcpy(this->W1, this->centers, (size_t)E * d * sizeof(float));
+/* The untrained mlp: W1 = the centers, W2 = the identity, room for the loss history. */
+static void mlpInit(Router *this, int epochs) {
+    int E = this->E;
+    size_t w1Len = (size_t)E * (size_t)this->d_model;
+    this->W1 = xMallocArray(w1Len, sizeof(float));
+    memcpy(this->W1, this->centers, w1Len * sizeof(float));
     this->W2 = xCalloc((size_t)E * E, sizeof(float));
     for (int e = 0; e < E; e++)
         this->W2[e * E + e] = 1.0f;
-    this->epochs = o->epochs;
-    this->loss = xCalloc((size_t)(o->epochs > 0 ? o->epochs : 1), sizeof(double));
+    this->epochs = epochs;
+    this->loss = xCalloc((size_t)(epochs > 0 ? epochs : 1), sizeof(double));
+}
+
+/* Trains the mlp routers r[p] (centers set) of partitions parts[p], p < P, in one pass. */
+static MsStatus trainMlpSet(Router *const *r, int P, const LayerData *L,
+                            const int32_t *const *parts, const RouterOptions *o,
+                            const Cancel *cancel, char **cause) {
+    TrainData td = {.L = L, .parts = parts, .P = P, .E = r[0]->E};
+    long row1;
+    Split_rows(L, o->train_split, &td.row0, &row1);
+    td.n = row1 - td.row0;
+    if (td.n < 1) {
+        setCause(cause, "the mlp router has no %s tokens to train on", Split_name(o->train_split));
+        return MS_ERR_RANGE;
+    }
+    for (int p = 0; p < P; p++)
+        mlpInit(r[p], o->epochs);
     if (o->epochs == 0)
         return MS_OK;
-
-    long chunksMax = Parallel_chunks(batch, GRAD_ROWS);
-    long shareLen = (long)E * (W1_COLS > W2_ROWS ? W1_COLS : W2_ROWS);
-    long xpLen = Vec_panelsSize(GRAD_ROWS, d), w1pLen = Vec_panelsSize(d, E);
-    size_t workLen = (size_t)batch * (1 + 6 * (size_t)E) + (size_t)d * E + (size_t)w1pLen +
-                     (size_t)chunksMax * xpLen + (size_t)threads * chunksMax * shareLen;
-    float *S = tryMallocArray((size_t)n * E, sizeof(float));
-    float *invNorm = tryMallocArray((size_t)n * 2, sizeof(float)); /* and rowMax */
-    long *perm = tryMallocArray((size_t)n, sizeof(long));
-    float *work = tryMallocArray(workLen, sizeof(float));
-    if (!S || !invNorm || !perm || !work) {
-        setCause(cause, "no memory for mlp router training (%zu bytes)",
-                 (size_t)n * (E * sizeof(float) + 2 * sizeof(float) + sizeof(long)) +
-                     workLen * sizeof(float));
-        free(S);
-        free(invNorm);
-        free(perm);
-        free(work);
-        return MS_ERR_NOMEM;
-    }
-    float *rowMax = invNorm + n; /* max of each token's scores: the batch max in B steps */
-    PrepJob prep = {.L = L, .row0 = row0, .n = n, .part = part, .E = E, .S = S,
-                    .invNorm = invNorm, .rowMax = rowMax};
-    MsStatus st = Parallel_run(threads, Parallel_chunks(n, SCORE_BLOCK), prepChunk, &prep,
-                               cancel, -1.0, -1.0);
-    long be = batch * E;
-    Trainer tr = {
-        .E = E, .d = d, .n = n, .x = L->x + row0 * d, .S = S, .invNorm = invNorm, .perm = perm,
-        .W2 = this->W2,
-        .m1 = xCalloc((size_t)E * d, sizeof(float)), .v1 = xCalloc((size_t)E * d, sizeof(float)),
-        .m2 = xCalloc((size_t)E * E, sizeof(float)), .v2 = xCalloc((size_t)E * E, sizeof(float)),
-        .W2t = xMallocArray((size_t)E * E, sizeof(float)),
-        .rows = xMallocArray((size_t)batch, sizeof(float *)),
-        .inv = work, .A = work + batch, .G2 = work + batch + be, .G1 = work + batch + 2 * be,
-        .Lb = work + batch + 3 * be, .G2t = work + batch + 4 * be, .G1t = work + batch + 5 * be,
-        .W1b = work + batch + 6 * be, .W1p = work + batch + 6 * be + (long)d * E,
-        .xp = work + batch + 6 * be + (long)d * E + w1pLen, .xpLen = xpLen,
-        .share = work + batch + 6 * be + (long)d * E + w1pLen + chunksMax * xpLen,
-        .shareLen = shareLen,
-        .chunkLoss = xCalloc((size_t)chunksMax, sizeof(double)),
-        .w2Blocks = (int)Parallel_chunks(E, W2_ROWS), .w1Blocks = (int)Parallel_chunks(d, W1_COLS),
-        .adam = {.lr = o->lr, .b1 = o->beta1, .b2 = o->beta2, .eps = o->eps},
-    };
-    blockW1(this->W1, E, d, tr.W1b, false);
-    Vec_panelsPutRowsT(d, E, 0, d, this->W1, d, tr.W1p);
-    Vec_transpose(E, E, tr.W2, E, tr.W2t, E);
-    for (long t = 0; t < n; t++)
-        perm[t] = t;
-    uint64_t rng = (uint64_t)o->seed;
-    ParallelPool *pool = ParallelPool_new(threads);
-    long batches = Parallel_chunks(n, batch);
-    for (int ep = 0; ep < o->epochs && st == MS_OK; ep++) {
-        shuffle(perm, n, &rng);
-        double epochLoss = 0.0;
-        for (long b = 0; b < batches && st == MS_OK; b++) {
-            tr.off = b * batch;
-            tr.B = n - tr.off < batch ? n - tr.off : batch;
-            float mx = 0.0f;
-            for (long i = 0; i < tr.B; i++)
-                mx = rowMax[perm[tr.off + i]] > mx ? rowMax[perm[tr.off + i]] : mx;
-            tr.invMax = mx > 0.0f ? 1.0f / mx : 0.0f;
-            tr.chunks = (int)Parallel_chunks(tr.B, GRAD_ROWS);
-            adamNextStep(&tr.adam);
-            st = ParallelPool_run(pool, Parallel_chunks(tr.B, FWD_ROWS), forwardPiece, &tr,
-                                  cancel);
-            if (st != MS_OK)
-                break;
-            st = ParallelPool_run(pool, tr.w2Blocks + tr.w1Blocks + tr.chunks, updateTask, &tr,
-                                  NULL);
-            for (long c = 0; c < tr.chunks; c++)
-                epochLoss += tr.chunkLoss[c];
-            Cancel_progress(cancel, (double)(ep * batches + b + 1) / (double)(o->epochs * batches));
-        }
-        this->loss[ep] = epochLoss / ((double)n * E);
-    }
-    ParallelPool_delete(pool);
-    blockW1(this->W1, E, d, tr.W1b, true);
-    free(tr.m1);
-    free(tr.v1);
-    free(tr.m2);
-    free(tr.v2);
-    free(tr.W2t);
-    free(tr.rows);
-    free(tr.chunkLoss);
-    free(S);
-    free(invNorm);
-    free(perm);
-    free(work);
+    int threads = o->threads < 1 ? 1 : o->threads;
+    long batch = minLong(o->batch, td.n);
+    MsStatus st = trainDataInit(&td, cause);
     if (st != MS_OK)
+        return st;
+    st = Parallel_run(threads, Parallel_chunks(td.n, SCORE_BLOCK), prepChunk, &td, cancel, -1.0,
+                      -1.0);
+    Trainer tr;
+    if (st == MS_OK && (st = trainerInit(&tr, &td, r, batch, threads, o, cause)) == MS_OK) {
+        st = trainEpochs(&tr, td.perm, batch, threads, o, cancel);
+        for (int p = 0; p < P; p++)
+            blockW1(&tr, p, r[p]->W1, true);
+        trainerDone(&tr);
+    }
+    trainDataDone(&td);
+    if (st == MS_ERR_CANCELED)
         setCause(cause, "mlp router training canceled");
     return st;
 }
@@ -627,24 +805,8 @@ static MsStatus checkLayer(const LayerData *L, RouterKind kind, char **cause) {
     return MS_OK;
 }
 
-MsStatus Router_new(Router **out, RouterKind kind, const LayerData *L, const int32_t *part,
-                    int E, const RouterOptions *opt, const Cancel *cancel, char **cause) {
-    *out = NULL;
-    RouterOptions defaults;
-    RouterOptions_default(&defaults);
-    const RouterOptions *o = opt ? opt : &defaults;
-    if ((unsigned)kind >= ROUTER_KINDS || kind == ROUTER_TOPK_NEURONS) {
-        setCause(cause, "%s is not an expert router (choose oracle, similarity, mlp or sigmoid)",
-                 RouterKind_name(kind));
-        return MS_ERR_RANGE;
-    }
-    MsStatus st = checkLayer(L, kind, cause);
-    if (st == MS_OK)
-        st = Router_checkPartition(part, L->w->d_ff, E, cause);
-    if (st == MS_OK && kind == ROUTER_MLP)
-        st = checkOptions(o, cause);
-    if (st != MS_OK)
-        return st;
+/* A router of a checked kind, layer and partition, the mlp not yet trained. */
+static Router *routerBase(RouterKind kind, const LayerData *L, const int32_t *part, int E) {
     Router *this = xCalloc(1, sizeof *this);
     this->kind = kind;
     this->E = E;
@@ -653,8 +815,7 @@ MsStatus Router_new(Router **out, RouterKind kind, const LayerData *L, const int
     if (kind == ROUTER_ORACLE) {
         this->part = xMallocArray((size_t)this->N, sizeof *this->part);
         memcpy(this->part, part, (size_t)this->N * sizeof *this->part);
-        *out = this;
-        return MS_OK;
+        return this;
     }
     int d = this->d_model;
     this->centers = xMallocArray((size_t)E * d, sizeof(float));
@@ -664,13 +825,55 @@ MsStatus Router_new(Router **out, RouterKind kind, const LayerData *L, const int
         double nn = rowNorm(this->centers + (size_t)e * d, d);
         this->cnorm2[e] = nn * nn;
     }
-    if (kind == ROUTER_MLP) {
-        st = trainMlp(this, L, part, o, cancel, cause);
-        if (st != MS_OK) {
-            Router_delete(this);
-            return st;
-        }
+    return this;
+}
+
+MsStatus Router_new(Router **out, RouterKind kind, const LayerData *L, const int32_t *part,
+                    int E, const RouterOptions *opt, const Cancel *cancel, char **cause) {
+    *out = NULL;
+    if ((unsigned)kind >= ROUTER_KINDS || kind == ROUTER_TOPK_NEURONS) {
+        setCause(cause, "%s is not an expert router (choose oracle, similarity, mlp or sigmoid)",
+                 RouterKind_name(kind));
+        return MS_ERR_RANGE;
     }
-    *out = this;
-    return MS_OK;
+    if (kind == ROUTER_MLP)
+        return Router_newMlpSet(out, L, &part, 1, E, opt, cancel, cause);
+    MsStatus st = checkLayer(L, kind, cause);
+    if (st == MS_OK)
+        st = Router_checkPartition(part, L->w->d_ff, E, cause);
+    if (st == MS_OK)
+        *out = routerBase(kind, L, part, E);
+    return st;
+}
+
+MsStatus Router_newMlpSet(Router **out, const LayerData *L, const int32_t *const *parts,
+                          int n_parts, int E, const RouterOptions *opt, const Cancel *cancel,
+                          char **cause) {
+    for (int p = 0; p < n_parts; p++)
+        out[p] = NULL;
+    RouterOptions defaults;
+    RouterOptions_default(&defaults);
+    const RouterOptions *o = opt ? opt : &defaults;
+    if (n_parts < 1) {
+        setCause(cause, "the mlp router set needs at least one partition (got %d)", n_parts);
+        return MS_ERR_RANGE;
+    }
+    MsStatus st = checkLayer(L, ROUTER_MLP, cause);
+    for (int p = 0; p < n_parts && st == MS_OK; p++) {
+        st = Router_checkPartition(parts[p], L->w->d_ff, E, cause);
+        if (st != MS_OK && n_parts > 1)
+            prefixCause(cause, "partition %d: ", p);
+    }
+    if (st == MS_OK)
+        st = checkOptions(o, cause);
+    if (st != MS_OK)
+        return st;
+    for (int p = 0; p < n_parts; p++)
+        out[p] = routerBase(ROUTER_MLP, L, parts[p], E);
+    st = trainMlpSet(out, n_parts, L, parts, o, cancel, cause);
+    for (int p = 0; p < n_parts && st != MS_OK; p++) {
+        Router_delete(out[p]);
+        out[p] = NULL;
+    }
+    return st;
 }

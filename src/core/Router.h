@@ -71,6 +71,15 @@ typedef struct Router Router;
 MsStatus Router_new(Router **out, RouterKind kind, const LayerData *L, const int32_t *part,
                     int E, const RouterOptions *opt, const Cancel *cancel, char **cause);
 
+/* The mlp routers of n_parts partitions of the same layer, trained in one pass: out[p] is
+   bitwise the router Router_new(ROUTER_MLP, L, parts[p], E, opt, ...) gives (the nets share
+   the minibatches, so the products over x are done once for all of them, which costs much
+   less than n_parts trainings). On failure every out[p] is NULL; errors as Router_new's
+   (MS_ERR_RANGE also for n_parts < 1). */
+MsStatus Router_newMlpSet(Router **out, const LayerData *L, const int32_t *const *parts,
+                          int n_parts, int E, const RouterOptions *opt, const Cancel *cancel,
+                          char **cause);
+
 /* Router_delete(NULL) does nothing. */
 void Router_delete(Router *this);
 

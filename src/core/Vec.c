@@ -27,6 +27,15 @@ SPDX-License-Identifier: MIT
 #else
 #define KERNEL
 #endif
+/* KERNEL without contracting a * b + c into one rounding: the same bits as the baseline
+   build's separate multiply and add */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define KERNEL_NOFMA                                                                          \
+    __attribute__((target_clones("arch=x86-64-v3", "default"),                                \
+                   optimize("O3", "-fno-trapping-math", "-ffp-contract=off")))
+#else
+#define KERNEL_NOFMA
+#endif
 #define INLINE static inline __attribute__((always_inline))
 
 /* Cephes-style expf: x = n ln2 + r, |r| <= ln2 / 2, exp(r) by a degree-6 polynomial. */
@@ -96,6 +105,11 @@ KERNEL void Vec_scale(int n, float a, const float *restrict x, float *restrict y
         y[i] = a * x[i];
 }
 
+KERNEL_NOFMA void Vec_tanhGrad(int n, const float *restrict a, float s, float *restrict g) {
+    for (int i = 0; i < n; i++)
+        g[i] = g[i] * (1.0f - a[i] * a[i]) * s;
+}
+
 KERNEL float Vec_max(long n, const float *x) {
     float acc[16];
     for (int k = 0; k < 16; k++)
@@ -138,6 +152,35 @@ KERNEL double Vec_sum(long n, const float *x) {
     for (; i < n; i++)
         s += x[i];
     return s;
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+/* 8 at a time: a compare mask, then its set bits (sparse rows: few of them) */
+__attribute__((target("avx2,bmi"))) static int nonzerosAvx2(int n, const float *x, int *idx,
+                                                            int *count) {
+    __m256 zero = _mm256_setzero_ps();
+    int i = 0, c = 0;
+    for (; i + 8 <= n; i += 8) {
+        unsigned m = (unsigned)_mm256_movemask_ps(
+            _mm256_cmp_ps(_mm256_loadu_ps(x + i), zero, _CMP_NEQ_UQ));
+        for (; m; m &= m - 1)
+            idx[c++] = i + (int)__builtin_ctz(m);
+    }
+    *count = c;
+    return i;
+}
+#endif
+
+int Vec_nonzeros(int n, const float *x, int *idx) {
+    int i = 0, c = 0;
+#if defined(__GNUC__) && defined(__x86_64__)
+    if (__builtin_cpu_supports("avx2"))
+        i = nonzerosAvx2(n, x, idx, &c);
+#endif
+    for (; i < n; i++)
+        if (x[i] != 0.0f)
+            idx[c++] = i;
+    return c;
 }
 
 KERNEL void Vec_tanh(float *v, long n) {

@@ -21,6 +21,10 @@ double Vec_axpyNorm(int n, float a, const float *x, float *y);
 /* y[i] = a x[i] */
 void Vec_scale(int n, float a, const float *x, float *y);
 
+/* g[i] = g[i] (1 - a[i]^2) s, rounding after each operation as plain C without fused
+   multiply-adds does (the mlp's backward pass through tanh and 1 / ||x||) */
+void Vec_tanhGrad(int n, const float *a, float s, float *g);
+
 /* the largest x[i] (-INFINITY for n = 0) */
 float Vec_max(long n, const float *x);
 
@@ -29,6 +33,10 @@ double Vec_sumSquares(int n, const float *x);
 
 /* sum of x[i], the same way */
 double Vec_sum(long n, const float *x);
+
+/* The indices i of the x[i] != 0 (NaN included), ascending, into idx[n]; returns their
+   count. */
+int Vec_nonzeros(int n, const float *x, int *idx);
 
 /* v[i] = tanh(v[i]) (absolute error below 1e-7) */
 void Vec_tanh(float *v, long n);
