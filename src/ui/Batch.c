@@ -550,11 +550,7 @@ static MsStatus trainMlps(LayerRun *lr, PartSlot *slots, int n, int i, char **ca
     ropt.seed = cfg->seed;
     ropt.threads = cfg->threads;
     progress(lr, "E=%d router mlp (%d partitions)", E, m);
-    MsStatus st = MS_OK;
-    for (int j = 0; j < m && st == MS_OK; j++)
-        st = Router_new(&out[j], ROUTER_MLP, &lr->load->data, parts[j], E, &ropt, NULL, cause);
-    for (int j = 0; j < m && st != MS_OK; j++)
-        Router_delete(out[j]);
+    MsStatus st = Router_newMlpSet(out, &lr->load->data, parts, m, E, &ropt, NULL, cause);
     for (int j = 0; j < m && st == MS_OK; j++)
         group[j]->mlp = out[j];
     free(out);
