@@ -17,6 +17,7 @@ SPDX-License-Identifier: MIT
 #include <string.h>
 
 #include "core/Parallel.h"
+#include "core/Vec.h"
 #include "util/XUtils.h"
 
 enum { CHUNK_ROWS = 64, BINS = 65536 };
@@ -158,34 +159,37 @@ typedef struct HistJob {
     int pass;              /* 0: top 16 bits of all entries; 1: low 16 bits in some bins */
     const int8_t *slotOf;  /* pass 1: [BINS] the histogram of each top-16-bit bin, or -1 */
     uint64_t **hist;       /* [worker][slots][BINS] */
+    int **idx;             /* [worker][N] a row's nonzero entries */
 } HistJob;
 
+/* Zeros dominate ReLU layers, so each row's nonzero entries are found first (a vector
+   scan) and only they go through the histogram; the zeros (|h| bits 0: bin 0, low bits
+   0) are counted apart, which also keeps them off a single serializing counter. */
 static void histChunk(void *ctx, long chunk, int worker) {
     HistJob *job = ctx;
     long r0 = chunk * CHUNK_ROWS, r1 = r0 + CHUNK_ROWS < job->T ? r0 + CHUNK_ROWS : job->T;
-    const float *p = job->h + r0 * (long)job->N, *end = job->h + r1 * (long)job->N;
-    uint64_t *hist = job->hist[worker];
-    if (job->pass == 0) {
-        /* Zeros dominate ReLU layers: count them apart from the histogram, which would
-           otherwise serialize on one counter. */
-        uint64_t zeros = 0;
-        for (; p < end; p++) {
-            uint32_t u = absBits(*p);
-            if (u == 0)
-                zeros++;
-            else
+    int N = job->N, *idx = job->idx[worker];
+    uint64_t *hist = job->hist[worker], zeros = 0;
+    const int8_t *slotOf = job->slotOf;
+    for (long t = r0; t < r1; t++) {
+        const float *row = job->h + t * (long)N;
+        int n = Vec_nonzeros(N, row, idx);
+        zeros += (uint64_t)(N - n);
+        for (int i = 0; i < n; i++) {
+            uint32_t u = absBits(row[idx[i]]);
+            if (job->pass == 0) {
                 hist[u >> 16]++;
-        }
-        hist[0] += zeros;
-    } else {
-        const int8_t *slotOf = job->slotOf;
-        for (; p < end; p++) {
-            uint32_t u = absBits(*p);
-            int slot = slotOf[u >> 16];
-            if (slot >= 0)
-                hist[(size_t)slot * BINS + (u & 0xffffu)]++;
+            } else {
+                int slot = slotOf[u >> 16];
+                if (slot >= 0)
+                    hist[(size_t)slot * BINS + (u & 0xffffu)]++;
+            }
         }
     }
+    if (job->pass == 0)
+        hist[0] += zeros;
+    else if (slotOf[0] >= 0)
+        hist[(size_t)slotOf[0] * BINS] += zeros;
 }
 
 /* One pass; sum[slots][BINS] gets the workers' histograms added up. */
@@ -285,12 +289,18 @@ MsStatus Sparsity_tausForSparsity(const float *h, long T, int N, const double *q
         rank[i] = targetRank(q[i], (uint64_t)T * (uint64_t)N);
     HistJob job = {.h = h, .T = T, .N = N};
     job.hist = xCalloc((size_t)threads, sizeof *job.hist);
-    for (int w = 0; w < threads; w++)
+    job.idx = xCalloc((size_t)threads, sizeof *job.idx);
+    for (int w = 0; w < threads; w++) {
         job.hist[w] = xMallocArray(BINS, sizeof(uint64_t));
+        job.idx[w] = xMallocArray((size_t)N, sizeof(int));
+    }
     st = selectRanks(&job, threads, rank, n, cancel, tau);
-    for (int w = 0; w < threads; w++)
+    for (int w = 0; w < threads; w++) {
         free(job.hist[w]);
+        free(job.idx[w]);
+    }
     free(job.hist);
+    free(job.idx);
     if (st != MS_OK)
         setCause(cause, "tau quantile computation canceled");
     return st;
