@@ -33,6 +33,7 @@ typedef struct Ranked {
 
 typedef struct Scratch {
     Ranked *list, *tmp; /* [N] */
+    int *idx;           /* [N] a token's nonzero neurons */
     float *r;           /* [d] */
     double *norm;       /* [N + 1] residual norms of one token */
 } Scratch;
@@ -68,10 +69,11 @@ static void sortRanked(Ranked *a, int n, Ranked *tmp) {
 
 /* Adds this token's error at every K to sum[0..N]; false when ||y|| = 0 (skipped). */
 static bool tokenCurve(const Job *job, Scratch *s, const float *h, double *sum) {
-    int N = job->N, d = job->d, a = 0;
-    for (int j = 0; j < N; j++)
-        if (h[j] != 0.0f)
-            s->list[a++] = (Ranked){.score = fabsf(h[j]) * job->colNorm[j], .j = j};
+    int d = job->d, a = Vec_nonzeros(job->N, h, s->idx);
+    for (int i = 0; i < a; i++) {
+        int j = s->idx[i];
+        s->list[i] = (Ranked){.score = fabsf(h[j]) * job->colNorm[j], .j = j};
+    }
     sortRanked(s->list, a, s->tmp);
     memset(s->r, 0, (size_t)d * sizeof *s->r);
     s->norm[a] = 0.0;
@@ -149,6 +151,7 @@ MsStatus NeuronBound_new(NeuronBound **out, const LayerData *L, Split split, int
     for (int w = 0; w < threads; w++) {
         job.scratch[w].list = xMallocArray((size_t)N, sizeof(Ranked));
         job.scratch[w].tmp = xMallocArray((size_t)N, sizeof(Ranked));
+        job.scratch[w].idx = xMallocArray((size_t)N, sizeof(int));
         job.scratch[w].r = xMallocArray((size_t)d, sizeof(float));
         job.scratch[w].norm = xMallocArray((size_t)N + 1, sizeof(double));
     }
@@ -173,6 +176,7 @@ MsStatus NeuronBound_new(NeuronBound **out, const LayerData *L, Split split, int
     for (int w = 0; w < threads; w++) {
         free(job.scratch[w].list);
         free(job.scratch[w].tmp);
+        free(job.scratch[w].idx);
         free(job.scratch[w].r);
         free(job.scratch[w].norm);
     }
