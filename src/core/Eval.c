@@ -85,10 +85,10 @@ typedef struct Scratch {
     float *Yd;           /* [DENSE_ROWS][E][d] the same for a dense block of tokens */
     float *Hp;           /* [DENSE_ROWS][N] h of a dense block, neurons in expert order */
     const float *Ycur;   /* the current token's outputs (Y or a row of Yd), or NULL */
-    bool *has;           /* [E] expert has a nonzero neuron on this token */
     float *y, *r;        /* [d] output, residual */
     double *norm;        /* [E] residual norms of one token */
     int *act, *actStart; /* [N], [E + 1]: positions (in expert order) of nonzero neurons */
+    int *nz, *fill;      /* [N] nonzero neurons of a token, [E] fill cursors */
     int *ordO, *ordR, *tmp;
     bool *inO, *inR;
     long *selCount;      /* [n][E][E]: tokens whose i-th router choice is e */
@@ -103,6 +103,7 @@ typedef struct Job {
     const int32_t *part;
     const int *byExpert;          /* [N] neuron at each position, grouped by expert */
     const int *expStart;          /* [E + 1] first position of each expert */
+    const int *posOf;             /* [N] position of each neuron */
     const float *woT;             /* [N][d] w_out's columns in position order */
     Scratch *scratch;             /* [threads] */
     Acc *acc;                     /* [n] */
@@ -113,16 +114,21 @@ static bool isGated(const Job *job, int q) {
 }
 
 /* The nonzero neurons of each expert on token row h, as positions:
-   act[actStart[e] .. actStart[e + 1]). */
+   act[actStart[e] .. actStart[e + 1]). A vector scan finds them in ascending neuron
+   order, which within an expert is ascending position; a counting sort by expert then
+   lays them out. */
 static void activeByExpert(const Job *job, const float *h, Scratch *s) {
-    int n = 0;
-    for (int e = 0; e < job->E; e++) {
-        s->actStart[e] = n;
-        for (int i = job->expStart[e]; i < job->expStart[e + 1]; i++)
-            if (h[job->byExpert[i]] != 0.0f)
-                s->act[n++] = i;
+    int E = job->E, n = Vec_nonzeros(job->N, h, s->nz);
+    memset(s->actStart, 0, (size_t)(E + 1) * sizeof *s->actStart);
+    for (int i = 0; i < n; i++)
+        s->actStart[job->part[s->nz[i]] + 1]++;
+    for (int e = 0; e < E; e++)
+        s->actStart[e + 1] += s->actStart[e];
+    memcpy(s->fill, s->actStart, (size_t)E * sizeof *s->fill);
+    for (int i = 0; i < n; i++) {
+        int j = s->nz[i];
+        s->act[s->fill[job->part[j]]++] = job->posOf[j];
     }
-    s->actStart[job->E] = n;
 }
 
 /* Y_e for every expert into s->Y, one axpy per nonzero neuron. */
@@ -322,12 +328,13 @@ static void scratchInit(Scratch *s, int n, int E, int N, int d, bool shareY) {
     s->Y = shareY ? xMallocArray((size_t)E * d, sizeof(float)) : NULL;
     s->Yd = xMallocArray((size_t)DENSE_ROWS * E * d, sizeof(float));
     s->Hp = xMallocArray((size_t)DENSE_ROWS * N, sizeof(float));
-    s->has = xMallocArray((size_t)E, sizeof(bool));
     s->y = xMallocArray((size_t)d, sizeof(float));
     s->r = xMallocArray((size_t)d, sizeof(float));
     s->norm = xMallocArray((size_t)E, sizeof(double));
     s->act = xMallocArray((size_t)N, sizeof(int));
     s->actStart = xMallocArray((size_t)E + 1, sizeof(int));
+    s->nz = xMallocArray((size_t)N, sizeof(int));
+    s->fill = xMallocArray((size_t)E, sizeof(int));
     s->ordO = xMallocArray((size_t)E, sizeof(int));
     s->ordR = xMallocArray((size_t)E, sizeof(int));
     s->tmp = xMallocArray((size_t)E, sizeof(int));
@@ -342,12 +349,13 @@ static void scratchDone(Scratch *s) {
     free(s->Y);
     free(s->Yd);
     free(s->Hp);
-    free(s->has);
     free(s->y);
     free(s->r);
     free(s->norm);
     free(s->act);
     free(s->actStart);
+    free(s->nz);
+    free(s->fill);
     free(s->ordO);
     free(s->ordR);
     free(s->tmp);
@@ -470,6 +478,9 @@ MsStatus Eval_newSet(Eval **out, const LayerData *L, const int32_t *part, int E,
     int *byExpert = xMallocArray((size_t)N, sizeof(int));
     int *expStart = xMallocArray((size_t)E + 1, sizeof(int));
     groupByExpert(part, N, E, byExpert, expStart);
+    int *posOf = xMallocArray((size_t)N, sizeof(int));
+    for (int p = 0; p < N; p++)
+        posOf[byExpert[p]] = p;
     for (int i = 0; i < d; i++)
         for (int p = 0; p < N; p++)
             woT[(size_t)p * d + i] = L->w->w_out[(size_t)i * N + byExpert[p]];
@@ -479,6 +490,7 @@ MsStatus Eval_newSet(Eval **out, const LayerData *L, const int32_t *part, int E,
     Job job = {
         .L = L, .row0 = row0, .T = T, .E = E, .N = N, .d = d, .n = n, .routers = routers,
         .shareY = n > 1, .part = part, .byExpert = byExpert, .expStart = expStart,
+        .posOf = posOf,
         .woT = woT, .scratch = xCalloc((size_t)threads, sizeof(Scratch)),
         .acc = xCalloc((size_t)n, sizeof(Acc)),
     };
@@ -503,6 +515,7 @@ MsStatus Eval_newSet(Eval **out, const LayerData *L, const int32_t *part, int E,
     free(job.acc);
     free(byExpert);
     free(expStart);
+    free(posOf);
     free(woT);
     return st;
 }
