@@ -63,17 +63,8 @@ static void countChunk(void *ctx, long chunk, int worker) {
     long r0 = chunk * CHUNK_ROWS, r1 = r0 + CHUNK_ROWS < job->T ? r0 + CHUNK_ROWS : job->T;
     int N = job->N;
     int32_t *cnt = job->neuronCount[worker];
-    float tau = job->tau;
-    for (long t = r0; t < r1; t++) {
-        const float *row = job->h + t * (long)N;
-        int32_t c = 0;
-        for (int j = 0; j < N; j++) {
-            int32_t a = fabsf(row[j]) > tau;
-            cnt[j] += a;
-            c += a;
-        }
-        job->token_active[t] = c;
-    }
+    for (long t = r0; t < r1; t++)
+        job->token_active[t] = Vec_countAbove(N, job->h + t * (long)N, job->tau, cnt);
 }
 
 static MsStatus checkTau(float tau, char **cause) {

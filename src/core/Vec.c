@@ -254,6 +254,16 @@ int Vec_nonzeros(int n, const float *x, int *idx) {
     return c;
 }
 
+KERNEL int Vec_countAbove(int n, const float *restrict x, float tau, int32_t *restrict count) {
+    int c = 0;
+    for (int i = 0; i < n; i++) {
+        int32_t a = fabsf(x[i]) > tau;
+        count[i] += a;
+        c += a;
+    }
+    return c;
+}
+
 KERNEL void Vec_tanh(float *v, long n) {
     for (long i = 0; i < n; i++) {
         float x = v[i], ax = fabsf(x), x2 = x * x;

@@ -11,6 +11,7 @@ SPDX-License-Identifier: MIT
 #define MOESCOPE_VEC_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 /* y[i] += a x[i] */
 void Vec_axpy(int n, float a, const float *x, float *y);
@@ -37,6 +38,9 @@ double Vec_sum(long n, const float *x);
 /* The indices i of the x[i] != 0 (NaN included), ascending, into idx[n]; returns their
    count. */
 int Vec_nonzeros(int n, const float *x, int *idx);
+
+/* count[i] += (|x[i]| > tau) for every i; returns how many were counted */
+int Vec_countAbove(int n, const float *x, float tau, int32_t *count);
 
 /* v[i] = tanh(v[i]) (absolute error below 1e-7) */
 void Vec_tanh(float *v, long n);
