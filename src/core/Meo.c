@@ -48,8 +48,10 @@ SPDX-License-Identifier: MIT
 
 /* One worker's scratch for Meo_metrics. */
 typedef struct Scratch {
-    float *m_in, *m_gate, *m_b, *m_outT; /* merged [G][D], [G][D], [G], [G][D] */
-    float *hid, *up, *yhat, *part;       /* [CHUNK][G] x2, [CHUNK][D] x2 */
+    float *wrows;                  /* [G][D] one expert's gathered w_in or w_gate rows */
+    float *m_outT;                 /* [G][D] merged w_out columns (rows merged on demand) */
+    unsigned char *merged;         /* [G] which rows of m_outT are merged */
+    float *hid, *up, *yhat, *part; /* [CHUNK][G] x2, [CHUNK][D] x2 */
 } Scratch;
 
 /* One sequence's sums (added in sequence order after the parallel pass). */
@@ -69,6 +71,11 @@ struct Meo {
     double *y_norm;       /* [rows] */
     bool have_y;
     int threads;
+    /* partition-grouped pre-activations, made block by block (sequence x expert) on first
+       use, freed with y */
+    float *z;             /* [rows][N] x w_in^T + b_in, columns in grouped order */
+    float *zg;            /* [rows][N] x w_gate^T (gated layers) */
+    unsigned char *zdone; /* [n_seq][E] which blocks of z (and zg) are made */
     /* partition (Meo_setPartition) */
     int E;
     float *s;             /* [rows][E] token oracle scores */
@@ -364,10 +371,9 @@ void Meo_setThreads(Meo *this, int threads) {
 static void freeScratch(Meo *this) {
     for (int i = 0; i < this->n_scratch; i++) {
         Scratch *s = &this->scratch[i];
-        free(s->m_in);
-        free(s->m_gate);
-        free(s->m_b);
+        free(s->wrows);
         free(s->m_outT);
+        free(s->merged);
         free(s->hid);
         free(s->up);
         free(s->yhat);
@@ -387,10 +393,9 @@ static void ensureScratch(Meo *this) {
     this->n_scratch = this->threads;
     for (int i = 0; i < this->n_scratch; i++) {
         Scratch *s = &this->scratch[i];
-        s->m_in = xMallocArray(G * D, sizeof(float));
-        s->m_gate = xMallocArray(G * D, sizeof(float));
-        s->m_b = xMallocArray(G, sizeof(float));
+        s->wrows = xMallocArray(G * D, sizeof(float));
         s->m_outT = xMallocArray(G * D, sizeof(float));
+        s->merged = xMallocArray(G, 1);
         s->hid = xMallocArray(G * CHUNK, sizeof(float));
         s->up = xMallocArray(G * CHUNK, sizeof(float));
         s->yhat = xMallocArray(D * CHUNK, sizeof(float));
@@ -398,8 +403,13 @@ static void ensureScratch(Meo *this) {
     }
 }
 
-/* Drops what belongs to the partition (and so to the router). */
+/* Drops what belongs to the partition (and so to the router): z is in its grouped order. */
 static void clearPartition(Meo *this) {
+    free(this->z);
+    free(this->zg);
+    free(this->zdone);
+    this->z = this->zg = NULL;
+    this->zdone = NULL;
     if (this->align)
         for (int i = 0; i < this->E * this->E; i++)
             free(this->align[i]);
@@ -538,32 +548,6 @@ bool Meo_alignment(Meo *this, int a, int b, int *map) {
     return true;
 }
 
-/* W' = sum_q g[q] W[maps[q]] into the merged scratch, G0 slots (rank order). */
-static void mergeWeights(const Meo *this, Scratch *sc, int k, const float *g,
-                         const int *const *maps, int G0) {
-    const FfnWeights *w = this->w;
-    int D = this->D;
-    memset(sc->m_in, 0, (size_t)G0 * D * sizeof(float));
-    if (w->w_gate)
-        memset(sc->m_gate, 0, (size_t)G0 * D * sizeof(float));
-    memset(sc->m_b, 0, (size_t)G0 * sizeof(float));
-    memset(sc->m_outT, 0, (size_t)G0 * D * sizeof(float));
-    for (int q = 0; q < k; q++) {
-        for (int i = 0; i < G0; i++) {
-            int row = maps[q][i];
-            if (row < 0)
-                continue;
-            size_t j = (size_t)this->neuron[row];
-            Vec_axpy(D, g[q], w->w_in + j * D, sc->m_in + (size_t)i * D);
-            if (w->w_gate)
-                Vec_axpy(D, g[q], w->w_gate + j * D, sc->m_gate + (size_t)i * D);
-            if (w->b_in)
-                sc->m_b[i] += g[q] * w->b_in[j];
-            Vec_axpy(D, g[q], this->w_outT + (size_t)row * D, sc->m_outT + (size_t)i * D);
-        }
-    }
-}
-
 /* Sum over the chunk's tokens of ||y - yhat|| / ||y|| (tokens with ||y|| = 0 skipped).
    The difference is taken in float (exact when y and yhat are close, where it matters)
    so that Vec_sumSquares can vectorize the norm. */
@@ -584,40 +568,137 @@ static double chunkError(const Meo *this, Scratch *sc, long t0, int c, long *cou
     return sum;
 }
 
-/* out[c][n] = x[c][D] W^T + bias (W is [n][D]), through Vec so that workers never share
-   OpenBLAS's thread pool and the bits do not depend on the thread count. */
-static void linear(const float *x, int c, const float *W, const float *bias, int D, int n,
-                   float *out) {
-    Vec_gemmNT(c, n, D, x, D, W, D, out, n);
-    if (bias)
-        for (int r = 0; r < c; r++)
-            for (int i = 0; i < n; i++)
-                out[(size_t)r * n + i] += bias[i];
+/* Allocates z (and zg) and marks every block not made, after Meo_setPartition or
+   Meo_releasePartition. */
+static MsStatus ensurePre(Meo *this) {
+    if (this->zdone)
+        return MS_OK;
+    size_t R = (size_t)this->rows, N = (size_t)this->N;
+    this->z = tryMallocArray(R * N, sizeof(float));
+    if (this->w->w_gate)
+        this->zg = tryMallocArray(R * N, sizeof(float));
+    this->zdone = tryCallocArray((size_t)this->n_seq * this->E, 1);
+    if (!this->z || (this->w->w_gate && !this->zg) || !this->zdone) {
+        free(this->z);
+        free(this->zg);
+        free(this->zdone);
+        this->z = this->zg = NULL;
+        this->zdone = NULL;
+        return MS_ERR_NOMEM;
+    }
+    return MS_OK;
 }
 
-/* yhat of the merged expert (G0 slots) on tokens [t0, t0 + c) of the split. */
-static void runMerged(const Meo *this, Scratch *sc, int G0, long t0, int c) {
+/* z[t][o + i] = x_t . W[neuron[o + i]] (+ bias) for tokens [t0, t1) and g columns from o. */
+static void fillBlock(const Meo *this, Scratch *sc, const float *W, const float *bias, float *z,
+                      int o, int g, long t0, long t1) {
     int D = this->D;
-    const float *x = this->L->x + (size_t)(this->row0 + t0) * D;
+    size_t N = (size_t)this->N;
+    for (int i = 0; i < g; i++)
+        memcpy(sc->wrows + (size_t)i * D, W + (size_t)this->neuron[o + i] * D,
+               (size_t)D * sizeof(float));
+    Vec_gemmNT((int)(t1 - t0), g, D, this->L->x + (size_t)(this->row0 + t0) * D, D, sc->wrows,
+               D, z + (size_t)t0 * N + o, (long)N);
+    if (bias)
+        for (long t = t0; t < t1; t++)
+            for (int i = 0; i < g; i++)
+                z[(size_t)t * N + o + i] += bias[this->neuron[o + i]];
+}
+
+/* Makes sequence q's block of z (and zg) on expert e's columns unless made: blocks belong
+   to their sequence's worker, and Vec_gemmNT computes every element the same way wherever
+   it sits, so a block's bits do not depend on who asks first (router, k or thread). */
+static void ensureBlock(const Meo *this, Scratch *sc, long q, int e) {
+    unsigned char *done = &this->zdone[q * this->E + e];
+    if (*done)
+        return;
+    *done = 1;
+    int o = this->offset[e], g = expertSize(this, e);
+    long t0 = this->seq[q], t1 = this->seq[q + 1];
+    if (g == 0)
+        return;
+    fillBlock(this, sc, this->w->w_in, this->w->b_in, this->z, o, g, t0, t1);
+    if (this->w->w_gate)
+        fillBlock(this, sc, this->w->w_gate, NULL, this->zg, o, g, t0, t1);
+}
+
+/* The merged expert's pre-activations on c tokens from z's row pointer zr: slot i is
+   sum_q g[q] z[maps[q][i]] in rank order (maps[0] is the first expert's own, never -1). */
+static void mergedPre(const float *zr, size_t N, int k, const float *g, const int *const *maps,
+                      int G0, int c, float *out) {
+    for (int r = 0; r < c; r++, zr += N, out += G0) {
+        const int *m0 = maps[0];
+        for (int i = 0; i < G0; i++)
+            out[i] = g[0] * zr[m0[i]];
+        for (int q = 1; q < k; q++) {
+            const int *m = maps[q];
+            float gq = g[q];
+            for (int i = 0; i < G0; i++)
+                if (m[i] >= 0)
+                    out[i] += gq * zr[m[i]];
+        }
+    }
+}
+
+/* Row i of the merged w_out columns: sum_q g[q] w_outT[maps[q][i]] in rank order. */
+static void mergeOutRow(const Meo *this, Scratch *sc, int k, const float *g,
+                        const int *const *maps, int i) {
+    int D = this->D;
+    float *row = sc->m_outT + (size_t)i * D;
+    Vec_scale(D, g[0], this->w_outT + (size_t)maps[0][i] * D, row);
+    for (int q = 1; q < k; q++)
+        if (maps[q][i] >= 0)
+            Vec_axpy(D, g[q], this->w_outT + (size_t)maps[q][i] * D, row);
+    sc->merged[i] = 1;
+}
+
+/* yhat[c][D] = hid[c][G0] times the merged w_out columns. A sparse chunk merges only the
+   rows its nonzeros multiply (when they are first needed: with sum gates a merged ReLU
+   expert is far sparser than its parts), then adds one axpy per nonzero; a dense chunk
+   merges every row and runs a matrix product. */
+static void mergedOutput(const Meo *this, Scratch *sc, int k, const float *g,
+                         const int *const *maps, int G0, int c) {
+    int D = this->D;
+    if (!isSparse(sc->hid, (size_t)c * G0)) {
+        for (int i = 0; i < G0; i++)
+            if (!sc->merged[i])
+                mergeOutRow(this, sc, k, g, maps, i);
+        Vec_gemmNN(c, D, G0, sc->hid, G0, sc->m_outT, D, sc->yhat, D);
+        return;
+    }
+    memset(sc->yhat, 0, (size_t)c * D * sizeof(float));
+    for (int r = 0; r < c; r++) {
+        const float *hr = sc->hid + (size_t)r * G0;
+        for (int i = 0; i < G0; i++) {
+            if (hr[i] == 0.0f)
+                continue;
+            if (!sc->merged[i])
+                mergeOutRow(this, sc, k, g, maps, i);
+            Vec_axpy(D, hr[i], sc->m_outT + (size_t)i * D, sc->yhat + (size_t)r * D);
+        }
+    }
+}
+
+/* yhat of the merged expert (G0 slots, gates g, slot maps) on tokens [t0, t0 + c). */
+static void runMerged(const Meo *this, Scratch *sc, int k, const float *g,
+                      const int *const *maps, int G0, long t0, int c) {
     const FfnWeights *w = this->w;
-    size_t n = (size_t)c * G0;
-    const float *b = w->b_in ? sc->m_b : NULL;
+    size_t N = (size_t)this->N, n = (size_t)c * G0;
     if (G0 == 0) {
-        memset(sc->yhat, 0, (size_t)c * D * sizeof(float));
+        memset(sc->yhat, 0, (size_t)c * this->D * sizeof(float));
         return;
     }
     if (!w->w_gate) {
-        linear(x, c, sc->m_in, b, D, G0, sc->hid);
+        mergedPre(this->z + (size_t)t0 * N, N, k, g, maps, G0, c, sc->hid);
         Activation_applyArray(w->act, sc->hid, (long)n);
     } else {
-        linear(x, c, sc->m_gate, NULL, D, G0, sc->hid);
+        mergedPre(this->zg + (size_t)t0 * N, N, k, g, maps, G0, c, sc->hid);
         Activation_applyArray(w->act, sc->hid, (long)n);
-        linear(x, c, sc->m_in, b, D, G0, sc->up);
+        mergedPre(this->z + (size_t)t0 * N, N, k, g, maps, G0, c, sc->up);
         for (size_t i = 0; i < n; i++)
             sc->hid[i] *= sc->up[i];
     }
-    memset(sc->yhat, 0, (size_t)c * D * sizeof(float));
-    addProduct(sc->hid, c, G0, sc->m_outT, D, sc->yhat, sc->part);
+    mergedOutput(this, sc, k, g, maps, G0, c);
 }
 
 /* yhat of the selected experts kept unmerged (h masked, times gates) on a chunk. */
@@ -663,13 +744,15 @@ static void addRecall(const Meo *this, long q, int k, SeqSums *acc) {
     }
 }
 
-/* Sum of the merged expert's token errors over sequence q (weights already merged). */
-static double mergedError(const Meo *this, Scratch *sc, long q, int G0) {
+/* Sum of the merged expert's token errors over sequence q. */
+static double mergedError(const Meo *this, Scratch *sc, long q, int k, const float *g,
+                          const int *const *maps, int G0) {
     long t0 = this->seq[q], t1 = this->seq[q + 1], counted = 0;
     double sum = 0.0;
+    memset(sc->merged, 0, (size_t)G0);
     for (long c0 = t0; c0 < t1; c0 += CHUNK) {
         int c = (int)(t1 - c0 < CHUNK ? t1 - c0 : CHUNK);
-        runMerged(this, sc, G0, c0, c);
+        runMerged(this, sc, k, g, maps, G0, c0, c);
         sum += chunkError(this, sc, c0, c, &counted);
     }
     return sum;
@@ -701,6 +784,8 @@ static void evalSequence(void *ctx, long q, int worker) {
     long t0 = this->seq[q], t1 = this->seq[q + 1];
     memset(acc, 0, sizeof *acc);
     addRecall(this, q, k, acc);
+    for (int j = 0; j < k; j++)
+        ensureBlock(this, sc, q, sel[j]);
     float gate[k], soft[k], ones[k];
     const int *maps[k];
     for (int j = 0; j < k; j++) {
@@ -727,8 +812,8 @@ static void evalSequence(void *ctx, long q, int worker) {
                 acc->merged[g][s] = first;
                 continue;
             }
-            mergeWeights(this, sc, k, g == MEO_GATES_SUM ? ones : soft, maps, G0);
-            acc->merged[g][s] = mergedError(this, sc, q, G0);
+            acc->merged[g][s] =
+                mergedError(this, sc, q, k, g == MEO_GATES_SUM ? ones : soft, maps, G0);
             if (k == 1)
                 first = acc->merged[g][s];
         }
@@ -804,6 +889,11 @@ MsStatus Meo_metrics(Meo *this, int k, const Cancel *cancel, MeoMetrics *out, ch
         setCause(cause, "out of memory for MEO's dense output (%zu bytes)",
                  (size_t)this->rows * (this->D + 2) * sizeof(float));
         return st;
+    }
+    if (st == MS_OK && ensurePre(this) != MS_OK) {
+        setCause(cause, "out of memory for MEO's pre-activations (%zu bytes)",
+                 (size_t)this->rows * this->N * (this->w->w_gate ? 2 : 1) * sizeof(float));
+        return MS_ERR_NOMEM;
     }
     if (st == MS_OK && aligned)
         st = prepareAlignment(this, k, cancel);
