@@ -31,6 +31,9 @@ SPDX-License-Identifier: MIT
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include "core/Assign.h"
 #include "core/Cost.h"
@@ -46,12 +49,23 @@ SPDX-License-Identifier: MIT
    axpys' lower speed). */
 #define SPARSE_MAX 0.25
 
+/* Rows of a sparse matrix: row r's nonzeros are (idx[n], val[n]) for n in
+   [start[r], start[r + 1]); out[r] (or r when out is NULL) is where its product goes. */
+typedef struct SparseRows {
+    int rows;
+    int *start, *idx, *out; /* [CHUNK + 1], [cap], [CHUNK] */
+    float *val;             /* [cap] */
+    long cap;               /* SPARSE_MAX of a chunk of d_ff columns */
+} SparseRows;
+
 /* One worker's scratch for Meo_metrics. */
 typedef struct Scratch {
     float *wrows;                  /* [G][D] one expert's gathered w_in or w_gate rows */
-    float *m_outT;                 /* [G][D] merged w_out columns (rows merged on demand) */
-    unsigned char *merged;         /* [G] which rows of m_outT are merged */
+    float *m_outT;                 /* [G][D] merged w_out columns (the rows in use) */
+    unsigned char *used;           /* [G] slots with a nonzero in the chunk */
     float *hid, *up, *yhat, *part; /* [CHUNK][G] x2, [CHUNK][D] x2 */
+    SparseRows nz;                 /* the nonzeros multiplied by w_out */
+    SparseRows mix;                /* the merge: slot rows as sums of grouped w_out rows */
 } Scratch;
 
 /* One sequence's sums (added in sequence order after the parallel pass). */
@@ -206,6 +220,105 @@ static void scoreSequences(Meo *this) {
     free(xm);
 }
 
+#define TILE 64 /* output columns held in registers by sparseTimes (8 AVX registers) */
+
+/* out[S.out[r]][0..D) = the sum over row r's nonzeros, in list order, of val * M[idx]
+   (S.out NULL: out[r]). Each element is one running sum, as successive Vec_axpy calls on
+   a zeroed row would make it, but held in registers over a tile of TILE columns, so out is
+   written once per tile and M's tile rows come from cache for all the rows. */
+static void sparseTimesPlain(const SparseRows *S, const float *restrict M, int D,
+                             float *restrict out) {
+    for (int c0 = 0; c0 < D; c0 += TILE) {
+        int w = D - c0 < TILE ? D - c0 : TILE;
+        for (int r = 0; r < S->rows; r++) {
+            float acc[TILE] = {0};
+            for (int n = S->start[r]; n < S->start[r + 1]; n++) {
+                const float *m = M + (size_t)S->idx[n] * D + c0;
+                for (int j = 0; j < w; j++)
+                    acc[j] += S->val[n] * m[j];
+            }
+            memcpy(out + (size_t)(S->out ? S->out[r] : r) * D + c0, acc,
+                   (size_t)w * sizeof(float));
+        }
+    }
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#define FMA8(i) a##i = _mm256_fmadd_ps(v, _mm256_loadu_ps(m + 8 * (i)), a##i)
+#define STORE8(i) _mm256_storeu_ps(o + 8 * (i), a##i)
+
+/* sparseTimesPlain with fused multiply-adds: 64-column tiles in 8 registers, then 8-column
+   tiles, then single columns (fmaf: the same arithmetic in every column). */
+__attribute__((target("avx2,fma"))) static void sparseTimesAvx2(const SparseRows *S,
+                                                                 const float *restrict M, int D,
+                                                                 float *restrict out) {
+    int c0 = 0;
+    for (; c0 + TILE <= D; c0 += TILE) {
+        for (int r = 0; r < S->rows; r++) {
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0,
+                   a6 = a0, a7 = a0;
+            for (int n = S->start[r]; n < S->start[r + 1]; n++) {
+                const float *m = M + (size_t)S->idx[n] * D + c0;
+                __m256 v = _mm256_set1_ps(S->val[n]);
+                FMA8(0);
+                FMA8(1);
+                FMA8(2);
+                FMA8(3);
+                FMA8(4);
+                FMA8(5);
+                FMA8(6);
+                FMA8(7);
+            }
+            float *o = out + (size_t)(S->out ? S->out[r] : r) * D + c0;
+            STORE8(0);
+            STORE8(1);
+            STORE8(2);
+            STORE8(3);
+            STORE8(4);
+            STORE8(5);
+            STORE8(6);
+            STORE8(7);
+        }
+    }
+    for (; c0 + 8 <= D; c0 += 8) {
+        for (int r = 0; r < S->rows; r++) {
+            __m256 a0 = _mm256_setzero_ps();
+            for (int n = S->start[r]; n < S->start[r + 1]; n++) {
+                const float *m = M + (size_t)S->idx[n] * D + c0;
+                __m256 v = _mm256_set1_ps(S->val[n]);
+                FMA8(0);
+            }
+            float *o = out + (size_t)(S->out ? S->out[r] : r) * D + c0;
+            STORE8(0);
+        }
+    }
+    for (; c0 < D; c0++) {
+        for (int r = 0; r < S->rows; r++) {
+            float a = 0.0f;
+            for (int n = S->start[r]; n < S->start[r + 1]; n++)
+                a = __builtin_fmaf(S->val[n], M[(size_t)S->idx[n] * D + c0], a);
+            out[(size_t)(S->out ? S->out[r] : r) * D + c0] = a;
+        }
+    }
+}
+#endif
+
+static void sparseTimes(const SparseRows *S, const float *M, int D, float *out) {
+#if defined(__GNUC__) && defined(__x86_64__)
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        sparseTimesAvx2(S, M, D, out);
+        return;
+    }
+#endif
+    sparseTimesPlain(S, M, D, out);
+}
+
+/* The most nonzeros a chunk of c rows of cols columns may have to be multiplied as
+   SparseRows (SPARSE_MAX of it); denser chunks run a matrix product. */
+static long sparseLimit(int c, long cols) {
+    return (long)(SPARSE_MAX * (double)c * (double)cols);
+}
+
 /* Whether fewer than SPARSE_MAX of v[0..n) are nonzero. */
 static bool isSparse(const float *v, size_t n) {
     size_t nonzero = 0;
@@ -231,8 +344,30 @@ static void addProduct(const float *hid, int c, int g, const float *wT, int D, f
                 Vec_axpy(D, hid[(size_t)r * g + i], wT + (size_t)i * D, yhat + (size_t)r * D);
 }
 
-/* The dense output of a chunk of the split's rows and their norms: in sparse chunks one
-   axpy per nonzero of h, in neuron index order, on the partition's grouped w_out columns
+/* h's nonzeros of c rows of N columns as SparseRows on the grouped rows row[j], in neuron
+   index order; false when the chunk is too dense. */
+static bool gatherH(SparseRows *S, const float *h, int c, int N, const int *row) {
+    long limit = sparseLimit(c, N);
+    int n = 0;
+    S->rows = c;
+    S->out = NULL;
+    S->start[0] = 0;
+    for (int r = 0; r < c; r++, h += N) {
+        for (int j = 0; j < N; j++) {
+            if (h[j] == 0.0f)
+                continue;
+            if (n >= limit)
+                return false;
+            S->idx[n] = row[j];
+            S->val[n++] = h[j];
+        }
+        S->start[r + 1] = n;
+    }
+    return true;
+}
+
+/* The dense output of a chunk of the split's rows and their norms: in sparse chunks the
+   nonzeros of h, in neuron index order, times the partition's grouped w_out columns
    (row[j] says where neuron j's is, so no other copy of w_out is needed); in dense
    chunks a matrix product with w_out itself. Neither depends on the partition's
    grouping, so y is the same bits whichever partition it is made under. */
@@ -242,7 +377,6 @@ typedef struct DenseJob {
 } DenseJob;
 
 static void denseChunk(void *ctx, long chunk, int worker) {
-    (void)worker;
     const DenseJob *job = ctx;
     Meo *this = job->meo;
     int D = this->D, N = this->N;
@@ -250,16 +384,11 @@ static void denseChunk(void *ctx, long chunk, int worker) {
     int c = (int)(this->rows - t0 < CHUNK ? this->rows - t0 : CHUNK);
     const float *h = this->L->h + (size_t)(this->row0 + t0) * N;
     float *y = this->y + (size_t)t0 * D;
-    if (!isSparse(h, (size_t)c * N)) {
+    SparseRows *S = &this->scratch[worker].nz;
+    if (gatherH(S, h, c, N, job->row))
+        sparseTimes(S, this->w_outT, D, y);
+    else
         Vec_gemmNT(c, D, N, h, N, this->w->w_out, N, y, D);
-    } else {
-        memset(y, 0, (size_t)c * D * sizeof(float));
-        for (int r = 0; r < c; r++)
-            for (int j = 0; j < N; j++)
-                if (h[(size_t)r * N + j] != 0.0f)
-                    Vec_axpy(D, h[(size_t)r * N + j], this->w_outT + (size_t)job->row[j] * D,
-                             y + (size_t)r * D);
-    }
     for (int r = 0; r < c; r++)
         this->y_norm[t0 + r] = sqrt(Vec_sumSquares(D, y + (size_t)r * D));
 }
@@ -373,7 +502,14 @@ static void freeScratch(Meo *this) {
         Scratch *s = &this->scratch[i];
         free(s->wrows);
         free(s->m_outT);
-        free(s->merged);
+        free(s->used);
+        free(s->nz.start);
+        free(s->nz.idx);
+        free(s->nz.val);
+        free(s->mix.start);
+        free(s->mix.idx);
+        free(s->mix.val);
+        free(s->mix.out);
         free(s->hid);
         free(s->up);
         free(s->yhat);
@@ -395,7 +531,15 @@ static void ensureScratch(Meo *this) {
         Scratch *s = &this->scratch[i];
         s->wrows = xMallocArray(G * D, sizeof(float));
         s->m_outT = xMallocArray(G * D, sizeof(float));
-        s->merged = xMallocArray(G, 1);
+        s->used = xMallocArray(G, 1);
+        s->nz.cap = sparseLimit(CHUNK, this->N) + 1;
+        s->nz.start = xMallocArray(CHUNK + 1, sizeof(int));
+        s->nz.idx = xMallocArray((size_t)s->nz.cap, sizeof(int));
+        s->nz.val = xMallocArray((size_t)s->nz.cap, sizeof(float));
+        s->mix.start = xMallocArray(G + 1, sizeof(int));
+        s->mix.out = xMallocArray(G, sizeof(int));
+        s->mix.idx = xMallocArray((size_t)this->N, sizeof(int));
+        s->mix.val = xMallocArray((size_t)this->N, sizeof(float));
         s->hid = xMallocArray(G * CHUNK, sizeof(float));
         s->up = xMallocArray(G * CHUNK, sizeof(float));
         s->yhat = xMallocArray(D * CHUNK, sizeof(float));
@@ -640,43 +784,65 @@ static void mergedPre(const float *zr, size_t N, int k, const float *g, const in
     }
 }
 
-/* Row i of the merged w_out columns: sum_q g[q] w_outT[maps[q][i]] in rank order. */
-static void mergeOutRow(const Meo *this, Scratch *sc, int k, const float *g,
-                        const int *const *maps, int i) {
-    int D = this->D;
-    float *row = sc->m_outT + (size_t)i * D;
-    Vec_scale(D, g[0], this->w_outT + (size_t)maps[0][i] * D, row);
-    for (int q = 1; q < k; q++)
-        if (maps[q][i] >= 0)
-            Vec_axpy(D, g[q], this->w_outT + (size_t)maps[q][i] * D, row);
-    sc->merged[i] = 1;
+/* The merged hidden's nonzeros as SparseRows on slots, marking the slots they use
+   (used[i] 0 -> 1; 2 stays: merged already); false when the chunk is too dense. */
+static bool gatherHidden(SparseRows *S, const float *hid, int c, int G0, unsigned char *used) {
+    long limit = sparseLimit(c, G0);
+    int n = 0;
+    S->rows = c;
+    S->out = NULL;
+    S->start[0] = 0;
+    for (int r = 0; r < c; r++, hid += G0) {
+        for (int i = 0; i < G0; i++) {
+            if (hid[i] == 0.0f)
+                continue;
+            if (n >= limit)
+                return false;
+            S->idx[n] = i;
+            S->val[n++] = hid[i];
+            used[i] |= !used[i];
+        }
+        S->start[r + 1] = n;
+    }
+    return true;
+}
+
+/* Merges the slots of the merged w_out columns that are wanted (used[i] == 1, or all not
+   yet merged) and not merged yet: row i = sum_q g[q] w_outT[maps[q][i]] in rank order. */
+static void mergeOut(const Meo *this, Scratch *sc, int k, const float *g, const int *const *maps,
+                     int G0, bool all) {
+    SparseRows *S = &sc->mix;
+    int n = 0, r = 0;
+    S->start[0] = 0;
+    for (int i = 0; i < G0; i++) {
+        if (sc->used[i] == 2 || (!all && sc->used[i] == 0))
+            continue;
+        sc->used[i] = 2;
+        S->out[r] = i;
+        for (int q = 0; q < k; q++) {
+            if (maps[q][i] < 0)
+                continue;
+            S->idx[n] = maps[q][i];
+            S->val[n++] = g[q];
+        }
+        S->start[++r] = n;
+    }
+    S->rows = r;
+    if (r > 0)
+        sparseTimes(S, this->w_outT, this->D, sc->m_outT);
 }
 
 /* yhat[c][D] = hid[c][G0] times the merged w_out columns. A sparse chunk merges only the
-   rows its nonzeros multiply (when they are first needed: with sum gates a merged ReLU
-   expert is far sparser than its parts), then adds one axpy per nonzero; a dense chunk
-   merges every row and runs a matrix product. */
+   slots its nonzeros multiply (a slot no token of the sequence uses is never merged) and
+   multiplies its nonzeros; a dense chunk merges every slot and runs a matrix product. */
 static void mergedOutput(const Meo *this, Scratch *sc, int k, const float *g,
                          const int *const *maps, int G0, int c) {
-    int D = this->D;
-    if (!isSparse(sc->hid, (size_t)c * G0)) {
-        for (int i = 0; i < G0; i++)
-            if (!sc->merged[i])
-                mergeOutRow(this, sc, k, g, maps, i);
-        Vec_gemmNN(c, D, G0, sc->hid, G0, sc->m_outT, D, sc->yhat, D);
-        return;
-    }
-    memset(sc->yhat, 0, (size_t)c * D * sizeof(float));
-    for (int r = 0; r < c; r++) {
-        const float *hr = sc->hid + (size_t)r * G0;
-        for (int i = 0; i < G0; i++) {
-            if (hr[i] == 0.0f)
-                continue;
-            if (!sc->merged[i])
-                mergeOutRow(this, sc, k, g, maps, i);
-            Vec_axpy(D, hr[i], sc->m_outT + (size_t)i * D, sc->yhat + (size_t)r * D);
-        }
-    }
+    bool sparse = gatherHidden(&sc->nz, sc->hid, c, G0, sc->used);
+    mergeOut(this, sc, k, g, maps, G0, !sparse);
+    if (sparse)
+        sparseTimes(&sc->nz, sc->m_outT, this->D, sc->yhat);
+    else
+        Vec_gemmNN(c, this->D, G0, sc->hid, G0, sc->m_outT, this->D, sc->yhat, this->D);
 }
 
 /* yhat of the merged expert (G0 slots, gates g, slot maps) on tokens [t0, t0 + c). */
@@ -701,10 +867,46 @@ static void runMerged(const Meo *this, Scratch *sc, int k, const float *g,
     mergedOutput(this, sc, k, g, maps, G0, c);
 }
 
+/* The selected experts' nonzeros of h times their gates as SparseRows on grouped rows,
+   experts in rank order; false when the chunk is too dense. */
+static bool gatherSelected(const Meo *this, SparseRows *S, int k, const int *sel,
+                           const float *gate, long t0, int c) {
+    int N = this->N;
+    long cols = 0;
+    for (int q = 0; q < k; q++)
+        cols += expertSize(this, sel[q]);
+    long limit = sparseLimit(c, cols);
+    int n = 0;
+    S->rows = c;
+    S->out = NULL;
+    S->start[0] = 0;
+    const float *h = this->L->h + (size_t)(this->row0 + t0) * N;
+    for (int r = 0; r < c; r++, h += N) {
+        for (int q = 0; q < k; q++) {
+            int o = this->offset[sel[q]], g = expertSize(this, sel[q]);
+            for (int i = 0; i < g; i++) {
+                float v = gate[q] * h[this->neuron[o + i]];
+                if (v == 0.0f)
+                    continue;
+                if (n >= limit)
+                    return false;
+                S->idx[n] = o + i;
+                S->val[n++] = v;
+            }
+        }
+        S->start[r + 1] = n;
+    }
+    return true;
+}
+
 /* yhat of the selected experts kept unmerged (h masked, times gates) on a chunk. */
 static void runSelected(const Meo *this, Scratch *sc, int k, const int *sel, const float *gate,
                         long t0, int c) {
     int D = this->D, N = this->N;
+    if (gatherSelected(this, &sc->nz, k, sel, gate, t0, c)) {
+        sparseTimes(&sc->nz, this->w_outT, D, sc->yhat);
+        return;
+    }
     const float *h = this->L->h + (size_t)(this->row0 + t0) * N;
     memset(sc->yhat, 0, (size_t)c * D * sizeof(float));
     for (int q = 0; q < k; q++) {
@@ -749,7 +951,7 @@ static double mergedError(const Meo *this, Scratch *sc, long q, int k, const flo
                           const int *const *maps, int G0) {
     long t0 = this->seq[q], t1 = this->seq[q + 1], counted = 0;
     double sum = 0.0;
-    memset(sc->merged, 0, (size_t)G0);
+    memset(sc->used, 0, (size_t)G0);
     for (long c0 = t0; c0 < t1; c0 += CHUNK) {
         int c = (int)(t1 - c0 < CHUNK ? t1 - c0 : CHUNK);
         runMerged(this, sc, k, g, maps, G0, c0, c);
