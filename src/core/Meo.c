@@ -651,25 +651,43 @@ void Meo_delete(Meo *this) {
     free(this);
 }
 
-/* Max-weight assignment of b's neurons to a's slots on the cosine of their key rows;
-   the square matrix is padded with zero weights when the sizes differ. */
-static int *computeAlignment(const Meo *this, int a, int b) {
-    int ga = expertSize(this, a), gb = expertSize(this, b), D = this->D;
-    int n = ga > gb ? ga : gb;
-    int *map = xMallocArray((size_t)(ga > 0 ? ga : 1), sizeof(int));
-    if (n == 0)
-        return map;
-    float *cos = xCalloc((size_t)n * n, sizeof(float));
-    if (ga > 0 && gb > 0)
+/* The slot maps of b into a and of a into b (a != b), from one max-weight assignment
+   between their neurons on the cosine of their key rows (the square matrix padded with
+   zero weights when the sizes differ): a matching serves both directions, so one
+   assignment is solved per pair, with the rows of the expert holding the lower neuron
+   index (an order that relabelling experts does not change). */
+static void computeAlignment(Meo *this, int a, int b) {
+    int E = this->E, D = this->D;
+    if (expertSize(this, a) > 0 && expertSize(this, b) > 0 &&
+        this->neuron[this->offset[b]] < this->neuron[this->offset[a]]) {
+        int t = a;
+        a = b;
+        b = t;
+    }
+    int ga = expertSize(this, a), gb = expertSize(this, b), n = ga > gb ? ga : gb;
+    int *mapA = xMallocArray((size_t)(ga > 0 ? ga : 1), sizeof(int));
+    int *mapB = xMallocArray((size_t)(gb > 0 ? gb : 1), sizeof(int));
+    for (int i = 0; i < ga; i++)
+        mapA[i] = -1;
+    for (int j = 0; j < gb; j++)
+        mapB[j] = -1;
+    if (ga > 0 && gb > 0) {
+        float *cos = xCalloc((size_t)n * n, sizeof(float));
         Vec_gemmNT(ga, gb, D, this->khat + (size_t)this->offset[a] * D, D,
                    this->khat + (size_t)this->offset[b] * D, D, cos, n);
-    int *match = xMallocArray((size_t)n, sizeof(int));
-    Assign_maxWeight(cos, n, match);
-    for (int i = 0; i < ga; i++)
-        map[i] = match[i] < gb ? this->offset[b] + match[i] : -1;
-    free(match);
-    free(cos);
-    return map;
+        int *match = xMallocArray((size_t)n, sizeof(int));
+        Assign_maxWeight(cos, n, match);
+        for (int i = 0; i < ga; i++) {
+            if (match[i] < gb) {
+                mapA[i] = this->offset[b] + match[i];
+                mapB[match[i]] = this->offset[a] + i;
+            }
+        }
+        free(match);
+        free(cos);
+    }
+    this->align[a * E + b] = mapA;
+    this->align[b * E + a] = mapB;
 }
 
 /* The cached slot map of b into a (grouped rows or -1, G_a entries); computed here when
@@ -677,10 +695,9 @@ static int *computeAlignment(const Meo *this, int a, int b) {
 static const int *alignedMap(Meo *this, int a, int b) {
     if (a == b)
         return this->pos_map + (size_t)a * this->max_g;
-    int **slot = &this->align[a * this->E + b];
-    if (!*slot)
-        *slot = computeAlignment(this, a, b);
-    return *slot;
+    if (!this->align[a * this->E + b])
+        computeAlignment(this, a, b);
+    return this->align[a * this->E + b];
 }
 
 bool Meo_alignment(Meo *this, int a, int b, int *map) {
@@ -1023,7 +1040,7 @@ static void evalSequence(void *ctx, long q, int worker) {
 }
 
 /* The aligned maps a pass will read, made beforehand (in parallel: each is an O(G^3)
-   assignment, and each writes its own cache slot). */
+   assignment, and each writes its own pair of cache slots). */
 typedef struct AlignJob {
     Meo *meo;
     int *pairs; /* [n][2] */
@@ -1032,8 +1049,7 @@ typedef struct AlignJob {
 static void alignPair(void *ctx, long i, int worker) {
     (void)worker;
     AlignJob *job = ctx;
-    int a = job->pairs[2 * i], b = job->pairs[2 * i + 1];
-    job->meo->align[a * job->meo->E + b] = computeAlignment(job->meo, a, b);
+    computeAlignment(job->meo, job->pairs[2 * i], job->pairs[2 * i + 1]);
 }
 
 static MsStatus prepareAlignment(Meo *this, int k, const Cancel *cancel) {
@@ -1044,8 +1060,9 @@ static MsStatus prepareAlignment(Meo *this, int k, const Cancel *cancel) {
     for (long q = 0; q < this->n_seq; q++) {
         const int *sel = this->order + q * E;
         for (int j = 1; j < k; j++) {
-            int a = sel[0], b = sel[j], slot = a * E + b;
-            if (a == b || this->align[slot] || wanted[slot])
+            int a = sel[0], b = sel[j];
+            int slot = a < b ? a * E + b : b * E + a; /* one assignment per pair */
+            if (a == b || this->align[a * E + b] || wanted[slot])
                 continue;
             wanted[slot] = 1;
             pairs[2 * n] = a;
