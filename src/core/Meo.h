@@ -67,8 +67,8 @@ typedef struct Meo Meo;
 /* A Meo is built in three stages that mirror the knobs, so the batch shares work across
    them: Meo_open (the split: its sequences and the dense output y = w_out h, no b_out,
    made by the first Meo_metrics),
-   Meo_setPartition (token oracle scores, the experts' gathered weights, the cache of aligned
-   slot maps) and Meo_setRouter (each sequence's scores, logits and expert order). L, its
+   Meo_setPartition (token oracle scores, the experts' gathered weights, the caches of aligned
+   slot maps and of pre-activation blocks) and Meo_setRouter (each sequence's scores, logits and expert order). L, its
    buffers, part's router and the router must outlive their use by the Meo. */
 
 /* The split's stage. block_len >= 1 is used only when L has no seq_offsets. MS_ERR_RANGE
