@@ -696,6 +696,181 @@ static void test_errors(void **state) {
     assert_string_equal(MeoSlots_name(MEO_SLOTS_ALIGNED), "aligned");
 }
 
+/* ---- the merged expert computed the direct way ----
+   Meo evaluates the merged expert from the layer's pre-activations (the input side is
+   linear in the merged weights) and merges only the w_out rows in use; here its weights
+   are merged outright (w_in, w_gate, b_in rows and w_out columns, in double) and the FFN
+   is run with them, token by token. Every metric is compared for k = 1..3, both gates and
+   both slot kinds (aligned maps from Meo_alignment, tested on their own above), on a
+   layer whose long sequences span several of Meo's 256-token chunks. */
+
+typedef struct Direct {
+    const RandLayer *r;
+    const int32_t *part;
+    int E, nb[8][32], size[8]; /* each expert's neurons, ascending */
+} Direct;
+
+/* The oracle's token scores and the sequence order, computed as SPEC §4-5 say. */
+static void directOrder(const Direct *d, long t0, long t1, float *s, int *order) {
+    int N = d->r->w.d_ff, E = d->E;
+    double mean[8] = {0};
+    for (long t = t0; t < t1; t++) {
+        double acc[8] = {0};
+        for (int j = 0; j < N; j++)
+            acc[d->part[j]] += fabsf(d->r->h[t * N + j]);
+        for (int e = 0; e < E; e++) {
+            s[(t - t0) * E + e] = (float)acc[e];
+            mean[e] += (float)acc[e];
+        }
+    }
+    float mf[8];
+    for (int e = 0; e < E; e++)
+        mf[e] = (float)(mean[e] / (double)(t1 - t0));
+    TopK_order(mf, E, order);
+    for (int e = 0; e < E; e++) /* the logits, for softmax gates */
+        s[(t1 - t0) * E + e] = mf[e];
+}
+
+/* ||y - yhat|| / ||y|| with y = w_out h (no b_out); -1 when ||y|| = 0. */
+static double relErr(const RandLayer *r, long t, const double *yhat) {
+    int D = r->w.d_model, N = r->w.d_ff;
+    double yy = 0.0, dd = 0.0;
+    for (int c = 0; c < D; c++) {
+        double y = 0.0;
+        for (int j = 0; j < N; j++)
+            y += (double)r->w.w_out[c * N + j] * r->h[t * N + j];
+        yy += y * y;
+        dd += (y - yhat[c]) * (y - yhat[c]);
+    }
+    return yy > 0.0 ? sqrt(dd / yy) : -1.0;
+}
+
+/* The merged expert's output on token t: slot i merges neuron map[q][i] (or nothing) of
+   every selected expert q with gate g[q]. */
+static void directMerged(const RandLayer *r, int k, int G0, int map[][32], const double *g,
+                         long t, double *yhat) {
+    const FfnWeights *w = &r->w;
+    int D = w->d_model, N = w->d_ff;
+    for (int c = 0; c < D; c++)
+        yhat[c] = 0.0;
+    for (int i = 0; i < G0; i++) {
+        double win[8] = {0}, wg[8] = {0}, wout[8] = {0}, b = 0.0;
+        for (int q = 0; q < k; q++) {
+            int j = map[q][i];
+            if (j < 0)
+                continue;
+            b += g[q] * w->b_in[j];
+            for (int c = 0; c < D; c++) {
+                win[c] += g[q] * w->w_in[j * D + c];
+                wg[c] += w->w_gate ? g[q] * w->w_gate[j * D + c] : 0.0;
+                wout[c] += g[q] * w->w_out[c * N + j];
+            }
+        }
+        double up = b, gate = 0.0;
+        for (int c = 0; c < D; c++) {
+            up += win[c] * r->x[t * D + c];
+            gate += wg[c] * r->x[t * D + c];
+        }
+        double hid = w->w_gate ? Activation_apply(w->act, (float)gate) * up
+                               : Activation_apply(w->act, (float)up);
+        for (int c = 0; c < D; c++)
+            yhat[c] += wout[c] * hid;
+    }
+}
+
+static void checkDirect(int D, int N, int E, bool gated, Activation act, float bias) {
+    static const int64_t off[4] = {0, 300, 301, 600};
+    RandLayer r;
+    randLayer(&r, D, N, gated, act);
+    long T = 600;
+    free(r.x);
+    free(r.h);
+    r.x = randArray((size_t)T * D);
+    r.h = xMallocArray((size_t)T * N, sizeof(float));
+    for (int j = 0; j < N; j++)
+        r.w.b_in[j] += bias;
+    assert_int_equal(Ffn_hidden(&r.w, r.x, T, r.h), MS_OK);
+    memcpy(r.offsets, off, sizeof off);
+    r.L = (LayerData){.w = &r.w, .T = T, .x = r.x, .h = r.h, .T_train = 0,
+                      .seq_offsets = r.offsets, .n_seq = 3};
+    Direct d = {.r = &r, .E = E};
+    int32_t *part = randPartition(N, E);
+    d.part = part;
+    for (int j = 0; j < N; j++)
+        d.nb[part[j]][d.size[part[j]]++] = j;
+    Meo *meo = NULL;
+    assert_int_equal(Meo_new(&meo, &r.L, part, E, NULL, SPLIT_ALL, 8, NULL, NULL), MS_OK);
+    Meo_setThreads(meo, 2);
+    float *s = xMallocArray((size_t)(T + 1) * E, sizeof(float));
+    for (int k = 1; k <= 3; k++) {
+        double recall = 0.0, seqsel = 0.0, merged[MEO_GATES][MEO_SLOTS] = {{0}};
+        long nr = 0, ne = 0;
+        for (int q = 0; q < 3; q++) {
+            long t0 = off[q], t1 = off[q + 1];
+            int order[8], map[MEO_SLOTS][3][32];
+            directOrder(&d, t0, t1, s, order);
+            const float *logit = s + (t1 - t0) * E;
+            double soft[3], sum = 0.0, ones[3] = {1, 1, 1};
+            for (int j = 0; j < k; j++)
+                sum += soft[j] = exp((double)logit[order[j]] - logit[order[0]]);
+            for (int j = 0; j < k; j++)
+                soft[j] = (float)(soft[j] / sum); /* Meo's gates are floats */
+            int G0 = d.size[order[0]];
+            for (int j = 0; j < k; j++) {
+                for (int i = 0; i < G0; i++)
+                    map[MEO_SLOTS_POSITION][j][i] = i < d.size[order[j]] ? d.nb[order[j]][i] : -1;
+                assert_true(Meo_alignment(meo, order[0], order[j], map[MEO_SLOTS_ALIGNED][j]));
+            }
+            for (long t = t0; t < t1; t++) {
+                const float *st = s + (t - t0) * E;
+                double tot = 0.0, in = 0.0, ys[8] = {0}, ym[8];
+                for (int e = 0; e < E; e++)
+                    tot += st[e];
+                for (int j = 0; j < k; j++)
+                    in += st[order[j]];
+                if (tot > 0.0) {
+                    recall += in / tot;
+                    nr++;
+                }
+                for (int j = 0; j < k; j++)
+                    for (int i = 0; i < d.size[order[j]]; i++)
+                        for (int c = 0; c < D; c++)
+                            ys[c] += (double)r.w.w_out[c * N + d.nb[order[j]][i]] *
+                                     r.h[t * N + d.nb[order[j]][i]];
+                double e = relErr(&r, t, ys);
+                if (e < 0.0)
+                    continue;
+                seqsel += e;
+                ne++;
+                for (int g = 0; g < MEO_GATES; g++) {
+                    for (int sl = 0; sl < MEO_SLOTS; sl++) {
+                        directMerged(&r, k, G0, map[sl], g == MEO_GATES_SUM ? ones : soft, t, ym);
+                        merged[g][sl] += relErr(&r, t, ym);
+                    }
+                }
+            }
+        }
+        MeoMetrics m;
+        assert_int_equal(Meo_metrics(meo, k, NULL, &m, NULL), MS_OK);
+        assertNear(m.mass_recall, recall / (double)nr, 1e-6);
+        assertNear(m.seqsel_output_rel_err, seqsel / (double)ne, 1e-5);
+        for (int g = 0; g < MEO_GATES; g++)
+            for (int sl = 0; sl < MEO_SLOTS; sl++)
+                assertNear(m.output_rel_err[g][sl], merged[g][sl] / (double)ne, 1e-5);
+        if (k > 1) /* the variants differ, so each one is pinned */
+            assert_true(fabs(m.SUM_POS - m.SOFT_POS) > 1e-3 && fabs(m.SUM_POS - m.SUM_ALI) > 1e-3);
+    }
+    free(s);
+    Meo_delete(meo);
+    free(part);
+    randLayerDone(&r);
+}
+
+static void test_merged_direct(void **state) {
+    checkDirect(6, 26, 4, false, ACTIVATION_RELU, -0.3f); /* unequal experts, sparse */
+    checkDirect(6, 24, 4, true, ACTIVATION_SILU, 0.0f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hand_worked),        cmocka_unit_test(test_unequal_sizes),
@@ -704,7 +879,7 @@ int main(void) {
         cmocka_unit_test(test_offsets_vs_blocks),  cmocka_unit_test(test_aligned_duplicates),
         cmocka_unit_test(test_router_mean_x),      cmocka_unit_test(test_align_cap),
         cmocka_unit_test(test_errors),            cmocka_unit_test(test_stages_and_threads),
-        cmocka_unit_test(test_seqsel_paths),
+        cmocka_unit_test(test_seqsel_paths),       cmocka_unit_test(test_merged_direct),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

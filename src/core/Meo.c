@@ -2,24 +2,42 @@
 moescope - core/Meo.c
 Sequence-level MEO metrics (SPEC §5).
 
-DESIGN: the work is staged by what it depends on. Meo_open: the split's sequences and the
-dense y = w_out h (no b_out) with its row norms, made by the first Meo_metrics on the
-Meo's threads (one axpy per nonzero of h in sparse chunks: ~10x less work than the
-matrix product at 90% sparsity). Meo_setPartition: the token oracle scores
-s[t,e] and their totals, the experts' neuron lists, their w_out columns as contiguous rows
-(for the merge and the unmerged sequence-selection output) and their L2-normalized key rows
-(for aligned slots), and an empty cache of aligned slot maps. Meo_setRouter: each
-sequence's router scores (its mean x through Router_score, or the mean of s for the
-oracle), softmax logits (Router_logits) and expert order (TopK_order, ties to the lower
-index). The batch so pays for y and the alignments once per partition (it releases their
-memory in between), not once per router. Slot maps hold rows of the grouped order.
+DESIGN: the work is staged by what it depends on. Meo_open: the split's sequences. The first
+Meo_metrics after Meo_open or Meo_releasePartition makes the dense y = w_out h (no b_out)
+with its row norms on the Meo's threads. Meo_setPartition: the token oracle scores s[t,e]
+and their totals, the experts' neuron lists, their w_out columns as contiguous rows (for
+the merge and the unmerged sequence-selection output) and their L2-normalized key rows
+(for aligned slots), and empty caches of aligned slot maps and of pre-activation blocks.
+Meo_setRouter: each sequence's router scores (its mean x through Router_score, or the mean
+of s for the oracle), softmax logits (Router_logits) and expert order (TopK_order, ties to
+the lower index). The batch so pays for y, the alignments and the pre-activations once per
+partition (it releases their memory in between), not once per router or k.
+
+The merged expert's input side is linear in the merged weights: slot i's pre-activation on
+token t is sum_q g_q z[t, map_q(i)] with z = x w_in^T + b_in (and zg = x w_gate^T for
+gated layers), so no merged w_in is made. z is kept in the partition's grouped column
+order and made block by block, (sequence, expert) when a selection first needs it, by
+Vec_gemmNT (whose elements are the same bits wherever they sit), so a (router, k, gates,
+slots) variant costs k G additions per token on the input side. The output side merges
+only the w_out rows a sequence's nonzero hidden values multiply. Products with w_out (y,
+the unmerged selection, the merged expert) list each token's nonzeros and multiply them
+64 columns at a time in AVX registers (sparseTimes: the same running sums as one axpy per
+nonzero), or run a matrix product for chunks denser than SPARSE_MAX. An aligned map comes
+from one assignment per expert pair, which serves both directions. Slot maps hold rows of
+the grouped order.
+
 Meo_metrics first makes the aligned maps the selections need (in parallel), then evaluates
 the sequences in parallel, one worker's scratch each: the first k experts of the order are
 the selection; tokens are processed in chunks of CHUNK rows so scratch stays small for long
 sequences. Each sequence keeps its own sums, added in sequence order afterwards, and the
-products run through Vec (not OpenBLAS), so the numbers do not depend on the thread count.
-Merged weights are summed over the selection in rank order, so relabelling experts does
-not change a single float operation.
+products run through Vec or the kernels here (not OpenBLAS), so the numbers do not depend
+on the thread count. Merged values are summed over the selection in rank order and an
+assignment's orientation follows neuron indices, so relabelling experts does not change a
+single float operation.
+
+Memory: z (and zg) hold rows x d_ff floats each and are freed, with y, by
+Meo_releasePartition; each worker's scratch holds a list of up to SPARSE_MAX x CHUNK x d_ff
+nonzeros (1.6 MB at d_ff 3072).
 
 Cost (SPEC §5): L in the merge and router terms is the mean length of the sequences
 actually used (split tokens / sequences), so a short last block raises the cost a little.
@@ -31,6 +49,9 @@ SPDX-License-Identifier: MIT
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include "core/Assign.h"
 #include "core/Cost.h"
@@ -46,10 +67,23 @@ SPDX-License-Identifier: MIT
    axpys' lower speed). */
 #define SPARSE_MAX 0.25
 
+/* Rows of a sparse matrix: row r's nonzeros are (idx[n], val[n]) for n in
+   [start[r], start[r + 1]); out[r] (or r when out is NULL) is where its product goes. */
+typedef struct SparseRows {
+    int rows;
+    int *start, *idx, *out; /* [CHUNK + 1], [cap], [CHUNK] */
+    float *val;             /* [cap] */
+    long cap;               /* SPARSE_MAX of a chunk of d_ff columns */
+} SparseRows;
+
 /* One worker's scratch for Meo_metrics. */
 typedef struct Scratch {
-    float *m_in, *m_gate, *m_b, *m_outT; /* merged [G][D], [G][D], [G], [G][D] */
-    float *hid, *up, *yhat, *part;       /* [CHUNK][G] x2, [CHUNK][D] x2 */
+    float *wrows;                  /* [G][D] one expert's gathered w_in or w_gate rows */
+    float *m_outT;                 /* [G][D] merged w_out columns (the rows in use) */
+    unsigned char *used;           /* [G] slots with a nonzero in the chunk */
+    float *hid, *up, *yhat, *part; /* [CHUNK][G] x2, [CHUNK][D] x2 */
+    SparseRows nz;                 /* the nonzeros multiplied by w_out */
+    SparseRows mix;                /* the merge: slot rows as sums of grouped w_out rows */
 } Scratch;
 
 /* One sequence's sums (added in sequence order after the parallel pass). */
@@ -69,6 +103,11 @@ struct Meo {
     double *y_norm;       /* [rows] */
     bool have_y;
     int threads;
+    /* partition-grouped pre-activations, made block by block (sequence x expert) on first
+       use, freed with y */
+    float *z;             /* [rows][N] x w_in^T + b_in, columns in grouped order */
+    float *zg;            /* [rows][N] x w_gate^T (gated layers) */
+    unsigned char *zdone; /* [n_seq][E] which blocks of z (and zg) are made */
     /* partition (Meo_setPartition) */
     int E;
     float *s;             /* [rows][E] token oracle scores */
@@ -199,6 +238,105 @@ static void scoreSequences(Meo *this) {
     free(xm);
 }
 
+#define TILE 64 /* output columns held in registers by sparseTimes (8 AVX registers) */
+
+/* out[S.out[r]][0..D) = the sum over row r's nonzeros, in list order, of val * M[idx]
+   (S.out NULL: out[r]). Each element is one running sum, as successive Vec_axpy calls on
+   a zeroed row would make it, but held in registers over a tile of TILE columns, so out is
+   written once per tile and M's tile rows come from cache for all the rows. */
+static void sparseTimesPlain(const SparseRows *S, const float *restrict M, int D,
+                             float *restrict out) {
+    for (int c0 = 0; c0 < D; c0 += TILE) {
+        int w = D - c0 < TILE ? D - c0 : TILE;
+        for (int r = 0; r < S->rows; r++) {
+            float acc[TILE] = {0};
+            for (int n = S->start[r]; n < S->start[r + 1]; n++) {
+                const float *m = M + (size_t)S->idx[n] * D + c0;
+                for (int j = 0; j < w; j++)
+                    acc[j] += S->val[n] * m[j];
+            }
+            memcpy(out + (size_t)(S->out ? S->out[r] : r) * D + c0, acc,
+                   (size_t)w * sizeof(float));
+        }
+    }
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#define FMA8(i) a##i = _mm256_fmadd_ps(v, _mm256_loadu_ps(m + 8 * (i)), a##i)
+#define STORE8(i) _mm256_storeu_ps(o + 8 * (i), a##i)
+
+/* sparseTimesPlain with fused multiply-adds: 64-column tiles in 8 registers, then 8-column
+   tiles, then single columns (fmaf: the same arithmetic in every column). */
+__attribute__((target("avx2,fma"))) static void sparseTimesAvx2(const SparseRows *S,
+                                                                 const float *restrict M, int D,
+                                                                 float *restrict out) {
+    int c0 = 0;
+    for (; c0 + TILE <= D; c0 += TILE) {
+        for (int r = 0; r < S->rows; r++) {
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0,
+                   a6 = a0, a7 = a0;
+            for (int n = S->start[r]; n < S->start[r + 1]; n++) {
+                const float *m = M + (size_t)S->idx[n] * D + c0;
+                __m256 v = _mm256_set1_ps(S->val[n]);
+                FMA8(0);
+                FMA8(1);
+                FMA8(2);
+                FMA8(3);
+                FMA8(4);
+                FMA8(5);
+                FMA8(6);
+                FMA8(7);
+            }
+            float *o = out + (size_t)(S->out ? S->out[r] : r) * D + c0;
+            STORE8(0);
+            STORE8(1);
+            STORE8(2);
+            STORE8(3);
+            STORE8(4);
+            STORE8(5);
+            STORE8(6);
+            STORE8(7);
+        }
+    }
+    for (; c0 + 8 <= D; c0 += 8) {
+        for (int r = 0; r < S->rows; r++) {
+            __m256 a0 = _mm256_setzero_ps();
+            for (int n = S->start[r]; n < S->start[r + 1]; n++) {
+                const float *m = M + (size_t)S->idx[n] * D + c0;
+                __m256 v = _mm256_set1_ps(S->val[n]);
+                FMA8(0);
+            }
+            float *o = out + (size_t)(S->out ? S->out[r] : r) * D + c0;
+            STORE8(0);
+        }
+    }
+    for (; c0 < D; c0++) {
+        for (int r = 0; r < S->rows; r++) {
+            float a = 0.0f;
+            for (int n = S->start[r]; n < S->start[r + 1]; n++)
+                a = __builtin_fmaf(S->val[n], M[(size_t)S->idx[n] * D + c0], a);
+            out[(size_t)(S->out ? S->out[r] : r) * D + c0] = a;
+        }
+    }
+}
+#endif
+
+static void sparseTimes(const SparseRows *S, const float *M, int D, float *out) {
+#if defined(__GNUC__) && defined(__x86_64__)
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        sparseTimesAvx2(S, M, D, out);
+        return;
+    }
+#endif
+    sparseTimesPlain(S, M, D, out);
+}
+
+/* The most nonzeros a chunk of c rows of cols columns may have to be multiplied as
+   SparseRows (SPARSE_MAX of it); denser chunks run a matrix product. */
+static long sparseLimit(int c, long cols) {
+    return (long)(SPARSE_MAX * (double)c * (double)cols);
+}
+
 /* Whether fewer than SPARSE_MAX of v[0..n) are nonzero. */
 static bool isSparse(const float *v, size_t n) {
     size_t nonzero = 0;
@@ -224,8 +362,30 @@ static void addProduct(const float *hid, int c, int g, const float *wT, int D, f
                 Vec_axpy(D, hid[(size_t)r * g + i], wT + (size_t)i * D, yhat + (size_t)r * D);
 }
 
-/* The dense output of a chunk of the split's rows and their norms: in sparse chunks one
-   axpy per nonzero of h, in neuron index order, on the partition's grouped w_out columns
+/* h's nonzeros of c rows of N columns as SparseRows on the grouped rows row[j], in neuron
+   index order; false when the chunk is too dense. */
+static bool gatherH(SparseRows *S, const float *h, int c, int N, const int *row) {
+    long limit = sparseLimit(c, N);
+    int n = 0;
+    S->rows = c;
+    S->out = NULL;
+    S->start[0] = 0;
+    for (int r = 0; r < c; r++, h += N) {
+        for (int j = 0; j < N; j++) {
+            if (h[j] == 0.0f)
+                continue;
+            if (n >= limit)
+                return false;
+            S->idx[n] = row[j];
+            S->val[n++] = h[j];
+        }
+        S->start[r + 1] = n;
+    }
+    return true;
+}
+
+/* The dense output of a chunk of the split's rows and their norms: in sparse chunks the
+   nonzeros of h, in neuron index order, times the partition's grouped w_out columns
    (row[j] says where neuron j's is, so no other copy of w_out is needed); in dense
    chunks a matrix product with w_out itself. Neither depends on the partition's
    grouping, so y is the same bits whichever partition it is made under. */
@@ -235,7 +395,6 @@ typedef struct DenseJob {
 } DenseJob;
 
 static void denseChunk(void *ctx, long chunk, int worker) {
-    (void)worker;
     const DenseJob *job = ctx;
     Meo *this = job->meo;
     int D = this->D, N = this->N;
@@ -243,16 +402,11 @@ static void denseChunk(void *ctx, long chunk, int worker) {
     int c = (int)(this->rows - t0 < CHUNK ? this->rows - t0 : CHUNK);
     const float *h = this->L->h + (size_t)(this->row0 + t0) * N;
     float *y = this->y + (size_t)t0 * D;
-    if (!isSparse(h, (size_t)c * N)) {
+    SparseRows *S = &this->scratch[worker].nz;
+    if (gatherH(S, h, c, N, job->row))
+        sparseTimes(S, this->w_outT, D, y);
+    else
         Vec_gemmNT(c, D, N, h, N, this->w->w_out, N, y, D);
-    } else {
-        memset(y, 0, (size_t)c * D * sizeof(float));
-        for (int r = 0; r < c; r++)
-            for (int j = 0; j < N; j++)
-                if (h[(size_t)r * N + j] != 0.0f)
-                    Vec_axpy(D, h[(size_t)r * N + j], this->w_outT + (size_t)job->row[j] * D,
-                             y + (size_t)r * D);
-    }
     for (int r = 0; r < c; r++)
         this->y_norm[t0 + r] = sqrt(Vec_sumSquares(D, y + (size_t)r * D));
 }
@@ -364,10 +518,16 @@ void Meo_setThreads(Meo *this, int threads) {
 static void freeScratch(Meo *this) {
     for (int i = 0; i < this->n_scratch; i++) {
         Scratch *s = &this->scratch[i];
-        free(s->m_in);
-        free(s->m_gate);
-        free(s->m_b);
+        free(s->wrows);
         free(s->m_outT);
+        free(s->used);
+        free(s->nz.start);
+        free(s->nz.idx);
+        free(s->nz.val);
+        free(s->mix.start);
+        free(s->mix.idx);
+        free(s->mix.val);
+        free(s->mix.out);
         free(s->hid);
         free(s->up);
         free(s->yhat);
@@ -387,10 +547,17 @@ static void ensureScratch(Meo *this) {
     this->n_scratch = this->threads;
     for (int i = 0; i < this->n_scratch; i++) {
         Scratch *s = &this->scratch[i];
-        s->m_in = xMallocArray(G * D, sizeof(float));
-        s->m_gate = xMallocArray(G * D, sizeof(float));
-        s->m_b = xMallocArray(G, sizeof(float));
+        s->wrows = xMallocArray(G * D, sizeof(float));
         s->m_outT = xMallocArray(G * D, sizeof(float));
+        s->used = xMallocArray(G, 1);
+        s->nz.cap = sparseLimit(CHUNK, this->N) + 1;
+        s->nz.start = xMallocArray(CHUNK + 1, sizeof(int));
+        s->nz.idx = xMallocArray((size_t)s->nz.cap, sizeof(int));
+        s->nz.val = xMallocArray((size_t)s->nz.cap, sizeof(float));
+        s->mix.start = xMallocArray(G + 1, sizeof(int));
+        s->mix.out = xMallocArray(G, sizeof(int));
+        s->mix.idx = xMallocArray((size_t)this->N, sizeof(int));
+        s->mix.val = xMallocArray((size_t)this->N, sizeof(float));
         s->hid = xMallocArray(G * CHUNK, sizeof(float));
         s->up = xMallocArray(G * CHUNK, sizeof(float));
         s->yhat = xMallocArray(D * CHUNK, sizeof(float));
@@ -398,8 +565,13 @@ static void ensureScratch(Meo *this) {
     }
 }
 
-/* Drops what belongs to the partition (and so to the router). */
+/* Drops what belongs to the partition (and so to the router): z is in its grouped order. */
 static void clearPartition(Meo *this) {
+    free(this->z);
+    free(this->zg);
+    free(this->zdone);
+    this->z = this->zg = NULL;
+    this->zdone = NULL;
     if (this->align)
         for (int i = 0; i < this->E * this->E; i++)
             free(this->align[i]);
@@ -497,25 +669,43 @@ void Meo_delete(Meo *this) {
     free(this);
 }
 
-/* Max-weight assignment of b's neurons to a's slots on the cosine of their key rows;
-   the square matrix is padded with zero weights when the sizes differ. */
-static int *computeAlignment(const Meo *this, int a, int b) {
-    int ga = expertSize(this, a), gb = expertSize(this, b), D = this->D;
-    int n = ga > gb ? ga : gb;
-    int *map = xMallocArray((size_t)(ga > 0 ? ga : 1), sizeof(int));
-    if (n == 0)
-        return map;
-    float *cos = xCalloc((size_t)n * n, sizeof(float));
-    if (ga > 0 && gb > 0)
+/* The slot maps of b into a and of a into b (a != b), from one max-weight assignment
+   between their neurons on the cosine of their key rows (the square matrix padded with
+   zero weights when the sizes differ): a matching serves both directions, so one
+   assignment is solved per pair, with the rows of the expert holding the lower neuron
+   index (an order that relabelling experts does not change). */
+static void computeAlignment(Meo *this, int a, int b) {
+    int E = this->E, D = this->D;
+    if (expertSize(this, a) > 0 && expertSize(this, b) > 0 &&
+        this->neuron[this->offset[b]] < this->neuron[this->offset[a]]) {
+        int t = a;
+        a = b;
+        b = t;
+    }
+    int ga = expertSize(this, a), gb = expertSize(this, b), n = ga > gb ? ga : gb;
+    int *mapA = xMallocArray((size_t)(ga > 0 ? ga : 1), sizeof(int));
+    int *mapB = xMallocArray((size_t)(gb > 0 ? gb : 1), sizeof(int));
+    for (int i = 0; i < ga; i++)
+        mapA[i] = -1;
+    for (int j = 0; j < gb; j++)
+        mapB[j] = -1;
+    if (ga > 0 && gb > 0) {
+        float *cos = xCalloc((size_t)n * n, sizeof(float));
         Vec_gemmNT(ga, gb, D, this->khat + (size_t)this->offset[a] * D, D,
                    this->khat + (size_t)this->offset[b] * D, D, cos, n);
-    int *match = xMallocArray((size_t)n, sizeof(int));
-    Assign_maxWeight(cos, n, match);
-    for (int i = 0; i < ga; i++)
-        map[i] = match[i] < gb ? this->offset[b] + match[i] : -1;
-    free(match);
-    free(cos);
-    return map;
+        int *match = xMallocArray((size_t)n, sizeof(int));
+        Assign_maxWeight(cos, n, match);
+        for (int i = 0; i < ga; i++) {
+            if (match[i] < gb) {
+                mapA[i] = this->offset[b] + match[i];
+                mapB[match[i]] = this->offset[a] + i;
+            }
+        }
+        free(match);
+        free(cos);
+    }
+    this->align[a * E + b] = mapA;
+    this->align[b * E + a] = mapB;
 }
 
 /* The cached slot map of b into a (grouped rows or -1, G_a entries); computed here when
@@ -523,10 +713,9 @@ static int *computeAlignment(const Meo *this, int a, int b) {
 static const int *alignedMap(Meo *this, int a, int b) {
     if (a == b)
         return this->pos_map + (size_t)a * this->max_g;
-    int **slot = &this->align[a * this->E + b];
-    if (!*slot)
-        *slot = computeAlignment(this, a, b);
-    return *slot;
+    if (!this->align[a * this->E + b])
+        computeAlignment(this, a, b);
+    return this->align[a * this->E + b];
 }
 
 bool Meo_alignment(Meo *this, int a, int b, int *map) {
@@ -536,32 +725,6 @@ bool Meo_alignment(Meo *this, int a, int b, int *map) {
     for (int i = 0; i < expertSize(this, a); i++)
         map[i] = m[i] < 0 ? -1 : this->neuron[m[i]];
     return true;
-}
-
-/* W' = sum_q g[q] W[maps[q]] into the merged scratch, G0 slots (rank order). */
-static void mergeWeights(const Meo *this, Scratch *sc, int k, const float *g,
-                         const int *const *maps, int G0) {
-    const FfnWeights *w = this->w;
-    int D = this->D;
-    memset(sc->m_in, 0, (size_t)G0 * D * sizeof(float));
-    if (w->w_gate)
-        memset(sc->m_gate, 0, (size_t)G0 * D * sizeof(float));
-    memset(sc->m_b, 0, (size_t)G0 * sizeof(float));
-    memset(sc->m_outT, 0, (size_t)G0 * D * sizeof(float));
-    for (int q = 0; q < k; q++) {
-        for (int i = 0; i < G0; i++) {
-            int row = maps[q][i];
-            if (row < 0)
-                continue;
-            size_t j = (size_t)this->neuron[row];
-            Vec_axpy(D, g[q], w->w_in + j * D, sc->m_in + (size_t)i * D);
-            if (w->w_gate)
-                Vec_axpy(D, g[q], w->w_gate + j * D, sc->m_gate + (size_t)i * D);
-            if (w->b_in)
-                sc->m_b[i] += g[q] * w->b_in[j];
-            Vec_axpy(D, g[q], this->w_outT + (size_t)row * D, sc->m_outT + (size_t)i * D);
-        }
-    }
 }
 
 /* Sum over the chunk's tokens of ||y - yhat|| / ||y|| (tokens with ||y|| = 0 skipped).
@@ -584,46 +747,201 @@ static double chunkError(const Meo *this, Scratch *sc, long t0, int c, long *cou
     return sum;
 }
 
-/* out[c][n] = x[c][D] W^T + bias (W is [n][D]), through Vec so that workers never share
-   OpenBLAS's thread pool and the bits do not depend on the thread count. */
-static void linear(const float *x, int c, const float *W, const float *bias, int D, int n,
-                   float *out) {
-    Vec_gemmNT(c, n, D, x, D, W, D, out, n);
-    if (bias)
-        for (int r = 0; r < c; r++)
-            for (int i = 0; i < n; i++)
-                out[(size_t)r * n + i] += bias[i];
+/* Allocates z (and zg) and marks every block not made, after Meo_setPartition or
+   Meo_releasePartition. */
+static MsStatus ensurePre(Meo *this) {
+    if (this->zdone)
+        return MS_OK;
+    size_t R = (size_t)this->rows, N = (size_t)this->N;
+    this->z = tryMallocArray(R * N, sizeof(float));
+    if (this->w->w_gate)
+        this->zg = tryMallocArray(R * N, sizeof(float));
+    this->zdone = tryCallocArray((size_t)this->n_seq * this->E, 1);
+    if (!this->z || (this->w->w_gate && !this->zg) || !this->zdone) {
+        free(this->z);
+        free(this->zg);
+        free(this->zdone);
+        this->z = this->zg = NULL;
+        this->zdone = NULL;
+        return MS_ERR_NOMEM;
+    }
+    return MS_OK;
 }
 
-/* yhat of the merged expert (G0 slots) on tokens [t0, t0 + c) of the split. */
-static void runMerged(const Meo *this, Scratch *sc, int G0, long t0, int c) {
+/* z[t][o + i] = x_t . W[neuron[o + i]] (+ bias) for tokens [t0, t1) and g columns from o. */
+static void fillBlock(const Meo *this, Scratch *sc, const float *W, const float *bias, float *z,
+                      int o, int g, long t0, long t1) {
     int D = this->D;
-    const float *x = this->L->x + (size_t)(this->row0 + t0) * D;
+    size_t N = (size_t)this->N;
+    for (int i = 0; i < g; i++)
+        memcpy(sc->wrows + (size_t)i * D, W + (size_t)this->neuron[o + i] * D,
+               (size_t)D * sizeof(float));
+    Vec_gemmNT((int)(t1 - t0), g, D, this->L->x + (size_t)(this->row0 + t0) * D, D, sc->wrows,
+               D, z + (size_t)t0 * N + o, (long)N);
+    if (bias)
+        for (long t = t0; t < t1; t++)
+            for (int i = 0; i < g; i++)
+                z[(size_t)t * N + o + i] += bias[this->neuron[o + i]];
+}
+
+/* Makes sequence q's block of z (and zg) on expert e's columns unless made: blocks belong
+   to their sequence's worker, and Vec_gemmNT computes every element the same way wherever
+   it sits, so a block's bits do not depend on who asks first (router, k or thread). */
+static void ensureBlock(const Meo *this, Scratch *sc, long q, int e) {
+    unsigned char *done = &this->zdone[q * this->E + e];
+    if (*done)
+        return;
+    *done = 1;
+    int o = this->offset[e], g = expertSize(this, e);
+    long t0 = this->seq[q], t1 = this->seq[q + 1];
+    if (g == 0)
+        return;
+    fillBlock(this, sc, this->w->w_in, this->w->b_in, this->z, o, g, t0, t1);
+    if (this->w->w_gate)
+        fillBlock(this, sc, this->w->w_gate, NULL, this->zg, o, g, t0, t1);
+}
+
+/* The merged expert's pre-activations on c tokens from z's row pointer zr: slot i is
+   sum_q g[q] z[maps[q][i]] in rank order (maps[0] is the first expert's own, never -1). */
+static void mergedPre(const float *zr, size_t N, int k, const float *g, const int *const *maps,
+                      int G0, int c, float *out) {
+    for (int r = 0; r < c; r++, zr += N, out += G0) {
+        const int *m0 = maps[0];
+        for (int i = 0; i < G0; i++)
+            out[i] = g[0] * zr[m0[i]];
+        for (int q = 1; q < k; q++) {
+            const int *m = maps[q];
+            float gq = g[q];
+            for (int i = 0; i < G0; i++)
+                if (m[i] >= 0)
+                    out[i] += gq * zr[m[i]];
+        }
+    }
+}
+
+/* The merged hidden's nonzeros as SparseRows on slots, marking the slots they use
+   (used[i] 0 -> 1; 2 stays: merged already); false when the chunk is too dense. */
+static bool gatherHidden(SparseRows *S, const float *hid, int c, int G0, unsigned char *used) {
+    long limit = sparseLimit(c, G0);
+    int n = 0;
+    S->rows = c;
+    S->out = NULL;
+    S->start[0] = 0;
+    for (int r = 0; r < c; r++, hid += G0) {
+        for (int i = 0; i < G0; i++) {
+            if (hid[i] == 0.0f)
+                continue;
+            if (n >= limit)
+                return false;
+            S->idx[n] = i;
+            S->val[n++] = hid[i];
+            used[i] |= !used[i];
+        }
+        S->start[r + 1] = n;
+    }
+    return true;
+}
+
+/* Merges the slots of the merged w_out columns that are wanted (used[i] == 1, or all not
+   yet merged) and not merged yet: row i = sum_q g[q] w_outT[maps[q][i]] in rank order. */
+static void mergeOut(const Meo *this, Scratch *sc, int k, const float *g, const int *const *maps,
+                     int G0, bool all) {
+    SparseRows *S = &sc->mix;
+    int n = 0, r = 0;
+    S->start[0] = 0;
+    for (int i = 0; i < G0; i++) {
+        if (sc->used[i] == 2 || (!all && sc->used[i] == 0))
+            continue;
+        sc->used[i] = 2;
+        S->out[r] = i;
+        for (int q = 0; q < k; q++) {
+            if (maps[q][i] < 0)
+                continue;
+            S->idx[n] = maps[q][i];
+            S->val[n++] = g[q];
+        }
+        S->start[++r] = n;
+    }
+    S->rows = r;
+    if (r > 0)
+        sparseTimes(S, this->w_outT, this->D, sc->m_outT);
+}
+
+/* yhat[c][D] = hid[c][G0] times the merged w_out columns. A sparse chunk merges only the
+   slots its nonzeros multiply (a slot no token of the sequence uses is never merged) and
+   multiplies its nonzeros; a dense chunk merges every slot and runs a matrix product. */
+static void mergedOutput(const Meo *this, Scratch *sc, int k, const float *g,
+                         const int *const *maps, int G0, int c) {
+    bool sparse = gatherHidden(&sc->nz, sc->hid, c, G0, sc->used);
+    mergeOut(this, sc, k, g, maps, G0, !sparse);
+    if (sparse)
+        sparseTimes(&sc->nz, sc->m_outT, this->D, sc->yhat);
+    else
+        Vec_gemmNN(c, this->D, G0, sc->hid, G0, sc->m_outT, this->D, sc->yhat, this->D);
+}
+
+/* yhat of the merged expert (G0 slots, gates g, slot maps) on tokens [t0, t0 + c). */
+static void runMerged(const Meo *this, Scratch *sc, int k, const float *g,
+                      const int *const *maps, int G0, long t0, int c) {
     const FfnWeights *w = this->w;
-    size_t n = (size_t)c * G0;
-    const float *b = w->b_in ? sc->m_b : NULL;
+    size_t N = (size_t)this->N, n = (size_t)c * G0;
     if (G0 == 0) {
-        memset(sc->yhat, 0, (size_t)c * D * sizeof(float));
+        memset(sc->yhat, 0, (size_t)c * this->D * sizeof(float));
         return;
     }
     if (!w->w_gate) {
-        linear(x, c, sc->m_in, b, D, G0, sc->hid);
+        mergedPre(this->z + (size_t)t0 * N, N, k, g, maps, G0, c, sc->hid);
         Activation_applyArray(w->act, sc->hid, (long)n);
     } else {
-        linear(x, c, sc->m_gate, NULL, D, G0, sc->hid);
+        mergedPre(this->zg + (size_t)t0 * N, N, k, g, maps, G0, c, sc->hid);
         Activation_applyArray(w->act, sc->hid, (long)n);
-        linear(x, c, sc->m_in, b, D, G0, sc->up);
+        mergedPre(this->z + (size_t)t0 * N, N, k, g, maps, G0, c, sc->up);
         for (size_t i = 0; i < n; i++)
             sc->hid[i] *= sc->up[i];
     }
-    memset(sc->yhat, 0, (size_t)c * D * sizeof(float));
-    addProduct(sc->hid, c, G0, sc->m_outT, D, sc->yhat, sc->part);
+    mergedOutput(this, sc, k, g, maps, G0, c);
+}
+
+/* The selected experts' nonzeros of h times their gates as SparseRows on grouped rows,
+   experts in rank order; false when the chunk is too dense. */
+static bool gatherSelected(const Meo *this, SparseRows *S, int k, const int *sel,
+                           const float *gate, long t0, int c) {
+    int N = this->N;
+    long cols = 0;
+    for (int q = 0; q < k; q++)
+        cols += expertSize(this, sel[q]);
+    long limit = sparseLimit(c, cols);
+    int n = 0;
+    S->rows = c;
+    S->out = NULL;
+    S->start[0] = 0;
+    const float *h = this->L->h + (size_t)(this->row0 + t0) * N;
+    for (int r = 0; r < c; r++, h += N) {
+        for (int q = 0; q < k; q++) {
+            int o = this->offset[sel[q]], g = expertSize(this, sel[q]);
+            for (int i = 0; i < g; i++) {
+                float v = gate[q] * h[this->neuron[o + i]];
+                if (v == 0.0f)
+                    continue;
+                if (n >= limit)
+                    return false;
+                S->idx[n] = o + i;
+                S->val[n++] = v;
+            }
+        }
+        S->start[r + 1] = n;
+    }
+    return true;
 }
 
 /* yhat of the selected experts kept unmerged (h masked, times gates) on a chunk. */
 static void runSelected(const Meo *this, Scratch *sc, int k, const int *sel, const float *gate,
                         long t0, int c) {
     int D = this->D, N = this->N;
+    if (gatherSelected(this, &sc->nz, k, sel, gate, t0, c)) {
+        sparseTimes(&sc->nz, this->w_outT, D, sc->yhat);
+        return;
+    }
     const float *h = this->L->h + (size_t)(this->row0 + t0) * N;
     memset(sc->yhat, 0, (size_t)c * D * sizeof(float));
     for (int q = 0; q < k; q++) {
@@ -663,13 +981,15 @@ static void addRecall(const Meo *this, long q, int k, SeqSums *acc) {
     }
 }
 
-/* Sum of the merged expert's token errors over sequence q (weights already merged). */
-static double mergedError(const Meo *this, Scratch *sc, long q, int G0) {
+/* Sum of the merged expert's token errors over sequence q. */
+static double mergedError(const Meo *this, Scratch *sc, long q, int k, const float *g,
+                          const int *const *maps, int G0) {
     long t0 = this->seq[q], t1 = this->seq[q + 1], counted = 0;
     double sum = 0.0;
+    memset(sc->used, 0, (size_t)G0);
     for (long c0 = t0; c0 < t1; c0 += CHUNK) {
         int c = (int)(t1 - c0 < CHUNK ? t1 - c0 : CHUNK);
-        runMerged(this, sc, G0, c0, c);
+        runMerged(this, sc, k, g, maps, G0, c0, c);
         sum += chunkError(this, sc, c0, c, &counted);
     }
     return sum;
@@ -701,6 +1021,8 @@ static void evalSequence(void *ctx, long q, int worker) {
     long t0 = this->seq[q], t1 = this->seq[q + 1];
     memset(acc, 0, sizeof *acc);
     addRecall(this, q, k, acc);
+    for (int j = 0; j < k; j++)
+        ensureBlock(this, sc, q, sel[j]);
     float gate[k], soft[k], ones[k];
     const int *maps[k];
     for (int j = 0; j < k; j++) {
@@ -727,8 +1049,8 @@ static void evalSequence(void *ctx, long q, int worker) {
                 acc->merged[g][s] = first;
                 continue;
             }
-            mergeWeights(this, sc, k, g == MEO_GATES_SUM ? ones : soft, maps, G0);
-            acc->merged[g][s] = mergedError(this, sc, q, G0);
+            acc->merged[g][s] =
+                mergedError(this, sc, q, k, g == MEO_GATES_SUM ? ones : soft, maps, G0);
             if (k == 1)
                 first = acc->merged[g][s];
         }
@@ -736,7 +1058,7 @@ static void evalSequence(void *ctx, long q, int worker) {
 }
 
 /* The aligned maps a pass will read, made beforehand (in parallel: each is an O(G^3)
-   assignment, and each writes its own cache slot). */
+   assignment, and each writes its own pair of cache slots). */
 typedef struct AlignJob {
     Meo *meo;
     int *pairs; /* [n][2] */
@@ -745,8 +1067,7 @@ typedef struct AlignJob {
 static void alignPair(void *ctx, long i, int worker) {
     (void)worker;
     AlignJob *job = ctx;
-    int a = job->pairs[2 * i], b = job->pairs[2 * i + 1];
-    job->meo->align[a * job->meo->E + b] = computeAlignment(job->meo, a, b);
+    computeAlignment(job->meo, job->pairs[2 * i], job->pairs[2 * i + 1]);
 }
 
 static MsStatus prepareAlignment(Meo *this, int k, const Cancel *cancel) {
@@ -757,8 +1078,9 @@ static MsStatus prepareAlignment(Meo *this, int k, const Cancel *cancel) {
     for (long q = 0; q < this->n_seq; q++) {
         const int *sel = this->order + q * E;
         for (int j = 1; j < k; j++) {
-            int a = sel[0], b = sel[j], slot = a * E + b;
-            if (a == b || this->align[slot] || wanted[slot])
+            int a = sel[0], b = sel[j];
+            int slot = a < b ? a * E + b : b * E + a; /* one assignment per pair */
+            if (a == b || this->align[a * E + b] || wanted[slot])
                 continue;
             wanted[slot] = 1;
             pairs[2 * n] = a;
@@ -804,6 +1126,11 @@ MsStatus Meo_metrics(Meo *this, int k, const Cancel *cancel, MeoMetrics *out, ch
         setCause(cause, "out of memory for MEO's dense output (%zu bytes)",
                  (size_t)this->rows * (this->D + 2) * sizeof(float));
         return st;
+    }
+    if (st == MS_OK && ensurePre(this) != MS_OK) {
+        setCause(cause, "out of memory for MEO's pre-activations (%zu bytes)",
+                 (size_t)this->rows * this->N * (this->w->w_gate ? 2 : 1) * sizeof(float));
+        return MS_ERR_NOMEM;
     }
     if (st == MS_OK && aligned)
         st = prepareAlignment(this, k, cancel);
