@@ -321,13 +321,14 @@ static int runSummary(Dump *dump, double target) {
     return 0;
 }
 
-/* The engine allocates and frees the same large buffers (MiBs to tens of MiBs) for every
-   partition and layer. By default glibc gives each back to the kernel and the next one is
-   faulted in as fresh zeroed pages: a batch spent about a second of system time per layer
-   on that. Buffers under 256 MiB now stay in the heap for reuse; the few larger ones (a
-   layer's x and h) are reused by the loader itself. */
+/* The engine allocates and frees the same buffers (MiBs) for every partition and layer.
+   By default glibc gives many of them back to the kernel, and the next one is faulted in
+   as fresh zeroed pages: a batch spent about a second of system time per layer on that.
+   Buffers under 16 MiB now stay in the heap for reuse. Larger ones (the co-activation
+   counts, MEO's pre-activations, a layer's x and h) are still unmapped when freed: kept,
+   they would add to the peak that the batch's memory target bounds. */
 static void keepFreedMemory(void) {
-    mallopt(M_MMAP_THRESHOLD, 256 << 20);
+    mallopt(M_MMAP_THRESHOLD, 16 << 20);
     mallopt(M_TRIM_THRESHOLD, INT_MAX);
 }
 
