@@ -13,7 +13,9 @@ multiplies instead of d_model) before the output sgemm, whose rows are added int
 Timing: both paths run with buffers allocated (and touched) before the clock starts, so
 neither side pays for allocation or page faults; the dense side repeats Ffn.c's cblas
 calls with that scratch. Each path is run until its timed runs add up to the budget, so
-slow paths (a large batch at a large k) run once and fast ones up to max_reps times.
+slow paths (a large batch at a large k) run once and fast ones up to max_reps times. Only
+the one-token paths get an untimed warm-up run: their weights can stay in cache from one
+token to the next, the batch paths' are streamed from memory on every run.
 SPDX-License-Identifier: MIT
 */
 #include "config.h"
@@ -422,9 +424,15 @@ MsStatus MoeKernel_timeDense(const FfnWeights *w, const float *x, long n,
         st = MS_ERR_NOMEM;
         goto done;
     }
+    /* Like the MoE batch (see MoeKernel_time), the batch runs without a warm-up once its
+       scratch has been touched: it streams the weights from memory either way. */
+    memset(d.h, 0, (size_t)rows * N * sizeof(float));
+    if (d.up)
+        memset(d.up, 0, (size_t)rows * N * sizeof(float));
+    memset(d.y, 0, (size_t)rows * D * sizeof(float));
     d.rows = out->batch_tokens;
     if (d.rows > 0)
-        st = timeWork(denseBatch, &d, opt, cancel, true, &out->batch_s, &out->batch_reps);
+        st = timeWork(denseBatch, &d, opt, cancel, false, &out->batch_s, &out->batch_reps);
     d.rows = out->token_tokens;
     if (st == MS_OK && d.rows > 0) {
         st = timeWork(denseTokens, &d, opt, cancel, true, &out->token_s, &out->token_reps);
@@ -479,8 +487,8 @@ MsStatus MoeKernel_time(MoeKernel *this, const float *x, long n, int k, const in
         return MS_ERR_NOMEM;
     }
     /* The routing is checked and the scratch reserved and touched before the clock, so the
-       first batch run is timed as well: the kernel's weights were just gathered (they are
-       no colder than for a second run), and a separate warm-up would double the cost of
+       first batch run is timed as well: a batch streams the experts' weights from memory
+       on every run, so a warm-up run would not change it, and it would double the cost of
        the many measurements a batch makes. */
     MsStatus st = checkRouting(this, rows, k, sel, cause);
     if (st == MS_OK && k > 0)

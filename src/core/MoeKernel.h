@@ -56,8 +56,9 @@ typedef struct MoeTimingOptions {
     long token_tokens; /* tokens run one at a time, from the first (default 256) */
     double budget_s;   /* seconds of timed runs per path (default 0.1): runs are repeated
                           until their times add up to the budget, at least once and at
-                          most max_reps times, and the median is reported; every path
-                          but the MoE batch has an untimed warm-up run first */
+                          most max_reps times, and the median is reported; the one-
+                          token paths have an untimed warm-up run first (their weights
+                          can sit in cache), the batch paths do not */
     int max_reps;      /* default 5 */
 } MoeTimingOptions;
 
