@@ -355,6 +355,7 @@ int main(int argc, char **argv) {
         BatchConfig_done(&cli.config);
         die(Status_exitCode(st), cause);
     }
+    Dump_setReadThreads(dump, cli.config.threads);
     if (Dump_formatAssumed(dump))
         fprintf(stderr, "moescope: warning: no moescope_format attribute; assuming format 1\n");
 

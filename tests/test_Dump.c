@@ -19,6 +19,7 @@ SPDX-License-Identifier: MIT
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "io/DirectRows.h"
 #include "io/Dump.h"
 #include "io/H5Util.h"
 #include "util/XUtils.h" /* before cmocka.h, which defines a fail() macro */
@@ -300,15 +301,20 @@ static void checkRows(Dump *d, const char *refCase, int i, DumpMember member) {
     /* 600 rows of f2large exceed the loader's float16 scratch (H5UTIL_HALF_SCRATCH) */
     static const long blocks[] = {1, 3, 7, 10, 13, 64, 600};
     float *pieces = xMallocArray(n, sizeof(float));
-    for (size_t b = 0; b < sizeof blocks / sizeof blocks[0]; b++) {
-        memset(pieces, 0xff, n * sizeof(float));
-        for (long r = 0; r < L->n_tokens; r += blocks[b]) {
-            long k = L->n_tokens - r < blocks[b] ? L->n_tokens - r : blocks[b];
-            if (Dump_readRows(d, i, member, r, k, pieces + (size_t)r * width, &cause) != MS_OK)
-                fail_msg("%s: readRows block: %s", refCase, cause);
+    for (int threads = 1; threads <= 3; threads += 2) {
+        Dump_setReadThreads(d, threads);
+        for (size_t b = 0; b < sizeof blocks / sizeof blocks[0]; b++) {
+            memset(pieces, 0xff, n * sizeof(float));
+            for (long r = 0; r < L->n_tokens; r += blocks[b]) {
+                long k = L->n_tokens - r < blocks[b] ? L->n_tokens - r : blocks[b];
+                if (Dump_readRows(d, i, member, r, k, pieces + (size_t)r * width, &cause) !=
+                    MS_OK)
+                    fail_msg("%s: readRows block: %s", refCase, cause);
+            }
+            assert_memory_equal(pieces, all, n * sizeof(float));
         }
-        assert_memory_equal(pieces, all, n * sizeof(float));
     }
+    Dump_setReadThreads(d, 1);
     free(pieces);
     free(all);
 }
@@ -779,6 +785,61 @@ static void test_crashGuard(void **state) {
     Dump_setCrashGuard(true, 0);
 }
 
+/* Which datasets io/DirectRows reads itself (the rest go through HDF5), and that what it
+   reads is python's floats, whole and from any row on any thread count. */
+static void expectDirect(const char *file, const char *dset, bool direct, const char *refCase,
+                         const char *ref) {
+    char *path = fixture(file);
+    hid_t fid = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    assert_true(fid >= 0);
+    hid_t ds = H5Dopen2(fid, dset, H5P_DEFAULT);
+    assert_true(ds >= 0);
+    DirectRows *r = DirectRows_open(fid, ds, path);
+    if (!direct)
+        assert_null(r);
+    if (direct) {
+        assert_non_null(r);
+        hid_t space = H5Dget_space(ds);
+        hsize_t dims[2];
+        assert_int_equal(H5Sget_simple_extent_dims(space, dims, NULL), 2);
+        H5Sclose(space);
+        size_t n = (size_t)(dims[0] * dims[1]);
+        size_t bytes = 0;
+        float *want = refFile(refCase, ref, &bytes);
+        assert_int_equal(bytes, n * sizeof(float));
+        float *got = xMallocArray(n, sizeof(float));
+        for (int threads = 1; threads <= 4; threads++) {
+            for (long row0 = 0; row0 < (long)dims[0]; row0 += 5) {
+                long rows = (long)dims[0] - row0;
+                memset(got, 0xff, n * sizeof(float));
+                assert_int_equal(DirectRows_read(r, row0, rows, got, threads), 0);
+                assert_memory_equal(got, want + (size_t)row0 * dims[1],
+                                    (size_t)rows * dims[1] * sizeof(float));
+            }
+        }
+        assert_int_equal(DirectRows_read(r, 1, (long)dims[0], got, 2), -1); /* past the end */
+        free(got);
+        free(want);
+    }
+    DirectRows_close(r);
+    H5Dclose(ds);
+    H5Fclose(fid);
+    free(path);
+}
+
+static void test_directRows(void **state) {
+    (void)state;
+    expectDirect("f4.h5", "/layers/0/x", true, "f4", "0.x.f32");       /* contiguous */
+    expectDirect("f4.h5", "/layers/0/h", true, "f4", "0.h.f32");
+    expectDirect("rowchunks.h5", "/layers/0/x", true, "rowchunks", "0.x.f32"); /* 7-row chunks */
+    expectDirect("rowchunks.h5", "/layers/0/h", true, "rowchunks", "0.h.f32");
+    expectDirect("rowchunks.h5", "/layers/1/h", false, NULL, NULL);    /* unwritten chunks */
+    expectDirect("chunked.h5", "/layers/0/x", false, NULL, NULL);      /* gzip, partial rows */
+    expectDirect("bigendian.h5", "/layers/0/w_in", false, NULL, NULL); /* >f4 */
+    expectDirect("f2.h5", "/layers/0/x", false, NULL, NULL);           /* float16 */
+    assertNoOpenHdf5Objects();
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_halfConversion),
@@ -786,6 +847,7 @@ int main(void) {
         cmocka_unit_test(test_badCases),
         cmocka_unit_test(test_badCasesCoverEveryClass),
         cmocka_unit_test(test_rangeErrors),
+        cmocka_unit_test(test_directRows),
         cmocka_unit_test(test_memoryLimit),
         cmocka_unit_test(test_quietInAnyThread),
         cmocka_unit_test(test_fileSets),

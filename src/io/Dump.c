@@ -37,6 +37,7 @@ SPDX-License-Identifier: MIT
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "io/DirectRows.h"
 #include "io/H5Util.h"
 #include "util/XUtils.h"
 
@@ -65,6 +66,7 @@ typedef struct RowSource {
     hid_t dset;
     hid_t space;
     H5UtilFloat kind;
+    DirectRows *direct; /* reads its rows with pread when the storage allows, or NULL */
 } RowSource;
 
 typedef struct LayerPriv {
@@ -92,6 +94,7 @@ struct Dump {
     long n_seq;
     int *probe_file; /* in the crash-guard child: where to note the file being read */
     int rows_layer;  /* the one layer whose x/h datasets are open for Dump_readRows; -1 */
+    int read_threads; /* threads of a direct row read */
 };
 
 static atomic_size_t memoryLimit;
@@ -525,6 +528,7 @@ static MsStatus buildLayers(Dump *this, NameSet *set, char **cause) {
         for (int m = 0; m < M_COUNT; m++)
             p->file[m] = -1;
         p->rows[0].dset = p->rows[1].dset = -1;
+        p->rows[0].direct = p->rows[1].direct = NULL;
     }
     return MS_OK;
 }
@@ -1109,6 +1113,7 @@ static Dump *newDump(const char *const *paths, int n_paths) {
     }
     this->seq_file = this->tokens_file = this->text_file = -1;
     this->rows_layer = -1;
+    this->read_threads = 1;
     return this;
 }
 
@@ -1255,9 +1260,11 @@ MsStatus Dump_open(Dump **out, const char *const *paths, int n_paths, char **cau
 static void closeRows(LayerPriv *p) {
     for (int r = 0; r < 2; r++) {
         if (p->rows[r].dset >= 0) {
+            DirectRows_close(p->rows[r].direct);
             H5Sclose(p->rows[r].space);
             H5Dclose(p->rows[r].dset);
             p->rows[r].dset = p->rows[r].space = -1;
+            p->rows[r].direct = NULL;
         }
     }
 }
@@ -1452,6 +1459,8 @@ static MsStatus openRows(Dump *this, int i, DumpMember member, RowSource **out,
         if (rs->dset >= 0)
             H5Dclose(rs->dset);
         rs->dset = rs->space = -1;
+    } else if (rs->kind == H5UTIL_FLOAT_CONVERT) {
+        rs->direct = DirectRows_open(this->fids[f], rs->dset, this->paths[f]);
     }
     free(path);
     return st;
@@ -1494,6 +1503,10 @@ static void prefetchDataset(hid_t fid, const char *path, int fd) {
     if (space >= 0)
         H5Sclose(space);
     H5Dclose(d);
+}
+
+void Dump_setReadThreads(Dump *this, int threads) {
+    this->read_threads = threads < 1 ? 1 : threads;
 }
 
 void Dump_prefetch(Dump *this, int i) {
@@ -1539,6 +1552,8 @@ MsStatus Dump_readRows(Dump *this, int i, DumpMember member, long row0, long n_r
     MsStatus st = openRows(this, i, member, &rs, cause);
     if (st != MS_OK)
         return st;
+    if (rs->direct && DirectRows_read(rs->direct, row0, n_rows, out, this->read_threads) == 0)
+        return MS_OK; /* else HDF5 reads them, and says what went wrong if it fails too */
     long width = member == DUMP_H ? L->d_ff : L->d_model;
     herr_t rc = H5Util_readFloatRows(rs->dset, rs->space, rs->kind, (hsize_t)row0,
                                      (hsize_t)n_rows, (hsize_t)width, out);

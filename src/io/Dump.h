@@ -85,6 +85,10 @@ MsStatus Dump_readWeights(Dump *this, int i, FfnWeights *w, char **cause);
 MsStatus Dump_readRows(Dump *this, int i, DumpMember member, long row0, long n_rows,
                        float *out, char **cause);
 
+/* Threads that Dump_readRows may use (default 1): rows of uncompressed float32 datasets
+   are read straight from the file (io/DirectRows), in one part per thread. */
+void Dump_setReadThreads(Dump *this, int threads);
+
 /* Asks the kernel to read layer i's x and h into the page cache in the background
    (posix_fadvise WILLNEED on their storage), so that loading the layer later does not
    wait for the disk; returns once the reads are queued. A hint: errors are ignored, and
