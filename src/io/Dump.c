@@ -10,7 +10,9 @@ name the same index, so both together are an error), finds for each member the f
 file that has it and checks its rank, shape, type class and storage (no external or
 virtual storage, no missing filter, chunks within the memory limit). /seq_offsets is
 small and read whole at open. Bulk data is read later: weights whole (and checked for
-NaN/Inf), x and h as hyperslabs of rows through datasets kept open per layer.
+NaN/Inf), x and h as hyperslabs of rows through datasets kept open per layer; rows of
+plain float32 storage are read straight from the file (io/DirectRows), on the threads
+Dump_setReadThreads allows.
 
 Every message is one sentence "FILE: PATH: expected ..., found ...", where FILE is the
 name as given on the command line. The HDF5 error stack is turned off at each public
