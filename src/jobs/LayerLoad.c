@@ -7,6 +7,7 @@ SPDX-License-Identifier: MIT
 #include "config.h"
 #include "jobs/LayerLoad.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,15 +16,18 @@ SPDX-License-Identifier: MIT
 
 enum { BLOCK_ROWS = 4096 };
 
-/* Makes *buf hold rows x cols floats, keeping it when its capacity *cap suffices. */
-static MsStatus ensureRows(float **buf, size_t *cap, long rows, int cols, const char *what,
-                           char **cause) {
+/* Makes *buf hold rows x cols floats, keeping it when its capacity *cap suffices. huge:
+   ask for huge pages. x gets them: the mlp router reads its rows in random order, where
+   4 KiB pages cost a TLB miss per row. h does not: it is read in order, and on a VM a
+   fresh huge page can take far longer to fault in (a second for a T5-base layer's h). */
+static MsStatus ensureRows(float **buf, size_t *cap, long rows, int cols, bool huge,
+                           const char *what, char **cause) {
     size_t n = (size_t)rows * (size_t)cols;
     if (*buf && *cap >= n)
         return MS_OK;
     free(*buf);
     *cap = 0;
-    *buf = tryMallocLarge(n, sizeof(float));
+    *buf = huge ? tryMallocLarge(n, sizeof(float)) : tryMallocArray(n, sizeof(float));
     if (!*buf) {
         setCause(cause, "cannot allocate %s: %.1f MiB", what,
                  (double)rows * cols * sizeof(float) / 1048576.0);
@@ -37,9 +41,9 @@ static MsStatus readActivations(LayerLoad *this, Dump *dump, int i, const Cancel
                                 char **cause) {
     const DumpLayer *info = this->info;
     long T = info->n_tokens;
-    MsStatus st = ensureRows(&this->x, &this->x_cap, T, info->d_model, "x", cause);
+    MsStatus st = ensureRows(&this->x, &this->x_cap, T, info->d_model, true, "x", cause);
     if (st == MS_OK)
-        st = ensureRows(&this->h, &this->h_cap, T, info->d_ff, "h", cause);
+        st = ensureRows(&this->h, &this->h_cap, T, info->d_ff, false, "h", cause);
     for (long r = 0; st == MS_OK && r < T; r += BLOCK_ROWS) {
         if (Cancel_requested(cancel))
             return MS_ERR_CANCELED;
