@@ -26,6 +26,7 @@ SPDX-License-Identifier: MIT
 #include <string.h>
 
 #include "core/Ffn.h"
+#include "core/Vec.h"
 #include "util/XUtils.h"
 
 struct MoeKernel {
@@ -267,12 +268,8 @@ MsStatus MoeKernel_run(MoeKernel *this, const float *x, long n, int k, const int
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, D, g, 1.0f, this->hid, g,
                     this->w_out + (size_t)this->offset[e] * D, g, 0.0f, this->out, D);
-        for (int r = 0; r < rows; r++) {
-            float *yr = y + (size_t)(pairs[r] / k) * D;
-            const float *orow = this->out + (size_t)r * D;
-            for (int i = 0; i < D; i++)
-                yr[i] += orow[i];
-        }
+        for (int r = 0; r < rows; r++) /* a vector add: 1 * o + y is exact */
+            Vec_axpy(D, 1.0f, this->out + (size_t)r * D, y + (size_t)(pairs[r] / k) * D);
     }
     return MS_OK;
 }
