@@ -86,6 +86,24 @@ typedef struct Scratch {
     SparseRows mix;                /* the merge: slot rows as sums of grouped w_out rows */
 } Scratch;
 
+/* A sequence's router-independent sums for one ordered selection at one k: the sum-gate
+   merged errors (position and aligned slots) and the unmerged selection's error with
+   gates 1, which are the same bits for every router that selects the same experts in
+   the same order. */
+typedef struct SelEntry {
+    int k;
+    int *sel;                  /* [k] the selection, rank order */
+    double merged[MEO_SLOTS];  /* sum gates */
+    double seqsel;             /* gates 1, when has_seqsel */
+    bool has_seqsel;
+} SelEntry;
+
+/* A sequence's entries, one per distinct (k, selection) seen since Meo_setPartition. */
+typedef struct SelCache {
+    int n, cap;
+    SelEntry *e;
+} SelCache;
+
 /* One sequence's sums (added in sequence order after the parallel pass). */
 typedef struct SeqSums {
     double recall, seqsel, merged[MEO_GATES][MEO_SLOTS];
@@ -108,6 +126,7 @@ struct Meo {
     float *z;             /* [rows][N] x w_in^T + b_in, columns in grouped order */
     float *zg;            /* [rows][N] x w_gate^T (gated layers) */
     unsigned char *zdone; /* [n_seq][E] which blocks of z (and zg) are made */
+    SelCache *cache;      /* [n_seq] router-independent sums, shared between routers */
     /* partition (Meo_setPartition) */
     int E;
     float *s;             /* [rows][E] token oracle scores */
@@ -412,17 +431,11 @@ static void denseChunk(void *ctx, long chunk, int worker) {
 }
 
 /* Fills y and its norms on first use (with the Meo's threads; it needs the partition's
-   grouped w_out), allocating them again after Meo_releasePartition. */
+   grouped w_out but its bits do not depend on the grouping, so it is kept, allocated by
+   Meo_open, until Meo_delete). */
 static MsStatus ensureDense(Meo *this, const Cancel *cancel) {
     if (this->have_y)
         return MS_OK;
-    size_t R = (size_t)this->rows, D = (size_t)this->D;
-    if (!this->y)
-        this->y = tryMallocArray(R * D, sizeof(float));
-    if (!this->y_norm)
-        this->y_norm = tryMallocArray(R, sizeof(double));
-    if (!this->y || !this->y_norm)
-        return MS_ERR_NOMEM;
     int *row = xMallocArray((size_t)this->N, sizeof(int));
     for (int r = 0; r < this->N; r++)
         row[this->neuron[r]] = r;
@@ -565,6 +578,18 @@ static void ensureScratch(Meo *this) {
     }
 }
 
+static void freeCache(Meo *this) {
+    if (!this->cache)
+        return;
+    for (long q = 0; q < this->n_seq; q++) {
+        for (int i = 0; i < this->cache[q].n; i++)
+            free(this->cache[q].e[i].sel);
+        free(this->cache[q].e);
+    }
+    free(this->cache);
+    this->cache = NULL;
+}
+
 /* Drops what belongs to the partition (and so to the router): z is in its grouped order. */
 static void clearPartition(Meo *this) {
     free(this->z);
@@ -572,6 +597,7 @@ static void clearPartition(Meo *this) {
     free(this->zdone);
     this->z = this->zg = NULL;
     this->zdone = NULL;
+    freeCache(this);
     if (this->align)
         for (int i = 0; i < this->E * this->E; i++)
             free(this->align[i]);
@@ -596,11 +622,6 @@ static void clearPartition(Meo *this) {
 
 void Meo_releasePartition(Meo *this) {
     clearPartition(this);
-    free(this->y);
-    free(this->y_norm);
-    this->y = NULL;
-    this->y_norm = NULL;
-    this->have_y = false;
 }
 
 MsStatus Meo_setPartition(Meo *this, const int32_t *part, int E, char **cause) {
@@ -624,6 +645,7 @@ MsStatus Meo_setPartition(Meo *this, const int32_t *part, int E, char **cause) {
     this->logit = xMallocArray((size_t)this->n_seq * E, sizeof(float));
     this->order = xMallocArray((size_t)this->n_seq * E, sizeof(int));
     this->align = xCalloc((size_t)E * E, sizeof(int *));
+    this->cache = xCalloc((size_t)this->n_seq, sizeof(SelCache));
     gatherExperts(this, part);
     scoreTokens(this, part);
     size_t G = (size_t)this->max_g;
@@ -730,7 +752,7 @@ bool Meo_alignment(Meo *this, int a, int b, int *map) {
 /* Sum over the chunk's tokens of ||y - yhat|| / ||y|| (tokens with ||y|| = 0 skipped).
    The difference is taken in float (exact when y and yhat are close, where it matters)
    so that Vec_sumSquares can vectorize the norm. */
-static double chunkError(const Meo *this, Scratch *sc, long t0, int c, long *counted) {
+static double chunkError(const Meo *this, Scratch *sc, long t0, int c) {
     int D = this->D;
     double sum = 0.0;
     float *d = sc->part;
@@ -742,7 +764,6 @@ static double chunkError(const Meo *this, Scratch *sc, long t0, int c, long *cou
         for (int i = 0; i < D; i++)
             d[i] = yt[i] - yh[i];
         sum += sqrt(Vec_sumSquares(D, d)) / yn;
-        (*counted)++;
     }
     return sum;
 }
@@ -984,13 +1005,13 @@ static void addRecall(const Meo *this, long q, int k, SeqSums *acc) {
 /* Sum of the merged expert's token errors over sequence q. */
 static double mergedError(const Meo *this, Scratch *sc, long q, int k, const float *g,
                           const int *const *maps, int G0) {
-    long t0 = this->seq[q], t1 = this->seq[q + 1], counted = 0;
+    long t0 = this->seq[q], t1 = this->seq[q + 1];
     double sum = 0.0;
     memset(sc->used, 0, (size_t)G0);
     for (long c0 = t0; c0 < t1; c0 += CHUNK) {
         int c = (int)(t1 - c0 < CHUNK ? t1 - c0 : CHUNK);
         runMerged(this, sc, k, g, maps, G0, c0, c);
-        sum += chunkError(this, sc, c0, c, &counted);
+        sum += chunkError(this, sc, c0, c);
     }
     return sum;
 }
@@ -1010,7 +1031,42 @@ static const int *slotMap(const Meo *this, int s, int a, int b) {
     return this->align[a * this->E + b];
 }
 
-/* All sums for sequence q (a Parallel_run chunk). */
+/* Sum of the unmerged selection's token errors over sequence q. */
+static double selectedError(const Meo *this, Scratch *sc, long q, int k, const int *sel,
+                            const float *gate) {
+    long t0 = this->seq[q], t1 = this->seq[q + 1];
+    double sum = 0.0;
+    for (long c0 = t0; c0 < t1; c0 += CHUNK) {
+        int c = (int)(t1 - c0 < CHUNK ? t1 - c0 : CHUNK);
+        runSelected(this, sc, k, sel, gate, c0, c);
+        sum += chunkError(this, sc, c0, c);
+    }
+    return sum;
+}
+
+/* Sequence q's cache entry for the selection sel at k, added (empty) when missing. Only
+   the worker evaluating q touches its cache. */
+static SelEntry *cacheEntry(const Meo *this, long q, int k, const int *sel, bool *found) {
+    SelCache *c = &this->cache[q];
+    for (int i = 0; i < c->n; i++) {
+        if (c->e[i].k == k && memcmp(c->e[i].sel, sel, (size_t)k * sizeof(int)) == 0) {
+            *found = true;
+            return &c->e[i];
+        }
+    }
+    if (c->n == c->cap) {
+        c->cap = c->cap ? 2 * c->cap : 4;
+        c->e = xReallocArray(c->e, (size_t)c->cap, sizeof(SelEntry));
+    }
+    SelEntry *e = &c->e[c->n++];
+    *e = (SelEntry){.k = k, .sel = xMallocArray((size_t)k, sizeof(int))};
+    memcpy(e->sel, sel, (size_t)k * sizeof(int));
+    *found = false;
+    return e;
+}
+
+/* All sums for sequence q (a Parallel_run chunk). Router-independent sums come from the
+   sequence's cache when an earlier router (or k) made them for the same selection. */
 static void evalSequence(void *ctx, long q, int worker) {
     const Pass *p = ctx;
     const Meo *this = p->meo;
@@ -1018,42 +1074,50 @@ static void evalSequence(void *ctx, long q, int worker) {
     SeqSums *acc = &p->sums[q];
     int E = this->E, k = p->k;
     const int *sel = this->order + q * E;
-    long t0 = this->seq[q], t1 = this->seq[q + 1];
     memset(acc, 0, sizeof *acc);
     addRecall(this, q, k, acc);
-    for (int j = 0; j < k; j++)
-        ensureBlock(this, sc, q, sel[j]);
+    for (long t = this->seq[q]; t < this->seq[q + 1]; t++)
+        acc->err_n += this->y_norm[t] != 0.0;
     float gate[k], soft[k], ones[k];
-    const int *maps[k];
+    bool unit = true; /* every gate is 1: the selection error is router-independent */
     for (int j = 0; j < k; j++) {
         ones[j] = 1.0f;
         gate[j] = this->router ? Router_gate(this->router, this->score[q * E + sel[j]]) : 1.0f;
+        unit = unit && gate[j] == 1.0f;
     }
-    for (long c0 = t0; c0 < t1; c0 += CHUNK) {
-        int c = (int)(t1 - c0 < CHUNK ? t1 - c0 : CHUNK);
-        runSelected(this, sc, k, sel, gate, c0, c);
-        acc->seqsel += chunkError(this, sc, c0, c, &acc->err_n);
+    bool found;
+    SelEntry *ent = cacheEntry(this, q, k, sel, &found);
+    if (!found || k > 1) /* the merged experts read z */
+        for (int j = 0; j < k; j++)
+            ensureBlock(this, sc, q, sel[j]);
+    if (unit && ent->has_seqsel) {
+        acc->seqsel = ent->seqsel;
+    } else {
+        acc->seqsel = selectedError(this, sc, q, k, sel, gate);
+        if (unit) {
+            ent->seqsel = acc->seqsel;
+            ent->has_seqsel = true;
+        }
     }
     softmaxGates(this->logit + q * E, sel, k, soft);
     int G0 = expertSize(this, sel[0]);
-    double first = 0.0;
+    const int *maps[k];
     for (int s = 0; s < MEO_SLOTS; s++) {
         if (s == MEO_SLOTS_ALIGNED && !p->aligned)
             continue;
         for (int j = 0; j < k; j++)
             maps[j] = slotMap(this, s, sel[0], sel[j]);
-        for (int g = 0; g < MEO_GATES; g++) {
-            if (k == 1 && (g || s)) {
-                /* One expert: its softmax gate is 1 and its aligned map the identity, so
-                   all four merges are the same floats. */
-                acc->merged[g][s] = first;
-                continue;
-            }
-            acc->merged[g][s] =
-                mergedError(this, sc, q, k, g == MEO_GATES_SUM ? ones : soft, maps, G0);
-            if (k == 1)
-                first = acc->merged[g][s];
+        if (k == 1 && s > 0) {
+            /* One expert: its softmax gate is 1 and its aligned map the identity, so all
+               four merges are the same floats. */
+            acc->merged[0][s] = acc->merged[1][s] = acc->merged[0][0];
+            continue;
         }
+        if (!found)
+            ent->merged[s] = mergedError(this, sc, q, k, ones, maps, G0);
+        acc->merged[MEO_GATES_SUM][s] = ent->merged[s];
+        acc->merged[MEO_GATES_SOFTMAX][s] =
+            k == 1 ? ent->merged[s] : mergedError(this, sc, q, k, soft, maps, G0);
     }
 }
 
@@ -1122,11 +1186,6 @@ MsStatus Meo_metrics(Meo *this, int k, const Cancel *cancel, MeoMetrics *out, ch
     bool aligned = this->max_g <= MEO_ALIGN_MAX_G || k == 1;
     ensureScratch(this);
     MsStatus st = ensureDense(this, cancel);
-    if (st == MS_ERR_NOMEM) {
-        setCause(cause, "out of memory for MEO's dense output (%zu bytes)",
-                 (size_t)this->rows * (this->D + 2) * sizeof(float));
-        return st;
-    }
     if (st == MS_OK && ensurePre(this) != MS_OK) {
         setCause(cause, "out of memory for MEO's pre-activations (%zu bytes)",
                  (size_t)this->rows * this->N * (this->w->w_gate ? 2 : 1) * sizeof(float));

@@ -66,7 +66,9 @@ typedef struct Meo Meo;
 
 /* A Meo is built in three stages that mirror the knobs, so the batch shares work across
    them: Meo_open (the split: its sequences and the dense output y = w_out h, no b_out,
-   made by the first Meo_metrics),
+   made by the first Meo_metrics and kept until Meo_delete: its bits do not depend on the
+   partition it is made under, so a partition's numbers do not depend on the order of
+   partitions),
    Meo_setPartition (token oracle scores, the experts' gathered weights, the caches of aligned
    slot maps and of pre-activation blocks) and Meo_setRouter (each sequence's scores, logits and expert order). L, its
    buffers, part's router and the router must outlive their use by the Meo. */
@@ -82,10 +84,10 @@ MsStatus Meo_open(Meo **out, const LayerData *L, Split split, long block_len,
    previous one), MS_ERR_NOMEM. */
 MsStatus Meo_setPartition(Meo *this, const int32_t *part, int E, char **cause);
 
-/* Frees the partition's buffers, the pre-activations and the dense output (a batch needs
-   the memory for other work between partitions; y is made again, from the nonzeros of h,
-   by the next Meo_metrics) until the next Meo_setPartition; Meo_metrics must not be called
-   in between. */
+/* Frees the partition's buffers (the pre-activations, the aligned maps, the grouped w_out
+   and key rows, the router's scores) until the next Meo_setPartition: a batch needs the
+   memory for other work between partitions. The dense output y (rows x d_model floats) is
+   kept for the next partition. Meo_metrics must not be called in between. */
 void Meo_releasePartition(Meo *this);
 
 /* Scores the sequences with router (NULL or of kind ROUTER_ORACLE: the oracle). Needs a
