@@ -81,7 +81,7 @@ typedef struct Scratch {
     float *wrows;                  /* [G][D] one expert's gathered w_in or w_gate rows */
     float *m_outT;                 /* [G][D] merged w_out columns (the rows in use) */
     unsigned char *used;           /* [G] slots with a nonzero in the chunk */
-    float *hid, *up, *yhat, *part; /* [CHUNK][G] x2, [CHUNK][D] x2 */
+    float *hid, *up, *yhat, *part; /* [CHUNK][G] x2, [CHUNK][D] x2 (part: at least 8) */
     SparseRows nz;                 /* the nonzeros multiplied by w_out */
     SparseRows mix;                /* the merge: slot rows as sums of grouped w_out rows */
 } Scratch;
@@ -350,6 +350,110 @@ static void sparseTimes(const SparseRows *S, const float *M, int D, float *out) 
     sparseTimesPlain(S, M, D, out);
 }
 
+/* The error form of sparseTimes: for each row r, sq[r][0..8) gets lane sums of
+   (y[r] - product[r])^2 over the row's D columns (lane = column mod 8), the product held
+   in registers and never stored. y's rows are D apart. */
+static void sparseErrorPlain(const SparseRows *S, const float *restrict M, int D,
+                             const float *restrict y, float *restrict sq) {
+    memset(sq, 0, (size_t)S->rows * 8 * sizeof(float));
+    for (int c0 = 0; c0 < D; c0 += TILE) {
+        int w = D - c0 < TILE ? D - c0 : TILE;
+        for (int r = 0; r < S->rows; r++) {
+            float acc[TILE] = {0};
+            for (int n = S->start[r]; n < S->start[r + 1]; n++) {
+                const float *m = M + (size_t)S->idx[n] * D + c0;
+                for (int j = 0; j < w; j++)
+                    acc[j] += S->val[n] * m[j];
+            }
+            const float *yr = y + (size_t)r * D + c0;
+            for (int j = 0; j < w; j++) {
+                float d = yr[j] - acc[j];
+                sq[r * 8 + (c0 + j) % 8] += d * d;
+            }
+        }
+    }
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#define ERR8(i)                                                                               \
+    do {                                                                                      \
+        __m256 d = _mm256_sub_ps(_mm256_loadu_ps(yr + 8 * (i)), a##i);                        \
+        e = _mm256_fmadd_ps(d, d, e);                                                         \
+    } while (0)
+
+/* sparseErrorPlain in AVX registers, tiled as sparseTimesAvx2. */
+__attribute__((target("avx2,fma"))) static void sparseErrorAvx2(const SparseRows *S,
+                                                                 const float *restrict M, int D,
+                                                                 const float *restrict y,
+                                                                 float *restrict sq) {
+    memset(sq, 0, (size_t)S->rows * 8 * sizeof(float));
+    int c0 = 0;
+    for (; c0 + TILE <= D; c0 += TILE) {
+        for (int r = 0; r < S->rows; r++) {
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0,
+                   a6 = a0, a7 = a0;
+            for (int n = S->start[r]; n < S->start[r + 1]; n++) {
+                const float *m = M + (size_t)S->idx[n] * D + c0;
+                __m256 v = _mm256_set1_ps(S->val[n]);
+                FMA8(0);
+                FMA8(1);
+                FMA8(2);
+                FMA8(3);
+                FMA8(4);
+                FMA8(5);
+                FMA8(6);
+                FMA8(7);
+            }
+            const float *yr = y + (size_t)r * D + c0;
+            __m256 e = _mm256_loadu_ps(sq + 8 * r);
+            ERR8(0);
+            ERR8(1);
+            ERR8(2);
+            ERR8(3);
+            ERR8(4);
+            ERR8(5);
+            ERR8(6);
+            ERR8(7);
+            _mm256_storeu_ps(sq + 8 * r, e);
+        }
+    }
+    for (; c0 + 8 <= D; c0 += 8) {
+        for (int r = 0; r < S->rows; r++) {
+            __m256 a0 = _mm256_setzero_ps();
+            for (int n = S->start[r]; n < S->start[r + 1]; n++) {
+                const float *m = M + (size_t)S->idx[n] * D + c0;
+                __m256 v = _mm256_set1_ps(S->val[n]);
+                FMA8(0);
+            }
+            const float *yr = y + (size_t)r * D + c0;
+            __m256 e = _mm256_loadu_ps(sq + 8 * r);
+            ERR8(0);
+            _mm256_storeu_ps(sq + 8 * r, e);
+        }
+    }
+    for (; c0 < D; c0++) {
+        for (int r = 0; r < S->rows; r++) {
+            float a = 0.0f;
+            for (int n = S->start[r]; n < S->start[r + 1]; n++)
+                a = __builtin_fmaf(S->val[n], M[(size_t)S->idx[n] * D + c0], a);
+            float d = y[(size_t)r * D + c0] - a;
+            sq[r * 8 + c0 % 8] = __builtin_fmaf(d, d, sq[r * 8 + c0 % 8]);
+        }
+    }
+}
+#endif
+
+static void sparseError(const SparseRows *S, const float *M, int D, const float *y,
+                        float *sq) {
+#if defined(__GNUC__) && defined(__x86_64__)
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        sparseErrorAvx2(S, M, D, y, sq);
+        return;
+    }
+#endif
+    sparseErrorPlain(S, M, D, y, sq);
+}
+
 /* The most nonzeros a chunk of c rows of cols columns may have to be multiplied as
    SparseRows (SPARSE_MAX of it); denser chunks run a matrix product. */
 static long sparseLimit(int c, long cols) {
@@ -574,7 +678,7 @@ static void ensureScratch(Meo *this) {
         s->hid = xMallocArray(G * CHUNK, sizeof(float));
         s->up = xMallocArray(G * CHUNK, sizeof(float));
         s->yhat = xMallocArray(D * CHUNK, sizeof(float));
-        s->part = xMallocArray(D * CHUNK, sizeof(float));
+        s->part = xMallocArray((D > 8 ? D : 8) * CHUNK, sizeof(float)); /* or [CHUNK][8] */
     }
 }
 
@@ -749,6 +853,25 @@ bool Meo_alignment(Meo *this, int a, int b, int *map) {
     return true;
 }
 
+/* Sum over the chunk's tokens [t0, t0 + c) of ||y - S M|| / ||y|| (tokens with ||y|| = 0
+   skipped), the product never stored: sparseError's lane sums, added in double. */
+static double sparseChunkError(const Meo *this, Scratch *sc, const SparseRows *S,
+                               const float *M, long t0, int c) {
+    float *sq = sc->part; /* [c][8] */
+    sparseError(S, M, this->D, this->y + (size_t)t0 * this->D, sq);
+    double sum = 0.0;
+    for (int r = 0; r < c; r++) {
+        double yn = this->y_norm[t0 + r];
+        if (yn == 0.0)
+            continue;
+        double ss = 0.0;
+        for (int l = 0; l < 8; l++)
+            ss += sq[r * 8 + l];
+        sum += sqrt(ss) / yn;
+    }
+    return sum;
+}
+
 /* Sum over the chunk's tokens of ||y - yhat|| / ||y|| (tokens with ||y|| = 0 skipped).
    The difference is taken in float (exact when y and yhat are close, where it matters)
    so that Vec_sumSquares can vectorize the norm. */
@@ -888,27 +1011,28 @@ static void mergeOut(const Meo *this, Scratch *sc, int k, const float *g, const 
         sparseTimes(S, this->w_outT, this->D, sc->m_outT);
 }
 
-/* yhat[c][D] = hid[c][G0] times the merged w_out columns. A sparse chunk merges only the
-   slots its nonzeros multiply (a slot no token of the sequence uses is never merged) and
-   multiplies its nonzeros; a dense chunk merges every slot and runs a matrix product. */
-static void mergedOutput(const Meo *this, Scratch *sc, int k, const float *g,
-                         const int *const *maps, int G0, int c) {
+/* The error sum of hid[c][G0] times the merged w_out columns on tokens [t0, t0 + c). A
+   sparse chunk merges only the slots its nonzeros multiply (a slot no token of the
+   sequence uses is never merged) and multiplies its nonzeros inside the error; a dense
+   chunk merges every slot and runs a matrix product. */
+static double mergedOutputError(const Meo *this, Scratch *sc, int k, const float *g,
+                                const int *const *maps, int G0, long t0, int c) {
     bool sparse = gatherHidden(&sc->nz, sc->hid, c, G0, sc->used);
     mergeOut(this, sc, k, g, maps, G0, !sparse);
     if (sparse)
-        sparseTimes(&sc->nz, sc->m_outT, this->D, sc->yhat);
-    else
-        Vec_gemmNN(c, this->D, G0, sc->hid, G0, sc->m_outT, this->D, sc->yhat, this->D);
+        return sparseChunkError(this, sc, &sc->nz, sc->m_outT, t0, c);
+    Vec_gemmNN(c, this->D, G0, sc->hid, G0, sc->m_outT, this->D, sc->yhat, this->D);
+    return chunkError(this, sc, t0, c);
 }
 
-/* yhat of the merged expert (G0 slots, gates g, slot maps) on tokens [t0, t0 + c). */
-static void runMerged(const Meo *this, Scratch *sc, int k, const float *g,
-                      const int *const *maps, int G0, long t0, int c) {
+/* The merged expert's (G0 slots, gates g, slot maps) error sum on tokens [t0, t0 + c). */
+static double runMerged(const Meo *this, Scratch *sc, int k, const float *g,
+                        const int *const *maps, int G0, long t0, int c) {
     const FfnWeights *w = this->w;
     size_t N = (size_t)this->N, n = (size_t)c * G0;
     if (G0 == 0) {
         memset(sc->yhat, 0, (size_t)c * this->D * sizeof(float));
-        return;
+        return chunkError(this, sc, t0, c);
     }
     if (!w->w_gate) {
         mergedPre(this->z + (size_t)t0 * N, N, k, g, maps, G0, c, sc->hid);
@@ -920,7 +1044,7 @@ static void runMerged(const Meo *this, Scratch *sc, int k, const float *g,
         for (size_t i = 0; i < n; i++)
             sc->hid[i] *= sc->up[i];
     }
-    mergedOutput(this, sc, k, g, maps, G0, c);
+    return mergedOutputError(this, sc, k, g, maps, G0, t0, c);
 }
 
 /* The selected experts' nonzeros of h times their gates as SparseRows on grouped rows,
@@ -955,14 +1079,13 @@ static bool gatherSelected(const Meo *this, SparseRows *S, int k, const int *sel
     return true;
 }
 
-/* yhat of the selected experts kept unmerged (h masked, times gates) on a chunk. */
-static void runSelected(const Meo *this, Scratch *sc, int k, const int *sel, const float *gate,
-                        long t0, int c) {
+/* The error sum of the selected experts kept unmerged (h masked, times gates) on a
+   chunk. */
+static double runSelected(const Meo *this, Scratch *sc, int k, const int *sel,
+                          const float *gate, long t0, int c) {
     int D = this->D, N = this->N;
-    if (gatherSelected(this, &sc->nz, k, sel, gate, t0, c)) {
-        sparseTimes(&sc->nz, this->w_outT, D, sc->yhat);
-        return;
-    }
+    if (gatherSelected(this, &sc->nz, k, sel, gate, t0, c))
+        return sparseChunkError(this, sc, &sc->nz, this->w_outT, t0, c);
     const float *h = this->L->h + (size_t)(this->row0 + t0) * N;
     memset(sc->yhat, 0, (size_t)c * D * sizeof(float));
     for (int q = 0; q < k; q++) {
@@ -974,6 +1097,7 @@ static void runSelected(const Meo *this, Scratch *sc, int k, const int *sel, con
                 sc->hid[(size_t)r * g + i] = gate[q] * h[(size_t)r * N + this->neuron[o + i]];
         addProduct(sc->hid, c, g, this->w_outT + (size_t)o * D, D, sc->yhat, sc->part);
     }
+    return chunkError(this, sc, t0, c);
 }
 
 static void softmaxGates(const float *logit, const int *sel, int k, float *g) {
@@ -1010,8 +1134,7 @@ static double mergedError(const Meo *this, Scratch *sc, long q, int k, const flo
     memset(sc->used, 0, (size_t)G0);
     for (long c0 = t0; c0 < t1; c0 += CHUNK) {
         int c = (int)(t1 - c0 < CHUNK ? t1 - c0 : CHUNK);
-        runMerged(this, sc, k, g, maps, G0, c0, c);
-        sum += chunkError(this, sc, c0, c);
+        sum += runMerged(this, sc, k, g, maps, G0, c0, c);
     }
     return sum;
 }
@@ -1038,8 +1161,7 @@ static double selectedError(const Meo *this, Scratch *sc, long q, int k, const i
     double sum = 0.0;
     for (long c0 = t0; c0 < t1; c0 += CHUNK) {
         int c = (int)(t1 - c0 < CHUNK ? t1 - c0 : CHUNK);
-        runSelected(this, sc, k, sel, gate, c0, c);
-        sum += chunkError(this, sc, c0, c);
+        sum += runSelected(this, sc, k, sel, gate, c0, c);
     }
     return sum;
 }
