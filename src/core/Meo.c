@@ -494,15 +494,14 @@ static bool gatherH(SparseRows *S, const float *h, int c, int N, const int *row)
     S->out = NULL;
     S->start[0] = 0;
     for (int r = 0; r < c; r++, h += N) {
-        for (int j = 0; j < N; j++) {
-            if (h[j] == 0.0f)
-                continue;
-            if (n >= limit)
-                return false;
+        for (int j = 0; j < N; j++) { /* branch-free: every entry written, nonzeros kept */
             S->idx[n] = row[j];
-            S->val[n++] = h[j];
+            S->val[n] = h[j];
+            n += h[j] != 0.0f;
         }
         S->start[r + 1] = n;
+        if (n > limit)
+            return false;
     }
     return true;
 }
@@ -667,7 +666,8 @@ static void ensureScratch(Meo *this) {
         s->wrows = xMallocArray(G * D, sizeof(float));
         s->m_outT = xMallocArray(G * D, sizeof(float));
         s->used = xMallocArray(G, 1);
-        s->nz.cap = sparseLimit(CHUNK, this->N) + 1;
+        /* the gathers write a row past the limit before they give up */
+        s->nz.cap = sparseLimit(CHUNK, this->N) + this->N + 1;
         s->nz.start = xMallocArray(CHUNK + 1, sizeof(int));
         s->nz.idx = xMallocArray((size_t)s->nz.cap, sizeof(int));
         s->nz.val = xMallocArray((size_t)s->nz.cap, sizeof(float));
@@ -946,9 +946,10 @@ static void ensureBlock(const Meo *this, Scratch *sc, long q, int e) {
 }
 
 /* The merged expert's pre-activations on c tokens from z's row pointer zr: slot i is
-   sum_q g[q] z[maps[q][i]] in rank order (maps[0] is the first expert's own, never -1). */
-static void mergedPre(const float *zr, size_t N, int k, const float *g, const int *const *maps,
-                      int G0, int c, float *out) {
+   sum_q g[q] z[maps[q][i]] in rank order (maps[0] is the first expert's own, never -1),
+   then max(v, 0) when relu (ReLU's v > 0 ? v : 0, fused). Plain version. */
+static void mergedPrePlain(const float *zr, size_t N, int k, const float *g,
+                           const int *const *maps, int G0, int c, bool relu, float *out) {
     for (int r = 0; r < c; r++, zr += N, out += G0) {
         const int *m0 = maps[0];
         for (int i = 0; i < G0; i++)
@@ -960,7 +961,98 @@ static void mergedPre(const float *zr, size_t N, int k, const float *g, const in
                 if (m[i] >= 0)
                     out[i] += gq * zr[m[i]];
         }
+        if (relu)
+            for (int i = 0; i < G0; i++)
+                out[i] = out[i] > 0.0f ? out[i] : 0.0f;
     }
+}
+
+/* How many leading entries of map (of G0) are the run map[0], map[0] + 1, ..., when every
+   later one is -1 (position maps and the first expert's own); 0 otherwise. */
+static int contiguousRun(const int *map, int G0) {
+    int len = 0;
+    while (len < G0 && map[len] == map[0] + len)
+        len++;
+    for (int i = len; i < G0; i++)
+        if (map[i] >= 0)
+            return 0;
+    return len;
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+/* mergedPrePlain with 8 slots at a time: contiguous maps load z directly, others gather;
+   a product then a sum (no fused multiply-add), so the floats are the plain version's. */
+__attribute__((target("avx2"))) static void mergedPreAvx2(const float *zr, size_t N, int k,
+                                                          const float *g,
+                                                          const int *const *maps, int G0,
+                                                          int c, bool relu, float *out) {
+    int run[k];
+    for (int q = 0; q < k; q++)
+        run[q] = contiguousRun(maps[q], G0);
+    const __m256 zero = _mm256_setzero_ps();
+    for (int r = 0; r < c; r++, zr += N, out += G0) {
+        int i = 0;
+        __m256 g0 = _mm256_set1_ps(g[0]);
+        const int *m0 = maps[0];
+        if (run[0] == G0) {
+            const float *z0 = zr + m0[0];
+            for (; i + 8 <= G0; i += 8)
+                _mm256_storeu_ps(out + i, _mm256_mul_ps(g0, _mm256_loadu_ps(z0 + i)));
+        } else {
+            for (; i + 8 <= G0; i += 8) {
+                __m256i idx = _mm256_loadu_si256((const __m256i *)(m0 + i));
+                _mm256_storeu_ps(out + i, _mm256_mul_ps(g0, _mm256_i32gather_ps(zr, idx, 4)));
+            }
+        }
+        for (; i < G0; i++)
+            out[i] = g[0] * zr[m0[i]];
+        for (int q = 1; q < k; q++) {
+            const int *m = maps[q];
+            float gq = g[q];
+            __m256 gv = _mm256_set1_ps(gq);
+            i = 0;
+            if (run[q] > 0) {
+                const float *zq = zr + m[0];
+                for (; i + 8 <= run[q]; i += 8) {
+                    __m256 p = _mm256_mul_ps(gv, _mm256_loadu_ps(zq + i));
+                    _mm256_storeu_ps(out + i, _mm256_add_ps(_mm256_loadu_ps(out + i), p));
+                }
+                for (; i < run[q]; i++)
+                    out[i] += gq * zq[i];
+                continue;
+            }
+            for (; i + 8 <= G0; i += 8) {
+                __m256i idx = _mm256_loadu_si256((const __m256i *)(m + i));
+                __m256 keep = _mm256_castsi256_ps(
+                    _mm256_cmpgt_epi32(idx, _mm256_set1_epi32(-1)));
+                __m256 v = _mm256_mask_i32gather_ps(zero, zr, idx, keep, 4);
+                __m256 o = _mm256_loadu_ps(out + i);
+                __m256 s = _mm256_add_ps(o, _mm256_mul_ps(gv, v));
+                _mm256_storeu_ps(out + i, _mm256_blendv_ps(o, s, keep));
+            }
+            for (; i < G0; i++)
+                if (m[i] >= 0)
+                    out[i] += gq * zr[m[i]];
+        }
+        if (relu) {
+            for (i = 0; i + 8 <= G0; i += 8) /* maxps(v, 0) = v > 0 ? v : 0 */
+                _mm256_storeu_ps(out + i, _mm256_max_ps(_mm256_loadu_ps(out + i), zero));
+            for (; i < G0; i++)
+                out[i] = out[i] > 0.0f ? out[i] : 0.0f;
+        }
+    }
+}
+#endif
+
+static void mergedPre(const float *zr, size_t N, int k, const float *g, const int *const *maps,
+                      int G0, int c, bool relu, float *out) {
+#if defined(__GNUC__) && defined(__x86_64__)
+    if (__builtin_cpu_supports("avx2")) {
+        mergedPreAvx2(zr, N, k, g, maps, G0, c, relu, out);
+        return;
+    }
+#endif
+    mergedPrePlain(zr, N, k, g, maps, G0, c, relu, out);
 }
 
 /* The merged hidden's nonzeros as SparseRows on slots, marking the slots they use
@@ -972,16 +1064,16 @@ static bool gatherHidden(SparseRows *S, const float *hid, int c, int G0, unsigne
     S->out = NULL;
     S->start[0] = 0;
     for (int r = 0; r < c; r++, hid += G0) {
-        for (int i = 0; i < G0; i++) {
-            if (hid[i] == 0.0f)
-                continue;
-            if (n >= limit)
-                return false;
+        for (int i = 0; i < G0; i++) { /* branch-free, as gatherH */
+            int nz = hid[i] != 0.0f;
             S->idx[n] = i;
-            S->val[n++] = hid[i];
-            used[i] |= !used[i];
+            S->val[n] = hid[i];
+            n += nz;
+            used[i] |= (unsigned char)(nz & (used[i] == 0));
         }
         S->start[r + 1] = n;
+        if (n > limit)
+            return false;
     }
     return true;
 }
@@ -1034,13 +1126,16 @@ static double runMerged(const Meo *this, Scratch *sc, int k, const float *g,
         memset(sc->yhat, 0, (size_t)c * this->D * sizeof(float));
         return chunkError(this, sc, t0, c);
     }
+    bool relu = w->act == ACTIVATION_RELU;
     if (!w->w_gate) {
-        mergedPre(this->z + (size_t)t0 * N, N, k, g, maps, G0, c, sc->hid);
-        Activation_applyArray(w->act, sc->hid, (long)n);
+        mergedPre(this->z + (size_t)t0 * N, N, k, g, maps, G0, c, relu, sc->hid);
+        if (!relu)
+            Activation_applyArray(w->act, sc->hid, (long)n);
     } else {
-        mergedPre(this->zg + (size_t)t0 * N, N, k, g, maps, G0, c, sc->hid);
-        Activation_applyArray(w->act, sc->hid, (long)n);
-        mergedPre(this->z + (size_t)t0 * N, N, k, g, maps, G0, c, sc->up);
+        mergedPre(this->zg + (size_t)t0 * N, N, k, g, maps, G0, c, relu, sc->hid);
+        if (!relu)
+            Activation_applyArray(w->act, sc->hid, (long)n);
+        mergedPre(this->z + (size_t)t0 * N, N, k, g, maps, G0, c, false, sc->up);
         for (size_t i = 0; i < n; i++)
             sc->hid[i] *= sc->up[i];
     }
@@ -1064,17 +1159,18 @@ static bool gatherSelected(const Meo *this, SparseRows *S, int k, const int *sel
     for (int r = 0; r < c; r++, h += N) {
         for (int q = 0; q < k; q++) {
             int o = this->offset[sel[q]], g = expertSize(this, sel[q]);
-            for (int i = 0; i < g; i++) {
-                float v = gate[q] * h[this->neuron[o + i]];
-                if (v == 0.0f)
-                    continue;
-                if (n >= limit)
-                    return false;
+            const int *nr = this->neuron + o;
+            float gq = gate[q];
+            for (int i = 0; i < g; i++) { /* branch-free, as gatherH */
+                float v = gq * h[nr[i]];
                 S->idx[n] = o + i;
-                S->val[n++] = v;
+                S->val[n] = v;
+                n += v != 0.0f;
             }
         }
         S->start[r + 1] = n;
+        if (n > limit)
+            return false;
     }
     return true;
 }
