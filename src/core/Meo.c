@@ -79,6 +79,8 @@ typedef struct SparseRows {
 /* One worker's scratch for Meo_metrics. */
 typedef struct Scratch {
     float *wrows;                  /* [G][D] one expert's gathered w_in or w_gate rows */
+    float *panels;                 /* the same as Vec panels (Vec_panelsSize(D, G)) */
+    const float **xrows;           /* [CHUNK] rows of x */
     float *m_outT;                 /* [G][D] merged w_out columns (the rows in use) */
     unsigned char *used;           /* [G] slots with a nonzero in the chunk */
     float *hid, *up, *yhat, *part; /* [CHUNK][G] x2, [CHUNK][D] x2 (part: at least 8) */
@@ -635,6 +637,8 @@ static void freeScratch(Meo *this) {
     for (int i = 0; i < this->n_scratch; i++) {
         Scratch *s = &this->scratch[i];
         free(s->wrows);
+        free(s->panels);
+        free(s->xrows);
         free(s->m_outT);
         free(s->used);
         free(s->nz.start);
@@ -664,6 +668,8 @@ static void ensureScratch(Meo *this) {
     for (int i = 0; i < this->n_scratch; i++) {
         Scratch *s = &this->scratch[i];
         s->wrows = xMallocArray(G * D, sizeof(float));
+        s->panels = xMallocArray((size_t)Vec_panelsSize(this->D, this->max_g), sizeof(float));
+        s->xrows = xMallocArray(CHUNK, sizeof(float *));
         s->m_outT = xMallocArray(G * D, sizeof(float));
         s->used = xMallocArray(G, 1);
         /* the gathers write a row past the limit before they give up */
@@ -912,37 +918,99 @@ static MsStatus ensurePre(Meo *this) {
     return MS_OK;
 }
 
-/* z[t][o + i] = x_t . W[neuron[o + i]] (+ bias) for tokens [t0, t1) and g columns from o. */
-static void fillBlock(const Meo *this, Scratch *sc, const float *W, const float *bias, float *z,
-                      int o, int g, long t0, long t1) {
-    int D = this->D;
+/* The blocks of z (and zg) on expert e's columns for the sequences seqs[0..n): e's rows
+   of W laid out in panels once (Vec_panelsPutRowsT), then for each sequence its rows of
+   x read in place (Vec_gemmGatherPanels: every element one running sum in d_model order,
+   the same bits wherever it sits, so a block does not depend on which pass, thread or
+   set of sequences makes it), plus the bias. */
+static void fillExpert(const Meo *this, Scratch *sc, const float *W, const float *bias,
+                       float *z, int e, const long *seqs, long n) {
+    int D = this->D, o = this->offset[e], g = expertSize(this, e);
     size_t N = (size_t)this->N;
     for (int i = 0; i < g; i++)
         memcpy(sc->wrows + (size_t)i * D, W + (size_t)this->neuron[o + i] * D,
                (size_t)D * sizeof(float));
-    Vec_gemmNT((int)(t1 - t0), g, D, this->L->x + (size_t)(this->row0 + t0) * D, D, sc->wrows,
-               D, z + (size_t)t0 * N + o, (long)N);
-    if (bias)
-        for (long t = t0; t < t1; t++)
-            for (int i = 0; i < g; i++)
-                z[(size_t)t * N + o + i] += bias[this->neuron[o + i]];
+    Vec_panelsPutRowsT(D, g, 0, D, sc->wrows, D, sc->panels);
+    for (long s = 0; s < n; s++) {
+        long q = seqs[s];
+        for (long t0 = this->seq[q]; t0 < this->seq[q + 1]; t0 += CHUNK) {
+            int c = (int)(this->seq[q + 1] - t0 < CHUNK ? this->seq[q + 1] - t0 : CHUNK);
+            for (int r = 0; r < c; r++)
+                sc->xrows[r] = this->L->x + (size_t)(this->row0 + t0 + r) * D;
+            Vec_gemmGatherPanels(c, g, D, sc->xrows, sc->panels, z + (size_t)t0 * N + o,
+                                 (long)N, false);
+            if (bias)
+                for (int r = 0; r < c; r++)
+                    for (int i = 0; i < g; i++)
+                        z[(size_t)(t0 + r) * N + o + i] += bias[this->neuron[o + i]];
+        }
+    }
 }
 
-/* Makes sequence q's block of z (and zg) on expert e's columns unless made: blocks belong
-   to their sequence's worker, and Vec_gemmNT computes every element the same way wherever
-   it sits, so a block's bits do not depend on who asks first (router, k or thread). */
-static void ensureBlock(const Meo *this, Scratch *sc, long q, int e) {
-    unsigned char *done = &this->zdone[q * this->E + e];
-    if (*done)
-        return;
-    *done = 1;
-    int o = this->offset[e], g = expertSize(this, e);
-    long t0 = this->seq[q], t1 = this->seq[q + 1];
-    if (g == 0)
-        return;
-    fillBlock(this, sc, this->w->w_in, this->w->b_in, this->z, o, g, t0, t1);
+/* The blocks a pass needs and that are not made, grouped by expert: experts[i] needs the
+   sequences seqs[start[i] .. start[i + 1]). */
+typedef struct BlockJob {
+    const Meo *meo;
+    int *experts;
+    long *start, *seqs;
+} BlockJob;
+
+static void blockExpert(void *ctx, long i, int worker) {
+    const BlockJob *job = ctx;
+    const Meo *this = job->meo;
+    Scratch *sc = &this->scratch[worker];
+    int e = job->experts[i];
+    const long *seqs = job->seqs + job->start[i];
+    long n = job->start[i + 1] - job->start[i];
+    fillExpert(this, sc, this->w->w_in, this->w->b_in, this->z, e, seqs, n);
     if (this->w->w_gate)
-        fillBlock(this, sc, this->w->w_gate, NULL, this->zg, o, g, t0, t1);
+        fillExpert(this, sc, this->w->w_gate, NULL, this->zg, e, seqs, n);
+}
+
+/* Makes, in parallel over experts, the blocks of z the pass's selections (the first k
+   experts of every sequence's order) need and that are not made yet. */
+static MsStatus prepareBlocks(Meo *this, int k, const Cancel *cancel) {
+    int E = this->E;
+    long *count = xCalloc((size_t)E + 1, sizeof(long));
+    for (long q = 0; q < this->n_seq; q++) {
+        const int *sel = this->order + q * E;
+        for (int j = 0; j < k; j++)
+            if (!this->zdone[q * E + sel[j]] && expertSize(this, sel[j]) > 0)
+                count[sel[j] + 1]++;
+    }
+    BlockJob job = {.meo = this};
+    job.experts = xMallocArray((size_t)E, sizeof(int));
+    job.start = xMallocArray((size_t)E + 1, sizeof(long));
+    int n = 0;
+    long total = 0;
+    job.start[0] = 0;
+    for (int e = 0; e < E; e++) {
+        if (count[e + 1] == 0)
+            continue;
+        count[e] = total; /* where e's sequences go */
+        total += count[e + 1];
+        job.experts[n++] = e;
+        job.start[n] = total;
+    }
+    job.seqs = xMallocArray((size_t)(total > 0 ? total : 1), sizeof(long));
+    for (long q = 0; q < this->n_seq; q++) { /* ascending q within each expert */
+        const int *sel = this->order + q * E;
+        for (int j = 0; j < k; j++) {
+            unsigned char *done = &this->zdone[q * E + sel[j]];
+            if (!*done && expertSize(this, sel[j]) > 0)
+                job.seqs[count[sel[j]]++] = q;
+            *done = 1;
+        }
+    }
+    MsStatus st = n > 0 ? Parallel_run(this->threads, n, blockExpert, &job, cancel, -1.0, -1.0)
+                        : MS_OK;
+    if (st != MS_OK) /* blocks may be half made: make them all again next time */
+        memset(this->zdone, 0, (size_t)this->n_seq * E);
+    free(count);
+    free(job.experts);
+    free(job.start);
+    free(job.seqs);
+    return st;
 }
 
 /* The merged expert's pre-activations on c tokens from z's row pointer zr: slot i is
@@ -1305,9 +1373,6 @@ static void evalSequence(void *ctx, long q, int worker) {
     }
     bool found;
     SelEntry *ent = cacheEntry(this, q, k, sel, &found);
-    if (!found || k > 1) /* the merged experts read z */
-        for (int j = 0; j < k; j++)
-            ensureBlock(this, sc, q, sel[j]);
     if (unit && ent->has_seqsel) {
         acc->seqsel = ent->seqsel;
     } else {
@@ -1411,6 +1476,8 @@ MsStatus Meo_metrics(Meo *this, int k, const Cancel *cancel, MeoMetrics *out, ch
     }
     if (st == MS_OK && aligned)
         st = prepareAlignment(this, k, cancel);
+    if (st == MS_OK)
+        st = prepareBlocks(this, k, cancel);
     Pass pass = {.meo = this, .k = k, .aligned = aligned};
     pass.sums = xCalloc((size_t)this->n_seq, sizeof(SeqSums));
     if (st == MS_OK)
