@@ -62,10 +62,16 @@ SPDX-License-Identifier: MIT
 
 #define CHUNK 256 /* token rows per block of work */
 
-/* Below this fraction of nonzero gated activations, an expert's output is summed one
-   axpy per nonzero instead of by a matrix product (about 4x fewer operations pay for the
-   axpys' lower speed). */
-#define SPARSE_MAX 0.25
+/* Below this fraction of nonzero hidden values, a chunk's product with w_out is summed
+   over its nonzeros (sparseTimes, sparseError) instead of by a matrix product: the
+   register-tiled sums run at about the matrix product's speed per operation and need no
+   pass over y afterwards (measured on bench_meo: 0.5 was faster than 0.25, mostly on
+   clustered partitions whose selected experts hold most of a sequence's nonzeros). */
+#define SPARSE_MAX 0.5
+
+/* y's threshold: y is made once per Meo, and its lists of SPARSE_Y x CHUNK x d_ff
+   nonzeros set the scratch's usual size. */
+#define SPARSE_Y 0.25
 
 /* Rows of a sparse matrix: row r's nonzeros are (idx[n], val[n]) for n in
    [start[r], start[r + 1]); out[r] (or r when out is NULL) is where its product goes. */
@@ -73,7 +79,7 @@ typedef struct SparseRows {
     int rows;
     int *start, *idx, *out; /* [CHUNK + 1], [cap], [CHUNK] */
     float *val;             /* [cap] */
-    long cap;               /* SPARSE_MAX of a chunk of d_ff columns */
+    long cap;               /* grown by reserve() */
 } SparseRows;
 
 /* One worker's scratch for Meo_metrics. */
@@ -471,8 +477,18 @@ static void sparseError(const SparseRows *S, const float *M, int D, const float 
 
 /* The most nonzeros a chunk of c rows of cols columns may have to be multiplied as
    SparseRows (SPARSE_MAX of it); denser chunks run a matrix product. */
-static long sparseLimit(int c, long cols) {
-    return (long)(SPARSE_MAX * (double)c * (double)cols);
+static long sparseLimit(int c, long cols, double frac) {
+    return (long)(frac * (double)c * (double)cols);
+}
+
+/* Room for need entries in S's lists (the gathers write a row past their limit before
+   they give up). */
+static void reserve(SparseRows *S, long need) {
+    if (need <= S->cap)
+        return;
+    S->idx = xReallocArray(S->idx, (size_t)need, sizeof(int));
+    S->val = xReallocArray(S->val, (size_t)need, sizeof(float));
+    S->cap = need;
 }
 
 /* Whether fewer than SPARSE_MAX of v[0..n) are nonzero. */
@@ -503,7 +519,8 @@ static void addProduct(const float *hid, int c, int g, const float *wT, int D, f
 /* h's nonzeros of c rows of N columns as SparseRows on the grouped rows row[j], in neuron
    index order; false when the chunk is too dense. */
 static bool gatherH(SparseRows *S, const float *h, int c, int N, const int *row) {
-    long limit = sparseLimit(c, N);
+    long limit = sparseLimit(c, N, SPARSE_Y);
+    reserve(S, limit + N + 1);
     int n = 0;
     S->rows = c;
     S->out = NULL;
@@ -685,11 +702,10 @@ static void ensureScratch(Meo *this) {
         s->xrows = xMallocArray(CHUNK, sizeof(float *));
         s->m_outT = xMallocArray(G * D, sizeof(float));
         s->used = xMallocArray(G, 1);
-        /* the gathers write a row past the limit before they give up */
-        s->nz.cap = sparseLimit(CHUNK, this->N) + this->N + 1;
+        s->nz.cap = 0; /* grown by the gathers */
         s->nz.start = xMallocArray(CHUNK + 1, sizeof(int));
-        s->nz.idx = xMallocArray((size_t)s->nz.cap, sizeof(int));
-        s->nz.val = xMallocArray((size_t)s->nz.cap, sizeof(float));
+        s->nz.idx = NULL;
+        s->nz.val = NULL;
         s->mix.start = xMallocArray(G + 1, sizeof(int));
         s->mix.out = xMallocArray(G, sizeof(int));
         s->mix.idx = xMallocArray((size_t)this->N, sizeof(int));
@@ -1139,7 +1155,8 @@ static void mergedPre(const float *zr, size_t N, int k, const float *g, const in
 /* The merged hidden's nonzeros as SparseRows on slots, marking the slots they use
    (used[i] 0 -> 1; 2 stays: merged already); false when the chunk is too dense. */
 static bool gatherHidden(SparseRows *S, const float *hid, int c, int G0, unsigned char *used) {
-    long limit = sparseLimit(c, G0);
+    long limit = sparseLimit(c, G0, SPARSE_MAX);
+    reserve(S, limit + G0 + 1);
     int n = 0;
     S->rows = c;
     S->out = NULL;
@@ -1235,7 +1252,8 @@ static bool gatherSelected(const Meo *this, SparseRows *S, int k, const int *sel
     long cols = 0;
     for (int q = 0; q < k; q++)
         cols += expertSize(this, sel[q]);
-    long limit = sparseLimit(c, cols);
+    long limit = sparseLimit(c, cols, SPARSE_MAX);
+    reserve(S, limit + cols + 1);
     int n = 0;
     S->rows = c;
     S->out = NULL;
