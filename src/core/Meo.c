@@ -3,41 +3,61 @@ moescope - core/Meo.c
 Sequence-level MEO metrics (SPEC §5).
 
 DESIGN: the work is staged by what it depends on. Meo_open: the split's sequences. The first
-Meo_metrics after Meo_open or Meo_releasePartition makes the dense y = w_out h (no b_out)
-with its row norms on the Meo's threads. Meo_setPartition: the token oracle scores s[t,e]
-and their totals, the experts' neuron lists, their w_out columns as contiguous rows (for
-the merge and the unmerged sequence-selection output) and their L2-normalized key rows
-(for aligned slots), and empty caches of aligned slot maps and of pre-activation blocks.
-Meo_setRouter: each sequence's router scores (its mean x through Router_score, or the mean
-of s for the oracle), softmax logits (Router_logits) and expert order (TopK_order, ties to
-the lower index). The batch so pays for y, the alignments and the pre-activations once per
-partition (it releases their memory in between), not once per router or k.
+Meo_metrics after Meo_open makes the dense y = w_out h (no b_out) with its row norms on the
+Meo's threads, from h's nonzeros in neuron order (or a matrix product with w_out for dense
+chunks), so its bits do not depend on the partition it is made under; it is kept until
+Meo_delete. Meo_setPartition: the token oracle scores s[t,e] and their totals, the
+experts' neuron lists, their w_out columns as contiguous rows (for the merge and the
+unmerged sequence-selection output) and their L2-normalized key rows (for aligned slots),
+and empty caches of aligned slot maps, of pre-activation blocks and of router-independent
+sums. Meo_setRouter: each sequence's router scores (its mean x through Router_score, or the
+mean of s for the oracle), softmax logits (Router_logits) and expert order (TopK_order,
+ties to the lower index). The batch so pays for y once per layer and for the alignments
+and the pre-activations once per partition (it releases their memory in between), not
+once per router or k.
+
+Sharing between routers: a sequence's sum-gate merged errors (position and aligned slots)
+depend only on its ordered selection, and so does the unmerged selection's error when
+every gate is 1 (all routers but sigmoid). Each sequence keeps them per (k, selection) seen
+since Meo_setPartition (SelCache, a few entries: the batch asks 4 routers x 3 k), so a
+router that selects what an earlier one did (about a third of the sequences at k = 1 on
+clustered partitions) reuses the bits instead of recomputing them. k = 1 makes one merged
+error for all four variants (softmax gate 1, aligned map the identity).
 
 The merged expert's input side is linear in the merged weights: slot i's pre-activation on
 token t is sum_q g_q z[t, map_q(i)] with z = x w_in^T + b_in (and zg = x w_gate^T for
 gated layers), so no merged w_in is made. z is kept in the partition's grouped column
-order and made block by block, (sequence, expert) when a selection first needs it, by
-Vec_gemmNT (whose elements are the same bits wherever they sit), so a (router, k, gates,
-slots) variant costs k G additions per token on the input side. The output side merges
-only the w_out rows a sequence's nonzero hidden values multiply. Products with w_out (y,
-the unmerged selection, the merged expert) list each token's nonzeros and multiply them
-64 columns at a time in AVX registers (sparseTimes: the same running sums as one axpy per
-nonzero), or run a matrix product for chunks denser than SPARSE_MAX. An aligned map comes
-from one assignment per expert pair, which serves both directions. Slot maps hold rows of
+order and made block by block, (sequence, expert) when a pass's selections first need it:
+before the pass, expert by expert (in parallel), the expert's rows laid out once in Vec
+panels and multiplied with each such sequence's rows of x in place (Vec_gemmGatherPanels,
+whose elements are the same bits wherever they sit). A (router, k, gates, slots) variant
+so costs k G additions per token on the input side (mergedPre: 8 slots at a time,
+contiguous position maps loaded directly, ReLU fused). The output side merges only the
+w_out rows a sequence's nonzero hidden values multiply (a single expert with gate 1 uses
+its own rows). Products with w_out (y, the unmerged selection, the merged expert) list
+each token's nonzeros (branch-free gathers) and multiply them 64 columns at a time in AVX
+registers (sparseTimes: the same running sums as one axpy per nonzero); for the selection
+and the merged expert the product is never stored: sparseError subtracts it from y in
+registers and sums the squares. Chunks denser than SPARSE_MAX run a matrix product and
+an error pass instead. An aligned map comes from one assignment per expert pair
+(Assign_maxWeight, Jonker-Volgenant), which serves both directions. Slot maps hold rows of
 the grouped order.
 
-Meo_metrics first makes the aligned maps the selections need (in parallel), then evaluates
-the sequences in parallel, one worker's scratch each: the first k experts of the order are
-the selection; tokens are processed in chunks of CHUNK rows so scratch stays small for long
-sequences. Each sequence keeps its own sums, added in sequence order afterwards, and the
-products run through Vec or the kernels here (not OpenBLAS), so the numbers do not depend
-on the thread count. Merged values are summed over the selection in rank order and an
-assignment's orientation follows neuron indices, so relabelling experts does not change a
-single float operation.
+Meo_metrics first makes the aligned maps the selections need (in parallel) and their
+pre-activation blocks, then evaluates the sequences in parallel, one worker's scratch each:
+the first k experts of the order are the selection; tokens are processed in chunks of
+CHUNK rows so scratch stays small for long sequences. Each sequence keeps its own sums
+(and its own cache), added in sequence order afterwards, and the products run through Vec
+or the kernels here (not OpenBLAS), so the numbers do not depend on the thread count. A
+cached sum is the bits a recomputation would give (the same function of the same
+inputs), so sharing does not change them either. Merged values are summed over the
+selection in rank order and an assignment's orientation follows neuron indices, so
+relabelling experts does not change a single float operation.
 
-Memory: z (and zg) hold rows x d_ff floats each and are freed, with y, by
-Meo_releasePartition; each worker's scratch holds a list of up to SPARSE_MAX x CHUNK x d_ff
-nonzeros (1.6 MB at d_ff 3072).
+Memory: z (and zg) hold rows x d_ff floats each and are freed by Meo_releasePartition; y
+(rows x d_model floats) lives until Meo_delete; each worker's scratch holds a list of
+about SPARSE_Y x CHUNK x d_ff nonzeros (1.6 MB at d_ff 3072, grown for wide selections)
+and one expert's panels.
 
 Cost (SPEC §5): L in the merge and router terms is the mean length of the sequences
 actually used (split tokens / sequences), so a short last block raises the cost a little.
