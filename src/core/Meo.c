@@ -1176,19 +1176,19 @@ static void mergedPre(const float *zr, size_t N, int k, const float *g, const in
    (used[i] 0 -> 1; 2 stays: merged already); false when the chunk is too dense. */
 static bool gatherHidden(SparseRows *S, const float *hid, int c, int G0, unsigned char *used) {
     long limit = sparseLimit(c, G0, SPARSE_MAX);
-    reserve(S, limit + G0 + 1);
+    reserve(S, limit + G0 + 9); /* Vec_nonzeros may write 8 past its count */
     int n = 0;
     S->rows = c;
     S->out = NULL;
     S->start[0] = 0;
     for (int r = 0; r < c; r++, hid += G0) {
-        for (int i = 0; i < G0; i++) { /* branch-free, as gatherH */
-            int nz = hid[i] != 0.0f;
-            S->idx[n] = i;
-            S->val[n] = hid[i];
-            n += nz;
-            used[i] |= (unsigned char)(nz & (used[i] == 0));
+        int m = Vec_nonzeros(G0, hid, S->idx + n);
+        for (int j = n; j < n + m; j++) {
+            int i = S->idx[j];
+            S->val[j] = hid[i];
+            used[i] |= !used[i];
         }
+        n += m;
         S->start[r + 1] = n;
         if (n > limit)
             return false;
@@ -1266,14 +1266,44 @@ static double runMerged(const Meo *this, Scratch *sc, int k, const float *g,
 
 /* The selected experts' nonzeros of h times their gates as SparseRows on grouped rows,
    experts in rank order; false when the chunk is too dense. */
+/* out[i] = g h[nr[i]] for i < n. */
+static void gatherScaledPlain(const float *h, const int *nr, int n, float g, float *out) {
+    for (int i = 0; i < n; i++)
+        out[i] = g * h[nr[i]];
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+__attribute__((target("avx2"))) static void gatherScaledAvx2(const float *h, const int *nr,
+                                                             int n, float g, float *out) {
+    __m256 gv = _mm256_set1_ps(g);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i idx = _mm256_loadu_si256((const __m256i *)(nr + i));
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(gv, _mm256_i32gather_ps(h, idx, 4)));
+    }
+    for (; i < n; i++)
+        out[i] = g * h[nr[i]];
+}
+#endif
+
+static void gatherScaled(const float *h, const int *nr, int n, float g, float *out) {
+#if defined(__GNUC__) && defined(__x86_64__)
+    if (__builtin_cpu_supports("avx2")) {
+        gatherScaledAvx2(h, nr, n, g, out);
+        return;
+    }
+#endif
+    gatherScaledPlain(h, nr, n, g, out);
+}
+
 static bool gatherSelected(const Meo *this, SparseRows *S, int k, const int *sel,
-                           const float *gate, long t0, int c) {
+                           const float *gate, long t0, int c, float *tmp) {
     int N = this->N;
     long cols = 0;
     for (int q = 0; q < k; q++)
         cols += expertSize(this, sel[q]);
     long limit = sparseLimit(c, cols, SPARSE_MAX);
-    reserve(S, limit + cols + 1);
+    reserve(S, limit + cols + 9); /* Vec_nonzeros may write 8 past its count */
     int n = 0;
     S->rows = c;
     S->out = NULL;
@@ -1282,14 +1312,14 @@ static bool gatherSelected(const Meo *this, SparseRows *S, int k, const int *sel
     for (int r = 0; r < c; r++, h += N) {
         for (int q = 0; q < k; q++) {
             int o = this->offset[sel[q]], g = expertSize(this, sel[q]);
-            const int *nr = this->neuron + o;
-            float gq = gate[q];
-            for (int i = 0; i < g; i++) { /* branch-free, as gatherH */
-                float v = gq * h[nr[i]];
-                S->idx[n] = o + i;
-                S->val[n] = v;
-                n += v != 0.0f;
+            gatherScaled(h, this->neuron + o, g, gate[q], tmp);
+            /* the nonzeros' positions land in idx, then become (grouped row, value) */
+            int m = Vec_nonzeros(g, tmp, S->idx + n);
+            for (int j = n; j < n + m; j++) {
+                S->val[j] = tmp[S->idx[j]];
+                S->idx[j] += o;
             }
+            n += m;
         }
         S->start[r + 1] = n;
         if (n > limit)
@@ -1303,7 +1333,7 @@ static bool gatherSelected(const Meo *this, SparseRows *S, int k, const int *sel
 static double runSelected(const Meo *this, Scratch *sc, int k, const int *sel,
                           const float *gate, long t0, int c) {
     int D = this->D, N = this->N;
-    if (gatherSelected(this, &sc->nz, k, sel, gate, t0, c))
+    if (gatherSelected(this, &sc->nz, k, sel, gate, t0, c, sc->up))
         return sparseChunkError(this, sc, &sc->nz, this->w_outT, t0, c);
     const float *h = this->L->h + (size_t)(this->row0 + t0) * N;
     memset(sc->yhat, 0, (size_t)c * D * sizeof(float));
