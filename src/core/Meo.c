@@ -107,6 +107,7 @@ typedef struct Scratch {
     float *wrows;                  /* [G][D] one expert's gathered w_in or w_gate rows */
     float *panels;                 /* the same as Vec panels (Vec_panelsSize(D, G)) */
     const float **xrows;           /* [CHUNK] rows of x */
+    const float **arows;           /* [G] key rows of an expert */
     float *m_outT;                 /* [G][D] merged w_out columns (the rows in use) */
     unsigned char *used;           /* [G] slots with a nonzero in the chunk */
     float *hid, *up, *yhat, *part; /* [CHUNK][G] x2, [CHUNK][D] x2 (part: at least 8) */
@@ -689,6 +690,7 @@ static void freeScratch(Meo *this) {
         free(s->wrows);
         free(s->panels);
         free(s->xrows);
+        free(s->arows);
         free(s->m_outT);
         free(s->used);
         free(s->nz.start);
@@ -720,6 +722,7 @@ static void ensureScratch(Meo *this) {
         s->wrows = xMallocArray(G * D, sizeof(float));
         s->panels = xMallocArray((size_t)Vec_panelsSize(this->D, this->max_g), sizeof(float));
         s->xrows = xMallocArray(CHUNK, sizeof(float *));
+        s->arows = xMallocArray(G, sizeof(float *));
         s->m_outT = xMallocArray(G * D, sizeof(float));
         s->used = xMallocArray(G, 1);
         s->nz.cap = 0; /* grown by the gathers */
@@ -854,15 +857,21 @@ void Meo_delete(Meo *this) {
    between their neurons on the cosine of their key rows (the square matrix padded with
    zero weights when the sizes differ): a matching serves both directions, so one
    assignment is solved per pair, with the rows of the expert holding the lower neuron
-   index (an order that relabelling experts does not change). */
-static void computeAlignment(Meo *this, int a, int b) {
-    int E = this->E, D = this->D;
-    if (expertSize(this, a) > 0 && expertSize(this, b) > 0 &&
-        this->neuron[this->offset[b]] < this->neuron[this->offset[a]]) {
-        int t = a;
-        a = b;
-        b = t;
+   index (an order that relabelling experts does not change: orientPair). The cosines are
+   one product, b's rows laid out in panels (sc->panels, kept by the caller for several a:
+   *packed) and a's read in place (Vec_gemmGatherPanels: the same bits wherever an element
+   sits, so a map does not depend on who asks for it first). */
+static void orientPair(const Meo *this, int *a, int *b) {
+    if (expertSize(this, *a) > 0 && expertSize(this, *b) > 0 &&
+        this->neuron[this->offset[*b]] < this->neuron[this->offset[*a]]) {
+        int t = *a;
+        *a = *b;
+        *b = t;
     }
+}
+
+static void computeAlignment(Meo *this, Scratch *sc, int a, int b, bool *packed) {
+    int E = this->E, D = this->D;
     int ga = expertSize(this, a), gb = expertSize(this, b), n = ga > gb ? ga : gb;
     int *mapA = xMallocArray((size_t)(ga > 0 ? ga : 1), sizeof(int));
     int *mapB = xMallocArray((size_t)(gb > 0 ? gb : 1), sizeof(int));
@@ -871,9 +880,14 @@ static void computeAlignment(Meo *this, int a, int b) {
     for (int j = 0; j < gb; j++)
         mapB[j] = -1;
     if (ga > 0 && gb > 0) {
+        if (!*packed) /* b's key rows as the product's right side, once per b */
+            Vec_panelsPutRowsT(D, gb, 0, D, this->khat + (size_t)this->offset[b] * D, D,
+                               sc->panels);
+        *packed = true;
+        for (int i = 0; i < ga; i++)
+            sc->arows[i] = this->khat + (size_t)(this->offset[a] + i) * D;
         float *cos = xCalloc((size_t)n * n, sizeof(float));
-        Vec_gemmNT(ga, gb, D, this->khat + (size_t)this->offset[a] * D, D,
-                   this->khat + (size_t)this->offset[b] * D, D, cos, n);
+        Vec_gemmGatherPanels(ga, gb, D, sc->arows, sc->panels, cos, n, false);
         int *match = xMallocArray((size_t)n, sizeof(int));
         Assign_maxWeight(cos, n, match);
         for (int i = 0; i < ga; i++) {
@@ -894,8 +908,13 @@ static void computeAlignment(Meo *this, int a, int b) {
 static const int *alignedMap(Meo *this, int a, int b) {
     if (a == b)
         return this->pos_map + (size_t)a * this->max_g;
-    if (!this->align[a * this->E + b])
-        computeAlignment(this, a, b);
+    if (!this->align[a * this->E + b]) {
+        int lo = a, hi = b;
+        bool packed = false;
+        orientPair(this, &lo, &hi);
+        ensureScratch(this);
+        computeAlignment(this, &this->scratch[0], lo, hi, &packed);
+    }
     return this->align[a * this->E + b];
 }
 
@@ -1489,42 +1508,66 @@ static void evalSequence(void *ctx, long q, int worker) {
     }
 }
 
-/* The aligned maps a pass will read, made beforehand (in parallel: each is an O(G^3)
-   assignment, and each writes its own pair of cache slots). */
+/* The aligned maps a pass will read, made beforehand in parallel (each is an O(G^3)
+   assignment and writes its own pair of cache slots), grouped by the pair's second
+   (column) expert so that expert's panels are laid out once: group i is b = bs[i] with
+   the first experts as[start[i] .. start[i + 1]). */
 typedef struct AlignJob {
     Meo *meo;
-    int *pairs; /* [n][2] */
+    int *bs, *start, *as;
 } AlignJob;
 
-static void alignPair(void *ctx, long i, int worker) {
-    (void)worker;
+static void alignGroup(void *ctx, long i, int worker) {
     AlignJob *job = ctx;
-    computeAlignment(job->meo, job->pairs[2 * i], job->pairs[2 * i + 1]);
+    Meo *this = job->meo;
+    bool packed = false;
+    for (int p = job->start[i]; p < job->start[i + 1]; p++)
+        computeAlignment(this, &this->scratch[worker], job->as[p], job->bs[i], &packed);
 }
 
 static MsStatus prepareAlignment(Meo *this, int k, const Cancel *cancel) {
     int E = this->E;
-    long n = 0;
-    int *pairs = xMallocArray((size_t)this->n_seq * (size_t)k * 2 + 2, sizeof(int));
-    unsigned char *wanted = xCalloc((size_t)E * E, 1);
+    unsigned char *wanted = xCalloc((size_t)E * E, 1); /* [a][b], oriented */
+    int *count = xCalloc((size_t)E + 1, sizeof(int));
     for (long q = 0; q < this->n_seq; q++) {
         const int *sel = this->order + q * E;
         for (int j = 1; j < k; j++) {
             int a = sel[0], b = sel[j];
-            int slot = a < b ? a * E + b : b * E + a; /* one assignment per pair */
-            if (a == b || this->align[a * E + b] || wanted[slot])
+            if (a == b || this->align[a * E + b])
                 continue;
-            wanted[slot] = 1;
-            pairs[2 * n] = a;
-            pairs[2 * n + 1] = b;
-            n++;
+            orientPair(this, &a, &b);
+            if (!wanted[a * E + b]) {
+                wanted[a * E + b] = 1;
+                count[b + 1]++;
+            }
         }
     }
+    AlignJob job = {.meo = this};
+    job.bs = xMallocArray((size_t)E, sizeof(int));
+    job.start = xMallocArray((size_t)E + 1, sizeof(int));
+    int groups = 0, total = 0;
+    job.start[0] = 0;
+    for (int b = 0; b < E; b++) {
+        if (count[b + 1] == 0)
+            continue;
+        count[b] = total; /* where b's first experts go */
+        total += count[b + 1];
+        job.bs[groups++] = b;
+        job.start[groups] = total;
+    }
+    job.as = xMallocArray((size_t)(total > 0 ? total : 1), sizeof(int));
+    for (int a = 0; a < E; a++)
+        for (int b = 0; b < E; b++)
+            if (wanted[a * E + b])
+                job.as[count[b]++] = a;
+    MsStatus st = groups > 0
+                      ? Parallel_run(this->threads, groups, alignGroup, &job, cancel, -1.0, -1.0)
+                      : MS_OK;
     free(wanted);
-    AlignJob job = {.meo = this, .pairs = pairs};
-    MsStatus st = n > 0 ? Parallel_run(this->threads, n, alignPair, &job, cancel, -1.0, -1.0)
-                        : MS_OK;
-    free(pairs);
+    free(count);
+    free(job.bs);
+    free(job.start);
+    free(job.as);
     return st;
 }
 
