@@ -774,6 +774,8 @@ static void test_errors(void **state) {
    both slot kinds (aligned maps from Meo_alignment, tested on their own above), on a
    layer whose long sequences span several of Meo's 256-token chunks. */
 
+#define DIRECT_MAX_D 80
+
 typedef struct Direct {
     const RandLayer *r;
     const int32_t *part;
@@ -824,7 +826,8 @@ static void directMerged(const RandLayer *r, int k, int G0, int map[][32], const
     for (int c = 0; c < D; c++)
         yhat[c] = 0.0;
     for (int i = 0; i < G0; i++) {
-        double win[8] = {0}, wg[8] = {0}, wout[8] = {0}, b = 0.0;
+        double win[DIRECT_MAX_D] = {0}, wg[DIRECT_MAX_D] = {0}, wout[DIRECT_MAX_D] = {0};
+        double b = 0.0;
         for (int q = 0; q < k; q++) {
             int j = map[q][i];
             if (j < 0)
@@ -850,6 +853,7 @@ static void directMerged(const RandLayer *r, int k, int G0, int map[][32], const
 
 static void checkDirect(int D, int N, int E, bool gated, Activation act, float bias) {
     static const int64_t off[4] = {0, 300, 301, 600};
+    assert_true(D <= DIRECT_MAX_D && N <= 8 * 32 && E <= 8 && N / E < 32);
     RandLayer r;
     randLayer(&r, D, N, gated, act);
     long T = 600;
@@ -893,7 +897,7 @@ static void checkDirect(int D, int N, int E, bool gated, Activation act, float b
             }
             for (long t = t0; t < t1; t++) {
                 const float *st = s + (t - t0) * E;
-                double tot = 0.0, in = 0.0, ys[8] = {0}, ym[8];
+                double tot = 0.0, in = 0.0, ys[DIRECT_MAX_D] = {0}, ym[DIRECT_MAX_D];
                 for (int e = 0; e < E; e++)
                     tot += st[e];
                 for (int j = 0; j < k; j++)
@@ -939,6 +943,10 @@ static void checkDirect(int D, int N, int E, bool gated, Activation act, float b
 static void test_merged_direct(void **state) {
     checkDirect(6, 26, 4, false, ACTIVATION_RELU, -0.3f); /* unequal experts, sparse */
     checkDirect(6, 24, 4, true, ACTIVATION_SILU, 0.0f);
+    /* d_model 75 and experts of 20-21 neurons: the AVX kernels' full tiles (64 and 8
+       columns, 8 slots) and their tails */
+    checkDirect(75, 82, 4, false, ACTIVATION_RELU, -0.3f);
+    checkDirect(75, 80, 4, true, ACTIVATION_SILU, 0.0f);
 }
 
 int main(void) {
