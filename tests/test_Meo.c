@@ -564,6 +564,76 @@ static void checkSeqsel(float bias, Activation act) {
     randLayerDone(&r);
 }
 
+/* One Meo through several partitions (the dense output y made under the first and kept)
+   and several routers per partition (router-independent sums shared between routers that
+   select the same experts): every (partition, router, k) gives the same bits as a fresh
+   Meo evaluating that router alone, whatever order the partitions come in. A router that
+   comes back (the same selections again) and a sigmoid router (gates below 1: only the
+   sum-gate merges are shared) are included; ReLU with negative biases makes h sparse
+   enough for y's sparse path, GELU keeps it dense. */
+static void checkOrders(float bias, Activation act, bool gated) {
+    int D = 6, N = 24;
+    RandLayer r;
+    randLayer(&r, D, N, gated, act);
+    for (int j = 0; j < N; j++)
+        r.w.b_in[j] = bias;
+    assert_int_equal(Ffn_hidden(&r.w, r.x, r.L.T, r.h), MS_OK);
+    enum { NP = 3, NR = 4 };
+    const int Es[NP] = {4, 3, 6};
+    int32_t *parts[NP];
+    Router *routers[NP][NR];
+    const RouterKind kinds[NR] = {ROUTER_ORACLE, ROUTER_SIMILARITY, ROUTER_SIGMOID,
+                                  ROUTER_ORACLE};
+    MeoMetrics want[NP][NR][6];
+    for (int p = 0; p < NP; p++) {
+        parts[p] = randPartition(N, Es[p]);
+        for (int i = 0; i < NR; i++) {
+            routers[p][i] = NULL;
+            assert_int_equal(Router_new(&routers[p][i], kinds[i], &r.L, parts[p], Es[p], NULL,
+                                        NULL, NULL), MS_OK);
+            for (int k = 1; k <= Es[p]; k++) {
+                Meo *fresh = NULL;
+                assert_int_equal(Meo_new(&fresh, &r.L, parts[p], Es[p], routers[p][i],
+                                         SPLIT_ALL, 8, NULL, NULL), MS_OK);
+                assert_int_equal(Meo_metrics(fresh, k, NULL, &want[p][i][k - 1], NULL), MS_OK);
+                Meo_delete(fresh);
+            }
+        }
+    }
+    static const int orders[3][NP] = {{0, 1, 2}, {2, 0, 1}, {1, 2, 0}};
+    for (int o = 0; o < 3; o++) {
+        Meo *meo = NULL;
+        assert_int_equal(Meo_open(&meo, &r.L, SPLIT_ALL, 8, NULL, NULL), MS_OK);
+        Meo_setThreads(meo, 1 + o % 2);
+        for (int i = 0; i < NP; i++) {
+            int p = orders[o][i];
+            assert_int_equal(Meo_setPartition(meo, parts[p], Es[p], NULL), MS_OK);
+            for (int ri = 0; ri < NR; ri++) {
+                Meo_setRouter(meo, routers[p][ri]);
+                for (int k = 1; k <= Es[p]; k++) {
+                    MeoMetrics m;
+                    assert_int_equal(Meo_metrics(meo, k, NULL, &m, NULL), MS_OK);
+                    assertIdentical(&m, &want[p][ri][k - 1]);
+                }
+            }
+            Meo_releasePartition(meo);
+        }
+        Meo_delete(meo);
+    }
+    for (int p = 0; p < NP; p++) {
+        for (int i = 0; i < NR; i++)
+            Router_delete(routers[p][i]);
+        free(parts[p]);
+    }
+    randLayerDone(&r);
+}
+
+static void test_partition_order_and_sharing(void **state) {
+    checkOrders(-0.3f, ACTIVATION_RELU, false);
+    checkOrders(0.0f, ACTIVATION_GELU, false);
+    checkOrders(0.0f, ACTIVATION_SILU, true);
+}
+
 static void test_seqsel_paths(void **state) {
     checkSeqsel(0.0f, ACTIVATION_GELU);
     checkSeqsel(-0.2f, ACTIVATION_RELU);
@@ -704,6 +774,8 @@ static void test_errors(void **state) {
    both slot kinds (aligned maps from Meo_alignment, tested on their own above), on a
    layer whose long sequences span several of Meo's 256-token chunks. */
 
+#define DIRECT_MAX_D 80
+
 typedef struct Direct {
     const RandLayer *r;
     const int32_t *part;
@@ -754,7 +826,8 @@ static void directMerged(const RandLayer *r, int k, int G0, int map[][32], const
     for (int c = 0; c < D; c++)
         yhat[c] = 0.0;
     for (int i = 0; i < G0; i++) {
-        double win[8] = {0}, wg[8] = {0}, wout[8] = {0}, b = 0.0;
+        double win[DIRECT_MAX_D] = {0}, wg[DIRECT_MAX_D] = {0}, wout[DIRECT_MAX_D] = {0};
+        double b = 0.0;
         for (int q = 0; q < k; q++) {
             int j = map[q][i];
             if (j < 0)
@@ -780,6 +853,7 @@ static void directMerged(const RandLayer *r, int k, int G0, int map[][32], const
 
 static void checkDirect(int D, int N, int E, bool gated, Activation act, float bias) {
     static const int64_t off[4] = {0, 300, 301, 600};
+    assert_true(D <= DIRECT_MAX_D && N <= 8 * 32 && E <= 8 && N / E < 32);
     RandLayer r;
     randLayer(&r, D, N, gated, act);
     long T = 600;
@@ -823,7 +897,7 @@ static void checkDirect(int D, int N, int E, bool gated, Activation act, float b
             }
             for (long t = t0; t < t1; t++) {
                 const float *st = s + (t - t0) * E;
-                double tot = 0.0, in = 0.0, ys[8] = {0}, ym[8];
+                double tot = 0.0, in = 0.0, ys[DIRECT_MAX_D] = {0}, ym[DIRECT_MAX_D];
                 for (int e = 0; e < E; e++)
                     tot += st[e];
                 for (int j = 0; j < k; j++)
@@ -869,6 +943,10 @@ static void checkDirect(int D, int N, int E, bool gated, Activation act, float b
 static void test_merged_direct(void **state) {
     checkDirect(6, 26, 4, false, ACTIVATION_RELU, -0.3f); /* unequal experts, sparse */
     checkDirect(6, 24, 4, true, ACTIVATION_SILU, 0.0f);
+    /* d_model 75 and experts of 20-21 neurons: the AVX kernels' full tiles (64 and 8
+       columns, 8 slots) and their tails */
+    checkDirect(75, 82, 4, false, ACTIVATION_RELU, -0.3f);
+    checkDirect(75, 80, 4, true, ACTIVATION_SILU, 0.0f);
 }
 
 int main(void) {
@@ -880,6 +958,7 @@ int main(void) {
         cmocka_unit_test(test_router_mean_x),      cmocka_unit_test(test_align_cap),
         cmocka_unit_test(test_errors),            cmocka_unit_test(test_stages_and_threads),
         cmocka_unit_test(test_seqsel_paths),       cmocka_unit_test(test_merged_direct),
+        cmocka_unit_test(test_partition_order_and_sharing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

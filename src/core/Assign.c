@@ -2,9 +2,14 @@
 moescope - core/Assign.c
 Exact assignment solvers.
 
-Assign_maxWeight: the Hungarian method in the shortest-augmenting-path form (rows are
-added one by one; each addition is a Dijkstra over the columns with the dual potentials
-u, v keeping reduced costs non-negative). O(n^3) time, O(n) memory.
+Assign_maxWeight: Jonker and Volgenant's shortest augmenting path method (LAPJV, 1987):
+column reduction and reduction transfer give every column a price and most rows a
+column, augmenting row reduction (an auction-like pass) places most of the rest, and each
+row still free is added along a shortest augmenting path (Dijkstra over the columns on
+reduced costs). O(n^3) worst case like the Hungarian method, but the cheap phases leave
+few rows for the Dijkstra. Costs and prices are doubles (exact up to double rounding, as
+the weights are floats); every scan runs in a fixed order, so ties resolve the same way
+on every call. O(n^2) scratch (the costs as doubles, contiguous rows).
 
 Assign_capacitated: min-cost flow source -> point -> group -> sink, solved by successive
 shortest paths, one point at a time. With the point nodes collapsed, the residual graph
@@ -33,68 +38,229 @@ SPDX-License-Identifier: MIT
 
 #include "util/XUtils.h"
 
+/* Jonker-Volgenant's solver works on costs c = -w (minimized) and column prices v; row i's
+   reduced cost of column j is c[i][j] - v[j], and every assigned row holds a column of
+   least reduced cost (the invariant that makes the final assignment optimal). */
+typedef struct Lap {
+    int n;
+    double *c;    /* [n][n] costs, row-major */
+    double *v;    /* [n] column prices */
+    double *d;    /* [n] Dijkstra distances */
+    int *row;     /* [n] column of each row, -1 free */
+    int *col;     /* [n] row of each column, -1 free */
+    int *pred;    /* [n] row preceding each column on the shortest path tree */
+    int *list;    /* [n] columns: scanned | at the current minimum | still to scan */
+    int *free;    /* [n] free rows */
+    int nfree;
+} Lap;
+
+/* Column reduction: each column's price is its least cost and the column goes to that row
+   (the first in row order) unless the row already holds a column, which it keeps. Then
+   reduction transfer: a row that won exactly one column lowers that column's price by its
+   margin over the row's second-best column, so later rows find it less attractive. */
+static void columnReduction(Lap *L) {
+    int n = L->n;
+    int *argmin = L->pred, *wins = L->list; /* scratch until the augmentation */
+    for (int j = 0; j < n; j++) {
+        L->v[j] = L->c[j];
+        argmin[j] = 0;
+    }
+    for (int i = 1; i < n; i++) {
+        const double *ci = L->c + (size_t)i * n;
+        for (int j = 0; j < n; j++) {
+            if (ci[j] < L->v[j]) {
+                L->v[j] = ci[j];
+                argmin[j] = i;
+            }
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        L->row[i] = -1;
+        L->col[i] = -1;
+        wins[i] = 0;
+    }
+    for (int j = n - 1; j >= 0; j--) {
+        int i = argmin[j];
+        if (wins[i]++ == 0) {
+            L->row[i] = j;
+            L->col[j] = i;
+        }
+    }
+    L->nfree = 0;
+    for (int i = 0; i < n; i++) {
+        if (wins[i] == 0) {
+            L->free[L->nfree++] = i;
+        } else if (wins[i] == 1) {
+            int j1 = L->row[i];
+            const double *ci = L->c + (size_t)i * n;
+            double least = INFINITY;
+            for (int j = 0; j < n; j++)
+                if (j != j1 && ci[j] - L->v[j] < least)
+                    least = ci[j] - L->v[j];
+            if (least < INFINITY) /* n = 1 has no other column */
+                L->v[j1] -= least;
+        }
+    }
+}
+
+/* Augmenting row reduction: a free row takes its best column, lowering the column's price
+   to the row's second-best reduced cost, and the row it displaces becomes free (handled
+   again at once when the price fell, else on the next pass). Two passes, as JV advise,
+   each bounded to n steps: rows bounce between near-equal columns for long on dense
+   real-valued matrices (and could cycle on floating-point ties), and the rows still free
+   then are left to the augmentation, which is exact on its own (measured at n = 96 on
+   cosine matrices: 0.14-0.18 ms per solve, against 0.2-0.3 ms with 8n steps and
+   0.4-0.7 ms for the plain Hungarian method). */
+static void augmentingRowReduction(Lap *L) {
+    int n = L->n;
+    for (int pass = 0; pass < 2 && L->nfree > 0; pass++) {
+        int k = 0, prev = L->nfree;
+        long steps = 0, limit = n;
+        L->nfree = 0;
+        while (k < prev) {
+            int i = L->free[k++];
+            if (++steps > limit) {
+                L->free[L->nfree++] = i;
+                continue;
+            }
+            const double *ci = L->c + (size_t)i * n;
+            double u1 = ci[0] - L->v[0], u2 = INFINITY;
+            int j1 = 0, j2 = -1;
+            for (int j = 1; j < n; j++) {
+                double h = ci[j] - L->v[j];
+                if (h < u2) {
+                    if (h >= u1) {
+                        u2 = h;
+                        j2 = j;
+                    } else {
+                        u2 = u1;
+                        u1 = h;
+                        j2 = j1;
+                        j1 = j;
+                    }
+                }
+            }
+            int i0 = L->col[j1];
+            bool lowered = u1 < u2;
+            if (lowered)
+                L->v[j1] -= u2 - u1;
+            else if (i0 >= 0 && j2 >= 0) { /* a tie: take the second column instead */
+                j1 = j2;
+                i0 = L->col[j2];
+            }
+            L->row[i] = j1;
+            L->col[j1] = i;
+            if (i0 >= 0) {
+                L->row[i0] = -1;
+                if (lowered)
+                    L->free[--k] = i0;
+                else
+                    L->free[L->nfree++] = i0;
+            }
+        }
+    }
+}
+
+/* Adds free row r along a shortest augmenting path (Dijkstra on reduced costs over the
+   columns, all columns at the current minimum distance expanded together) and updates the
+   prices of the columns whose distance became final. */
+static void augmentRow(Lap *L, int r) {
+    int n = L->n, *list = L->list;
+    double *d = L->d, *v = L->v;
+    const double *cr = L->c + (size_t)r * n;
+    for (int j = 0; j < n; j++) {
+        d[j] = cr[j] - v[j];
+        L->pred[j] = r;
+        list[j] = j;
+    }
+    /* list[0, low): scanned; [low, up): at distance least, to scan; [up, n): the rest */
+    int low = 0, up = 0, last = 0, end = -1;
+    double least = 0.0;
+    while (end < 0) {
+        if (up == low) {
+            last = low;
+            least = d[list[up++]];
+            for (int k = up; k < n; k++) {
+                int j = list[k];
+                if (d[j] <= least) {
+                    if (d[j] < least) {
+                        up = low;
+                        least = d[j];
+                    }
+                    list[k] = list[up];
+                    list[up++] = j;
+                }
+            }
+            for (int k = low; k < up; k++) {
+                if (L->col[list[k]] < 0) {
+                    end = list[k];
+                    break;
+                }
+            }
+            if (end >= 0)
+                break;
+        }
+        int j1 = list[low++], i = L->col[j1];
+        const double *ci = L->c + (size_t)i * n;
+        double h = ci[j1] - v[j1] - least;
+        for (int k = up; k < n; k++) {
+            int j = list[k];
+            double dj = ci[j] - v[j] - h;
+            if (dj < d[j]) {
+                L->pred[j] = i;
+                if (dj == least) {
+                    if (L->col[j] < 0) {
+                        end = j;
+                        break;
+                    }
+                    list[k] = list[up];
+                    list[up++] = j;
+                }
+                d[j] = dj;
+            }
+        }
+    }
+    /* Columns scanned before the last minimum keep reduced costs >= 0 with these prices. */
+    for (int k = 0; k < last; k++) {
+        int j = list[k];
+        v[j] += d[j] - least;
+    }
+    for (;;) {
+        int i = L->pred[end], next = L->row[i];
+        L->col[end] = i;
+        L->row[i] = end;
+        if (i == r)
+            break;
+        end = next;
+    }
+}
+
 double Assign_maxWeight(const float *w, int n, int *match) {
     if (n <= 0)
         return 0.0;
-    /* 1-based arrays as in the classic formulation; cost = -weight (minimized). */
-    double *u = xCalloc((size_t)n + 1, sizeof(double));
-    double *v = xCalloc((size_t)n + 1, sizeof(double));
-    double *minv = xMallocArray((size_t)n + 1, sizeof(double));
-    int *p = xCalloc((size_t)n + 1, sizeof(int));   /* p[j] = row matched to column j */
-    int *way = xCalloc((size_t)n + 1, sizeof(int)); /* previous column on the path */
-    bool *used = xMallocArray((size_t)n + 1, sizeof(bool));
-    for (int i = 1; i <= n; i++) {
-        p[0] = i;
-        int j0 = 0;
-        for (int j = 0; j <= n; j++) {
-            minv[j] = INFINITY;
-            used[j] = false;
-        }
-        do {
-            used[j0] = true;
-            int i0 = p[j0], j1 = 0;
-            double delta = INFINITY;
-            const float *row = w + (size_t)(i0 - 1) * n;
-            for (int j = 1; j <= n; j++) {
-                if (used[j])
-                    continue;
-                double cur = -(double)row[j - 1] - u[i0] - v[j];
-                if (cur < minv[j]) {
-                    minv[j] = cur;
-                    way[j] = j0;
-                }
-                if (minv[j] < delta) {
-                    delta = minv[j];
-                    j1 = j;
-                }
-            }
-            for (int j = 0; j <= n; j++) {
-                if (used[j]) {
-                    u[p[j]] += delta;
-                    v[j] -= delta;
-                } else {
-                    minv[j] -= delta;
-                }
-            }
-            j0 = j1;
-        } while (p[j0] != 0);
-        do {
-            int j1 = way[j0];
-            p[j0] = p[j1];
-            j0 = j1;
-        } while (j0);
-    }
+    Lap L = {.n = n};
+    size_t nn = (size_t)n * (size_t)n;
+    L.c = xMallocArray(nn + 2 * (size_t)n, sizeof(double));
+    L.v = L.c + nn;
+    L.d = L.v + n;
+    L.row = xMallocArray(5 * (size_t)n, sizeof(int));
+    L.col = L.row + n;
+    L.pred = L.col + n;
+    L.list = L.pred + n;
+    L.free = L.list + n;
+    for (size_t e = 0; e < nn; e++)
+        L.c[e] = -(double)w[e];
+    columnReduction(&L);
+    augmentingRowReduction(&L);
+    for (int f = 0; f < L.nfree; f++)
+        augmentRow(&L, L.free[f]);
     double total = 0.0;
-    for (int j = 1; j <= n; j++) {
-        match[p[j] - 1] = j - 1;
-        total += w[(size_t)(p[j] - 1) * n + (j - 1)];
+    for (int i = 0; i < n; i++) {
+        match[i] = L.row[i];
+        total += w[(size_t)i * n + L.row[i]];
     }
-    free(u);
-    free(v);
-    free(minv);
-    free(p);
-    free(way);
-    free(used);
+    free(L.c);
+    free(L.row);
     return total;
 }
 

@@ -1,8 +1,8 @@
 /*
 moescope - core/Assign.h
 Exact assignment solvers. Assign_maxWeight is the square linear assignment problem (one
-column per row, maximum total weight; the Hungarian method in its shortest augmenting
-path form, O(n^3)). Assign_capacitated is the transportation problem "n points into k
+column per row, maximum total weight; Jonker and Volgenant's shortest augmenting path
+method, O(n^3) at worst). Assign_capacitated is the transportation problem "n points into k
 groups, group g takes exactly cap[g] points, maximum total score" that balanced k-means
 needs (SPEC §3 param); it is solved exactly by successive shortest paths on the k group
 nodes, so its cost grows like n * k^2 rather than like a square n x n assignment.
@@ -18,7 +18,8 @@ SPDX-License-Identifier: MIT
 /* Square max-weight assignment: w[n][n] row-major (w[i*n + j] = weight of row i taking
    column j, any finite floats, negative allowed); writes match[i] = the column of row i
    (a permutation of 0..n-1) and returns the total weight sum_i w[i][match[i]] (summed in
-   double). n >= 1; n = 0 returns 0. O(n^3) time, O(n) scratch (internal, small).
+   double). n >= 1; n = 0 returns 0. O(n^3) time at worst, n^2 doubles of scratch
+   (internal). Equal optima resolve the same way on every call.
    Any thread; reentrant. */
 double Assign_maxWeight(const float *w, int n, int *match);
 

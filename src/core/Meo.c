@@ -3,41 +3,61 @@ moescope - core/Meo.c
 Sequence-level MEO metrics (SPEC §5).
 
 DESIGN: the work is staged by what it depends on. Meo_open: the split's sequences. The first
-Meo_metrics after Meo_open or Meo_releasePartition makes the dense y = w_out h (no b_out)
-with its row norms on the Meo's threads. Meo_setPartition: the token oracle scores s[t,e]
-and their totals, the experts' neuron lists, their w_out columns as contiguous rows (for
-the merge and the unmerged sequence-selection output) and their L2-normalized key rows
-(for aligned slots), and empty caches of aligned slot maps and of pre-activation blocks.
-Meo_setRouter: each sequence's router scores (its mean x through Router_score, or the mean
-of s for the oracle), softmax logits (Router_logits) and expert order (TopK_order, ties to
-the lower index). The batch so pays for y, the alignments and the pre-activations once per
-partition (it releases their memory in between), not once per router or k.
+Meo_metrics after Meo_open makes the dense y = w_out h (no b_out) with its row norms on the
+Meo's threads, from h's nonzeros in neuron order (or a matrix product with w_out for dense
+chunks), so its bits do not depend on the partition it is made under; it is kept until
+Meo_delete. Meo_setPartition: the token oracle scores s[t,e] and their totals, the
+experts' neuron lists, their w_out columns as contiguous rows (for the merge and the
+unmerged sequence-selection output) and their L2-normalized key rows (for aligned slots),
+and empty caches of aligned slot maps, of pre-activation blocks and of router-independent
+sums. Meo_setRouter: each sequence's router scores (its mean x through Router_score, or the
+mean of s for the oracle), softmax logits (Router_logits) and expert order (TopK_order,
+ties to the lower index). The batch so pays for y once per layer and for the alignments
+and the pre-activations once per partition (it releases their memory in between), not
+once per router or k.
+
+Sharing between routers: a sequence's sum-gate merged errors (position and aligned slots)
+depend only on its ordered selection, and so does the unmerged selection's error when
+every gate is 1 (all routers but sigmoid). Each sequence keeps them per (k, selection) seen
+since Meo_setPartition (SelCache, a few entries: the batch asks 4 routers x 3 k), so a
+router that selects what an earlier one did (about a third of the sequences at k = 1 on
+clustered partitions) reuses the bits instead of recomputing them. k = 1 makes one merged
+error for all four variants (softmax gate 1, aligned map the identity).
 
 The merged expert's input side is linear in the merged weights: slot i's pre-activation on
 token t is sum_q g_q z[t, map_q(i)] with z = x w_in^T + b_in (and zg = x w_gate^T for
 gated layers), so no merged w_in is made. z is kept in the partition's grouped column
-order and made block by block, (sequence, expert) when a selection first needs it, by
-Vec_gemmNT (whose elements are the same bits wherever they sit), so a (router, k, gates,
-slots) variant costs k G additions per token on the input side. The output side merges
-only the w_out rows a sequence's nonzero hidden values multiply. Products with w_out (y,
-the unmerged selection, the merged expert) list each token's nonzeros and multiply them
-64 columns at a time in AVX registers (sparseTimes: the same running sums as one axpy per
-nonzero), or run a matrix product for chunks denser than SPARSE_MAX. An aligned map comes
-from one assignment per expert pair, which serves both directions. Slot maps hold rows of
+order and made block by block, (sequence, expert) when a pass's selections first need it:
+before the pass, expert by expert (in parallel), the expert's rows laid out once in Vec
+panels and multiplied with each such sequence's rows of x in place (Vec_gemmGatherPanels,
+whose elements are the same bits wherever they sit). A (router, k, gates, slots) variant
+so costs k G additions per token on the input side (mergedPre: 8 slots at a time,
+contiguous position maps loaded directly, ReLU fused). The output side merges only the
+w_out rows a sequence's nonzero hidden values multiply (a single expert with gate 1 uses
+its own rows). Products with w_out (y, the unmerged selection, the merged expert) list
+each token's nonzeros (branch-free gathers) and multiply them 64 columns at a time in AVX
+registers (sparseTimes: the same running sums as one axpy per nonzero); for the selection
+and the merged expert the product is never stored: sparseError subtracts it from y in
+registers and sums the squares. Chunks denser than SPARSE_MAX run a matrix product and
+an error pass instead. An aligned map comes from one assignment per expert pair
+(Assign_maxWeight, Jonker-Volgenant), which serves both directions. Slot maps hold rows of
 the grouped order.
 
-Meo_metrics first makes the aligned maps the selections need (in parallel), then evaluates
-the sequences in parallel, one worker's scratch each: the first k experts of the order are
-the selection; tokens are processed in chunks of CHUNK rows so scratch stays small for long
-sequences. Each sequence keeps its own sums, added in sequence order afterwards, and the
-products run through Vec or the kernels here (not OpenBLAS), so the numbers do not depend
-on the thread count. Merged values are summed over the selection in rank order and an
-assignment's orientation follows neuron indices, so relabelling experts does not change a
-single float operation.
+Meo_metrics first makes the aligned maps the selections need (in parallel) and their
+pre-activation blocks, then evaluates the sequences in parallel, one worker's scratch each:
+the first k experts of the order are the selection; tokens are processed in chunks of
+CHUNK rows so scratch stays small for long sequences. Each sequence keeps its own sums
+(and its own cache), added in sequence order afterwards, and the products run through Vec
+or the kernels here (not OpenBLAS), so the numbers do not depend on the thread count. A
+cached sum is the bits a recomputation would give (the same function of the same
+inputs), so sharing does not change them either. Merged values are summed over the
+selection in rank order and an assignment's orientation follows neuron indices, so
+relabelling experts does not change a single float operation.
 
-Memory: z (and zg) hold rows x d_ff floats each and are freed, with y, by
-Meo_releasePartition; each worker's scratch holds a list of up to SPARSE_MAX x CHUNK x d_ff
-nonzeros (1.6 MB at d_ff 3072).
+Memory: z (and zg) hold rows x d_ff floats each and are freed by Meo_releasePartition; y
+(rows x d_model floats) lives until Meo_delete; each worker's scratch holds a list of
+about SPARSE_Y x CHUNK x d_ff nonzeros (1.6 MB at d_ff 3072, grown for wide selections)
+and one expert's panels.
 
 Cost (SPEC §5): L in the merge and router terms is the mean length of the sequences
 actually used (split tokens / sequences), so a short last block raises the cost a little.
@@ -62,10 +82,16 @@ SPDX-License-Identifier: MIT
 
 #define CHUNK 256 /* token rows per block of work */
 
-/* Below this fraction of nonzero gated activations, an expert's output is summed one
-   axpy per nonzero instead of by a matrix product (about 4x fewer operations pay for the
-   axpys' lower speed). */
-#define SPARSE_MAX 0.25
+/* Below this fraction of nonzero hidden values, a chunk's product with w_out is summed
+   over its nonzeros (sparseTimes, sparseError) instead of by a matrix product: the
+   register-tiled sums run at about the matrix product's speed per operation and need no
+   pass over y afterwards (measured on bench_meo: 0.5 was faster than 0.25, mostly on
+   clustered partitions whose selected experts hold most of a sequence's nonzeros). */
+#define SPARSE_MAX 0.5
+
+/* y's threshold: y is made once per Meo, and its lists of SPARSE_Y x CHUNK x d_ff
+   nonzeros set the scratch's usual size. */
+#define SPARSE_Y 0.25
 
 /* Rows of a sparse matrix: row r's nonzeros are (idx[n], val[n]) for n in
    [start[r], start[r + 1]); out[r] (or r when out is NULL) is where its product goes. */
@@ -73,18 +99,39 @@ typedef struct SparseRows {
     int rows;
     int *start, *idx, *out; /* [CHUNK + 1], [cap], [CHUNK] */
     float *val;             /* [cap] */
-    long cap;               /* SPARSE_MAX of a chunk of d_ff columns */
+    long cap;               /* grown by reserve() */
 } SparseRows;
 
 /* One worker's scratch for Meo_metrics. */
 typedef struct Scratch {
     float *wrows;                  /* [G][D] one expert's gathered w_in or w_gate rows */
+    float *panels;                 /* the same as Vec panels (Vec_panelsSize(D, G)) */
+    const float **xrows;           /* [CHUNK] rows of x */
+    const float **arows;           /* [G] key rows of an expert */
     float *m_outT;                 /* [G][D] merged w_out columns (the rows in use) */
     unsigned char *used;           /* [G] slots with a nonzero in the chunk */
-    float *hid, *up, *yhat, *part; /* [CHUNK][G] x2, [CHUNK][D] x2 */
+    float *hid, *up, *yhat, *part; /* [CHUNK][G] x2, [CHUNK][D] x2 (part: at least 8) */
     SparseRows nz;                 /* the nonzeros multiplied by w_out */
     SparseRows mix;                /* the merge: slot rows as sums of grouped w_out rows */
 } Scratch;
+
+/* A sequence's router-independent sums for one ordered selection at one k: the sum-gate
+   merged errors (position and aligned slots) and the unmerged selection's error with
+   gates 1, which are the same bits for every router that selects the same experts in
+   the same order. */
+typedef struct SelEntry {
+    int k;
+    int *sel;                  /* [k] the selection, rank order */
+    double merged[MEO_SLOTS];  /* sum gates */
+    double seqsel;             /* gates 1, when has_seqsel */
+    bool has_seqsel;
+} SelEntry;
+
+/* A sequence's entries, one per distinct (k, selection) seen since Meo_setPartition. */
+typedef struct SelCache {
+    int n, cap;
+    SelEntry *e;
+} SelCache;
 
 /* One sequence's sums (added in sequence order after the parallel pass). */
 typedef struct SeqSums {
@@ -108,6 +155,7 @@ struct Meo {
     float *z;             /* [rows][N] x w_in^T + b_in, columns in grouped order */
     float *zg;            /* [rows][N] x w_gate^T (gated layers) */
     unsigned char *zdone; /* [n_seq][E] which blocks of z (and zg) are made */
+    SelCache *cache;      /* [n_seq] router-independent sums, shared between routers */
     /* partition (Meo_setPartition) */
     int E;
     float *s;             /* [rows][E] token oracle scores */
@@ -185,14 +233,27 @@ static void gatherExperts(Meo *this, const int32_t *part) {
     for (int j = 0; j < N; j++)
         this->neuron[next[part[j]]++] = j;
     free(next);
+    /* w_out's columns into grouped rows, 32 of w_out's rows at a time: each pass reads
+       32 rows in order and writes 128 contiguous bytes per column, where a column at a
+       time would touch a cache line per float */
+    int *grow = xMallocArray((size_t)N, sizeof(int));
+    for (int r = 0; r < N; r++)
+        grow[this->neuron[r]] = r;
+    for (int d0 = 0; d0 < D; d0 += 32) {
+        int nd = D - d0 < 32 ? D - d0 : 32;
+        for (int j = 0; j < N; j++) {
+            float *col = this->w_outT + (size_t)grow[j] * D + d0;
+            const float *src = w->w_out + (size_t)d0 * N + j;
+            for (int r = 0; r < nd; r++)
+                col[r] = src[(size_t)r * N];
+        }
+    }
+    free(grow);
     const float *keys = FfnWeights_keys(w);
     for (int e = 0; e < E; e++) {
         int o = this->offset[e], g = expertSize(this, e);
         for (int i = 0; i < g; i++) {
             int j = this->neuron[o + i];
-            float *col = this->w_outT + (size_t)(o + i) * D;
-            for (int r = 0; r < D; r++)
-                col[r] = w->w_out[(size_t)r * N + j];
             const float *kr = keys + (size_t)j * D;
             float *kh = this->khat + (size_t)(o + i) * D;
             double ss = 0.0;
@@ -331,10 +392,124 @@ static void sparseTimes(const SparseRows *S, const float *M, int D, float *out) 
     sparseTimesPlain(S, M, D, out);
 }
 
+/* The error form of sparseTimes: for each row r, sq[r][0..8) gets lane sums of
+   (y[r] - product[r])^2 over the row's D columns (lane = column mod 8), the product held
+   in registers and never stored. y's rows are D apart. */
+static void sparseErrorPlain(const SparseRows *S, const float *restrict M, int D,
+                             const float *restrict y, float *restrict sq) {
+    memset(sq, 0, (size_t)S->rows * 8 * sizeof(float));
+    for (int c0 = 0; c0 < D; c0 += TILE) {
+        int w = D - c0 < TILE ? D - c0 : TILE;
+        for (int r = 0; r < S->rows; r++) {
+            float acc[TILE] = {0};
+            for (int n = S->start[r]; n < S->start[r + 1]; n++) {
+                const float *m = M + (size_t)S->idx[n] * D + c0;
+                for (int j = 0; j < w; j++)
+                    acc[j] += S->val[n] * m[j];
+            }
+            const float *yr = y + (size_t)r * D + c0;
+            for (int j = 0; j < w; j++) {
+                float d = yr[j] - acc[j];
+                sq[r * 8 + (c0 + j) % 8] += d * d;
+            }
+        }
+    }
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#define ERR8(i)                                                                               \
+    do {                                                                                      \
+        __m256 d = _mm256_sub_ps(_mm256_loadu_ps(yr + 8 * (i)), a##i);                        \
+        e = _mm256_fmadd_ps(d, d, e);                                                         \
+    } while (0)
+
+/* sparseErrorPlain in AVX registers, tiled as sparseTimesAvx2. */
+__attribute__((target("avx2,fma"))) static void sparseErrorAvx2(const SparseRows *S,
+                                                                 const float *restrict M, int D,
+                                                                 const float *restrict y,
+                                                                 float *restrict sq) {
+    memset(sq, 0, (size_t)S->rows * 8 * sizeof(float));
+    int c0 = 0;
+    for (; c0 + TILE <= D; c0 += TILE) {
+        for (int r = 0; r < S->rows; r++) {
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0,
+                   a6 = a0, a7 = a0;
+            for (int n = S->start[r]; n < S->start[r + 1]; n++) {
+                const float *m = M + (size_t)S->idx[n] * D + c0;
+                __m256 v = _mm256_set1_ps(S->val[n]);
+                FMA8(0);
+                FMA8(1);
+                FMA8(2);
+                FMA8(3);
+                FMA8(4);
+                FMA8(5);
+                FMA8(6);
+                FMA8(7);
+            }
+            const float *yr = y + (size_t)r * D + c0;
+            __m256 e = _mm256_loadu_ps(sq + 8 * r);
+            ERR8(0);
+            ERR8(1);
+            ERR8(2);
+            ERR8(3);
+            ERR8(4);
+            ERR8(5);
+            ERR8(6);
+            ERR8(7);
+            _mm256_storeu_ps(sq + 8 * r, e);
+        }
+    }
+    for (; c0 + 8 <= D; c0 += 8) {
+        for (int r = 0; r < S->rows; r++) {
+            __m256 a0 = _mm256_setzero_ps();
+            for (int n = S->start[r]; n < S->start[r + 1]; n++) {
+                const float *m = M + (size_t)S->idx[n] * D + c0;
+                __m256 v = _mm256_set1_ps(S->val[n]);
+                FMA8(0);
+            }
+            const float *yr = y + (size_t)r * D + c0;
+            __m256 e = _mm256_loadu_ps(sq + 8 * r);
+            ERR8(0);
+            _mm256_storeu_ps(sq + 8 * r, e);
+        }
+    }
+    for (; c0 < D; c0++) {
+        for (int r = 0; r < S->rows; r++) {
+            float a = 0.0f;
+            for (int n = S->start[r]; n < S->start[r + 1]; n++)
+                a = __builtin_fmaf(S->val[n], M[(size_t)S->idx[n] * D + c0], a);
+            float d = y[(size_t)r * D + c0] - a;
+            sq[r * 8 + c0 % 8] = __builtin_fmaf(d, d, sq[r * 8 + c0 % 8]);
+        }
+    }
+}
+#endif
+
+static void sparseError(const SparseRows *S, const float *M, int D, const float *y,
+                        float *sq) {
+#if defined(__GNUC__) && defined(__x86_64__)
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        sparseErrorAvx2(S, M, D, y, sq);
+        return;
+    }
+#endif
+    sparseErrorPlain(S, M, D, y, sq);
+}
+
 /* The most nonzeros a chunk of c rows of cols columns may have to be multiplied as
    SparseRows (SPARSE_MAX of it); denser chunks run a matrix product. */
-static long sparseLimit(int c, long cols) {
-    return (long)(SPARSE_MAX * (double)c * (double)cols);
+static long sparseLimit(int c, long cols, double frac) {
+    return (long)(frac * (double)c * (double)cols);
+}
+
+/* Room for need entries in S's lists (the gathers write a row past their limit before
+   they give up). */
+static void reserve(SparseRows *S, long need) {
+    if (need <= S->cap)
+        return;
+    S->idx = xReallocArray(S->idx, (size_t)need, sizeof(int));
+    S->val = xReallocArray(S->val, (size_t)need, sizeof(float));
+    S->cap = need;
 }
 
 /* Whether fewer than SPARSE_MAX of v[0..n) are nonzero. */
@@ -365,21 +540,21 @@ static void addProduct(const float *hid, int c, int g, const float *wT, int D, f
 /* h's nonzeros of c rows of N columns as SparseRows on the grouped rows row[j], in neuron
    index order; false when the chunk is too dense. */
 static bool gatherH(SparseRows *S, const float *h, int c, int N, const int *row) {
-    long limit = sparseLimit(c, N);
+    long limit = sparseLimit(c, N, SPARSE_Y);
+    reserve(S, limit + N + 1);
     int n = 0;
     S->rows = c;
     S->out = NULL;
     S->start[0] = 0;
     for (int r = 0; r < c; r++, h += N) {
-        for (int j = 0; j < N; j++) {
-            if (h[j] == 0.0f)
-                continue;
-            if (n >= limit)
-                return false;
+        for (int j = 0; j < N; j++) { /* branch-free: every entry written, nonzeros kept */
             S->idx[n] = row[j];
-            S->val[n++] = h[j];
+            S->val[n] = h[j];
+            n += h[j] != 0.0f;
         }
         S->start[r + 1] = n;
+        if (n > limit)
+            return false;
     }
     return true;
 }
@@ -412,17 +587,11 @@ static void denseChunk(void *ctx, long chunk, int worker) {
 }
 
 /* Fills y and its norms on first use (with the Meo's threads; it needs the partition's
-   grouped w_out), allocating them again after Meo_releasePartition. */
+   grouped w_out but its bits do not depend on the grouping, so it is kept, allocated by
+   Meo_open, until Meo_delete). */
 static MsStatus ensureDense(Meo *this, const Cancel *cancel) {
     if (this->have_y)
         return MS_OK;
-    size_t R = (size_t)this->rows, D = (size_t)this->D;
-    if (!this->y)
-        this->y = tryMallocArray(R * D, sizeof(float));
-    if (!this->y_norm)
-        this->y_norm = tryMallocArray(R, sizeof(double));
-    if (!this->y || !this->y_norm)
-        return MS_ERR_NOMEM;
     int *row = xMallocArray((size_t)this->N, sizeof(int));
     for (int r = 0; r < this->N; r++)
         row[this->neuron[r]] = r;
@@ -519,6 +688,9 @@ static void freeScratch(Meo *this) {
     for (int i = 0; i < this->n_scratch; i++) {
         Scratch *s = &this->scratch[i];
         free(s->wrows);
+        free(s->panels);
+        free(s->xrows);
+        free(s->arows);
         free(s->m_outT);
         free(s->used);
         free(s->nz.start);
@@ -548,12 +720,15 @@ static void ensureScratch(Meo *this) {
     for (int i = 0; i < this->n_scratch; i++) {
         Scratch *s = &this->scratch[i];
         s->wrows = xMallocArray(G * D, sizeof(float));
+        s->panels = xMallocArray((size_t)Vec_panelsSize(this->D, this->max_g), sizeof(float));
+        s->xrows = xMallocArray(CHUNK, sizeof(float *));
+        s->arows = xMallocArray(G, sizeof(float *));
         s->m_outT = xMallocArray(G * D, sizeof(float));
         s->used = xMallocArray(G, 1);
-        s->nz.cap = sparseLimit(CHUNK, this->N) + 1;
+        s->nz.cap = 0; /* grown by the gathers */
         s->nz.start = xMallocArray(CHUNK + 1, sizeof(int));
-        s->nz.idx = xMallocArray((size_t)s->nz.cap, sizeof(int));
-        s->nz.val = xMallocArray((size_t)s->nz.cap, sizeof(float));
+        s->nz.idx = NULL;
+        s->nz.val = NULL;
         s->mix.start = xMallocArray(G + 1, sizeof(int));
         s->mix.out = xMallocArray(G, sizeof(int));
         s->mix.idx = xMallocArray((size_t)this->N, sizeof(int));
@@ -561,8 +736,20 @@ static void ensureScratch(Meo *this) {
         s->hid = xMallocArray(G * CHUNK, sizeof(float));
         s->up = xMallocArray(G * CHUNK, sizeof(float));
         s->yhat = xMallocArray(D * CHUNK, sizeof(float));
-        s->part = xMallocArray(D * CHUNK, sizeof(float));
+        s->part = xMallocArray((D > 8 ? D : 8) * CHUNK, sizeof(float)); /* or [CHUNK][8] */
     }
+}
+
+static void freeCache(Meo *this) {
+    if (!this->cache)
+        return;
+    for (long q = 0; q < this->n_seq; q++) {
+        for (int i = 0; i < this->cache[q].n; i++)
+            free(this->cache[q].e[i].sel);
+        free(this->cache[q].e);
+    }
+    free(this->cache);
+    this->cache = NULL;
 }
 
 /* Drops what belongs to the partition (and so to the router): z is in its grouped order. */
@@ -572,6 +759,7 @@ static void clearPartition(Meo *this) {
     free(this->zdone);
     this->z = this->zg = NULL;
     this->zdone = NULL;
+    freeCache(this);
     if (this->align)
         for (int i = 0; i < this->E * this->E; i++)
             free(this->align[i]);
@@ -596,11 +784,6 @@ static void clearPartition(Meo *this) {
 
 void Meo_releasePartition(Meo *this) {
     clearPartition(this);
-    free(this->y);
-    free(this->y_norm);
-    this->y = NULL;
-    this->y_norm = NULL;
-    this->have_y = false;
 }
 
 MsStatus Meo_setPartition(Meo *this, const int32_t *part, int E, char **cause) {
@@ -624,6 +807,7 @@ MsStatus Meo_setPartition(Meo *this, const int32_t *part, int E, char **cause) {
     this->logit = xMallocArray((size_t)this->n_seq * E, sizeof(float));
     this->order = xMallocArray((size_t)this->n_seq * E, sizeof(int));
     this->align = xCalloc((size_t)E * E, sizeof(int *));
+    this->cache = xCalloc((size_t)this->n_seq, sizeof(SelCache));
     gatherExperts(this, part);
     scoreTokens(this, part);
     size_t G = (size_t)this->max_g;
@@ -673,15 +857,21 @@ void Meo_delete(Meo *this) {
    between their neurons on the cosine of their key rows (the square matrix padded with
    zero weights when the sizes differ): a matching serves both directions, so one
    assignment is solved per pair, with the rows of the expert holding the lower neuron
-   index (an order that relabelling experts does not change). */
-static void computeAlignment(Meo *this, int a, int b) {
-    int E = this->E, D = this->D;
-    if (expertSize(this, a) > 0 && expertSize(this, b) > 0 &&
-        this->neuron[this->offset[b]] < this->neuron[this->offset[a]]) {
-        int t = a;
-        a = b;
-        b = t;
+   index (an order that relabelling experts does not change: orientPair). The cosines are
+   one product, b's rows laid out in panels (sc->panels, kept by the caller for several a:
+   *packed) and a's read in place (Vec_gemmGatherPanels: the same bits wherever an element
+   sits, so a map does not depend on who asks for it first). */
+static void orientPair(const Meo *this, int *a, int *b) {
+    if (expertSize(this, *a) > 0 && expertSize(this, *b) > 0 &&
+        this->neuron[this->offset[*b]] < this->neuron[this->offset[*a]]) {
+        int t = *a;
+        *a = *b;
+        *b = t;
     }
+}
+
+static void computeAlignment(Meo *this, Scratch *sc, int a, int b, bool *packed) {
+    int E = this->E, D = this->D;
     int ga = expertSize(this, a), gb = expertSize(this, b), n = ga > gb ? ga : gb;
     int *mapA = xMallocArray((size_t)(ga > 0 ? ga : 1), sizeof(int));
     int *mapB = xMallocArray((size_t)(gb > 0 ? gb : 1), sizeof(int));
@@ -690,9 +880,14 @@ static void computeAlignment(Meo *this, int a, int b) {
     for (int j = 0; j < gb; j++)
         mapB[j] = -1;
     if (ga > 0 && gb > 0) {
+        if (!*packed) /* b's key rows as the product's right side, once per b */
+            Vec_panelsPutRowsT(D, gb, 0, D, this->khat + (size_t)this->offset[b] * D, D,
+                               sc->panels);
+        *packed = true;
+        for (int i = 0; i < ga; i++)
+            sc->arows[i] = this->khat + (size_t)(this->offset[a] + i) * D;
         float *cos = xCalloc((size_t)n * n, sizeof(float));
-        Vec_gemmNT(ga, gb, D, this->khat + (size_t)this->offset[a] * D, D,
-                   this->khat + (size_t)this->offset[b] * D, D, cos, n);
+        Vec_gemmGatherPanels(ga, gb, D, sc->arows, sc->panels, cos, n, false);
         int *match = xMallocArray((size_t)n, sizeof(int));
         Assign_maxWeight(cos, n, match);
         for (int i = 0; i < ga; i++) {
@@ -713,8 +908,13 @@ static void computeAlignment(Meo *this, int a, int b) {
 static const int *alignedMap(Meo *this, int a, int b) {
     if (a == b)
         return this->pos_map + (size_t)a * this->max_g;
-    if (!this->align[a * this->E + b])
-        computeAlignment(this, a, b);
+    if (!this->align[a * this->E + b]) {
+        int lo = a, hi = b;
+        bool packed = false;
+        orientPair(this, &lo, &hi);
+        ensureScratch(this);
+        computeAlignment(this, &this->scratch[0], lo, hi, &packed);
+    }
     return this->align[a * this->E + b];
 }
 
@@ -727,10 +927,29 @@ bool Meo_alignment(Meo *this, int a, int b, int *map) {
     return true;
 }
 
+/* Sum over the chunk's tokens [t0, t0 + c) of ||y - S M|| / ||y|| (tokens with ||y|| = 0
+   skipped), the product never stored: sparseError's lane sums, added in double. */
+static double sparseChunkError(const Meo *this, Scratch *sc, const SparseRows *S,
+                               const float *M, long t0, int c) {
+    float *sq = sc->part; /* [c][8] */
+    sparseError(S, M, this->D, this->y + (size_t)t0 * this->D, sq);
+    double sum = 0.0;
+    for (int r = 0; r < c; r++) {
+        double yn = this->y_norm[t0 + r];
+        if (yn == 0.0)
+            continue;
+        double ss = 0.0;
+        for (int l = 0; l < 8; l++)
+            ss += sq[r * 8 + l];
+        sum += sqrt(ss) / yn;
+    }
+    return sum;
+}
+
 /* Sum over the chunk's tokens of ||y - yhat|| / ||y|| (tokens with ||y|| = 0 skipped).
    The difference is taken in float (exact when y and yhat are close, where it matters)
    so that Vec_sumSquares can vectorize the norm. */
-static double chunkError(const Meo *this, Scratch *sc, long t0, int c, long *counted) {
+static double chunkError(const Meo *this, Scratch *sc, long t0, int c) {
     int D = this->D;
     double sum = 0.0;
     float *d = sc->part;
@@ -742,7 +961,6 @@ static double chunkError(const Meo *this, Scratch *sc, long t0, int c, long *cou
         for (int i = 0; i < D; i++)
             d[i] = yt[i] - yh[i];
         sum += sqrt(Vec_sumSquares(D, d)) / yn;
-        (*counted)++;
     }
     return sum;
 }
@@ -768,43 +986,106 @@ static MsStatus ensurePre(Meo *this) {
     return MS_OK;
 }
 
-/* z[t][o + i] = x_t . W[neuron[o + i]] (+ bias) for tokens [t0, t1) and g columns from o. */
-static void fillBlock(const Meo *this, Scratch *sc, const float *W, const float *bias, float *z,
-                      int o, int g, long t0, long t1) {
-    int D = this->D;
+/* The blocks of z (and zg) on expert e's columns for the sequences seqs[0..n): e's rows
+   of W laid out in panels once (Vec_panelsPutRowsT), then for each sequence its rows of
+   x read in place (Vec_gemmGatherPanels: every element one running sum in d_model order,
+   the same bits wherever it sits, so a block does not depend on which pass, thread or
+   set of sequences makes it), plus the bias. */
+static void fillExpert(const Meo *this, Scratch *sc, const float *W, const float *bias,
+                       float *z, int e, const long *seqs, long n) {
+    int D = this->D, o = this->offset[e], g = expertSize(this, e);
     size_t N = (size_t)this->N;
     for (int i = 0; i < g; i++)
         memcpy(sc->wrows + (size_t)i * D, W + (size_t)this->neuron[o + i] * D,
                (size_t)D * sizeof(float));
-    Vec_gemmNT((int)(t1 - t0), g, D, this->L->x + (size_t)(this->row0 + t0) * D, D, sc->wrows,
-               D, z + (size_t)t0 * N + o, (long)N);
-    if (bias)
-        for (long t = t0; t < t1; t++)
-            for (int i = 0; i < g; i++)
-                z[(size_t)t * N + o + i] += bias[this->neuron[o + i]];
+    Vec_panelsPutRowsT(D, g, 0, D, sc->wrows, D, sc->panels);
+    for (long s = 0; s < n; s++) {
+        long q = seqs[s];
+        for (long t0 = this->seq[q]; t0 < this->seq[q + 1]; t0 += CHUNK) {
+            int c = (int)(this->seq[q + 1] - t0 < CHUNK ? this->seq[q + 1] - t0 : CHUNK);
+            for (int r = 0; r < c; r++)
+                sc->xrows[r] = this->L->x + (size_t)(this->row0 + t0 + r) * D;
+            Vec_gemmGatherPanels(c, g, D, sc->xrows, sc->panels, z + (size_t)t0 * N + o,
+                                 (long)N, false);
+            if (bias)
+                for (int r = 0; r < c; r++)
+                    for (int i = 0; i < g; i++)
+                        z[(size_t)(t0 + r) * N + o + i] += bias[this->neuron[o + i]];
+        }
+    }
 }
 
-/* Makes sequence q's block of z (and zg) on expert e's columns unless made: blocks belong
-   to their sequence's worker, and Vec_gemmNT computes every element the same way wherever
-   it sits, so a block's bits do not depend on who asks first (router, k or thread). */
-static void ensureBlock(const Meo *this, Scratch *sc, long q, int e) {
-    unsigned char *done = &this->zdone[q * this->E + e];
-    if (*done)
-        return;
-    *done = 1;
-    int o = this->offset[e], g = expertSize(this, e);
-    long t0 = this->seq[q], t1 = this->seq[q + 1];
-    if (g == 0)
-        return;
-    fillBlock(this, sc, this->w->w_in, this->w->b_in, this->z, o, g, t0, t1);
+/* The blocks a pass needs and that are not made, grouped by expert: experts[i] needs the
+   sequences seqs[start[i] .. start[i + 1]). */
+typedef struct BlockJob {
+    const Meo *meo;
+    int *experts;
+    long *start, *seqs;
+} BlockJob;
+
+static void blockExpert(void *ctx, long i, int worker) {
+    const BlockJob *job = ctx;
+    const Meo *this = job->meo;
+    Scratch *sc = &this->scratch[worker];
+    int e = job->experts[i];
+    const long *seqs = job->seqs + job->start[i];
+    long n = job->start[i + 1] - job->start[i];
+    fillExpert(this, sc, this->w->w_in, this->w->b_in, this->z, e, seqs, n);
     if (this->w->w_gate)
-        fillBlock(this, sc, this->w->w_gate, NULL, this->zg, o, g, t0, t1);
+        fillExpert(this, sc, this->w->w_gate, NULL, this->zg, e, seqs, n);
+}
+
+/* Makes, in parallel over experts, the blocks of z the pass's selections (the first k
+   experts of every sequence's order) need and that are not made yet. */
+static MsStatus prepareBlocks(Meo *this, int k, const Cancel *cancel) {
+    int E = this->E;
+    long *count = xCalloc((size_t)E + 1, sizeof(long));
+    for (long q = 0; q < this->n_seq; q++) {
+        const int *sel = this->order + q * E;
+        for (int j = 0; j < k; j++)
+            if (!this->zdone[q * E + sel[j]] && expertSize(this, sel[j]) > 0)
+                count[sel[j] + 1]++;
+    }
+    BlockJob job = {.meo = this};
+    job.experts = xMallocArray((size_t)E, sizeof(int));
+    job.start = xMallocArray((size_t)E + 1, sizeof(long));
+    int n = 0;
+    long total = 0;
+    job.start[0] = 0;
+    for (int e = 0; e < E; e++) {
+        if (count[e + 1] == 0)
+            continue;
+        count[e] = total; /* where e's sequences go */
+        total += count[e + 1];
+        job.experts[n++] = e;
+        job.start[n] = total;
+    }
+    job.seqs = xMallocArray((size_t)(total > 0 ? total : 1), sizeof(long));
+    for (long q = 0; q < this->n_seq; q++) { /* ascending q within each expert */
+        const int *sel = this->order + q * E;
+        for (int j = 0; j < k; j++) {
+            unsigned char *done = &this->zdone[q * E + sel[j]];
+            if (!*done && expertSize(this, sel[j]) > 0)
+                job.seqs[count[sel[j]]++] = q;
+            *done = 1;
+        }
+    }
+    MsStatus st = n > 0 ? Parallel_run(this->threads, n, blockExpert, &job, cancel, -1.0, -1.0)
+                        : MS_OK;
+    if (st != MS_OK) /* blocks may be half made: make them all again next time */
+        memset(this->zdone, 0, (size_t)this->n_seq * E);
+    free(count);
+    free(job.experts);
+    free(job.start);
+    free(job.seqs);
+    return st;
 }
 
 /* The merged expert's pre-activations on c tokens from z's row pointer zr: slot i is
-   sum_q g[q] z[maps[q][i]] in rank order (maps[0] is the first expert's own, never -1). */
-static void mergedPre(const float *zr, size_t N, int k, const float *g, const int *const *maps,
-                      int G0, int c, float *out) {
+   sum_q g[q] z[maps[q][i]] in rank order (maps[0] is the first expert's own, never -1),
+   then max(v, 0) when relu (ReLU's v > 0 ? v : 0, fused). Plain version. */
+static void mergedPrePlain(const float *zr, size_t N, int k, const float *g,
+                           const int *const *maps, int G0, int c, bool relu, float *out) {
     for (int r = 0; r < c; r++, zr += N, out += G0) {
         const int *m0 = maps[0];
         for (int i = 0; i < G0; i++)
@@ -816,28 +1097,120 @@ static void mergedPre(const float *zr, size_t N, int k, const float *g, const in
                 if (m[i] >= 0)
                     out[i] += gq * zr[m[i]];
         }
+        if (relu)
+            for (int i = 0; i < G0; i++)
+                out[i] = out[i] > 0.0f ? out[i] : 0.0f;
     }
+}
+
+/* How many leading entries of map (of G0) are the run map[0], map[0] + 1, ..., when every
+   later one is -1 (position maps and the first expert's own); 0 otherwise. */
+static int contiguousRun(const int *map, int G0) {
+    int len = 0;
+    while (len < G0 && map[len] == map[0] + len)
+        len++;
+    for (int i = len; i < G0; i++)
+        if (map[i] >= 0)
+            return 0;
+    return len;
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+/* mergedPrePlain with 8 slots at a time: contiguous maps load z directly, others gather;
+   a product then a sum (no fused multiply-add), so the floats are the plain version's. */
+__attribute__((target("avx2"))) static void mergedPreAvx2(const float *zr, size_t N, int k,
+                                                          const float *g,
+                                                          const int *const *maps, int G0,
+                                                          int c, bool relu, float *out) {
+    int run[k];
+    for (int q = 0; q < k; q++)
+        run[q] = contiguousRun(maps[q], G0);
+    const __m256 zero = _mm256_setzero_ps();
+    for (int r = 0; r < c; r++, zr += N, out += G0) {
+        int i = 0;
+        __m256 g0 = _mm256_set1_ps(g[0]);
+        const int *m0 = maps[0];
+        if (run[0] == G0) {
+            const float *z0 = zr + m0[0];
+            for (; i + 8 <= G0; i += 8)
+                _mm256_storeu_ps(out + i, _mm256_mul_ps(g0, _mm256_loadu_ps(z0 + i)));
+        } else {
+            for (; i + 8 <= G0; i += 8) {
+                __m256i idx = _mm256_loadu_si256((const __m256i *)(m0 + i));
+                _mm256_storeu_ps(out + i, _mm256_mul_ps(g0, _mm256_i32gather_ps(zr, idx, 4)));
+            }
+        }
+        for (; i < G0; i++)
+            out[i] = g[0] * zr[m0[i]];
+        for (int q = 1; q < k; q++) {
+            const int *m = maps[q];
+            float gq = g[q];
+            __m256 gv = _mm256_set1_ps(gq);
+            i = 0;
+            if (run[q] > 0) {
+                const float *zq = zr + m[0];
+                for (; i + 8 <= run[q]; i += 8) {
+                    __m256 p = _mm256_mul_ps(gv, _mm256_loadu_ps(zq + i));
+                    _mm256_storeu_ps(out + i, _mm256_add_ps(_mm256_loadu_ps(out + i), p));
+                }
+                for (; i < run[q]; i++)
+                    out[i] += gq * zq[i];
+                continue;
+            }
+            for (; i + 8 <= G0; i += 8) {
+                __m256i idx = _mm256_loadu_si256((const __m256i *)(m + i));
+                __m256 keep = _mm256_castsi256_ps(
+                    _mm256_cmpgt_epi32(idx, _mm256_set1_epi32(-1)));
+                __m256 v = _mm256_mask_i32gather_ps(zero, zr, idx, keep, 4);
+                __m256 o = _mm256_loadu_ps(out + i);
+                __m256 s = _mm256_add_ps(o, _mm256_mul_ps(gv, v));
+                _mm256_storeu_ps(out + i, _mm256_blendv_ps(o, s, keep));
+            }
+            for (; i < G0; i++)
+                if (m[i] >= 0)
+                    out[i] += gq * zr[m[i]];
+        }
+        if (relu) {
+            for (i = 0; i + 8 <= G0; i += 8) /* maxps(v, 0) = v > 0 ? v : 0 */
+                _mm256_storeu_ps(out + i, _mm256_max_ps(_mm256_loadu_ps(out + i), zero));
+            for (; i < G0; i++)
+                out[i] = out[i] > 0.0f ? out[i] : 0.0f;
+        }
+    }
+}
+#endif
+
+static void mergedPre(const float *zr, size_t N, int k, const float *g, const int *const *maps,
+                      int G0, int c, bool relu, float *out) {
+#if defined(__GNUC__) && defined(__x86_64__)
+    if (__builtin_cpu_supports("avx2")) {
+        mergedPreAvx2(zr, N, k, g, maps, G0, c, relu, out);
+        return;
+    }
+#endif
+    mergedPrePlain(zr, N, k, g, maps, G0, c, relu, out);
 }
 
 /* The merged hidden's nonzeros as SparseRows on slots, marking the slots they use
    (used[i] 0 -> 1; 2 stays: merged already); false when the chunk is too dense. */
 static bool gatherHidden(SparseRows *S, const float *hid, int c, int G0, unsigned char *used) {
-    long limit = sparseLimit(c, G0);
+    long limit = sparseLimit(c, G0, SPARSE_MAX);
+    reserve(S, limit + G0 + 9); /* Vec_nonzeros may write 8 past its count */
     int n = 0;
     S->rows = c;
     S->out = NULL;
     S->start[0] = 0;
     for (int r = 0; r < c; r++, hid += G0) {
-        for (int i = 0; i < G0; i++) {
-            if (hid[i] == 0.0f)
-                continue;
-            if (n >= limit)
-                return false;
-            S->idx[n] = i;
-            S->val[n++] = hid[i];
+        int m = Vec_nonzeros(G0, hid, S->idx + n);
+        for (int j = n; j < n + m; j++) {
+            int i = S->idx[j];
+            S->val[j] = hid[i];
             used[i] |= !used[i];
         }
+        n += m;
         S->start[r + 1] = n;
+        if (n > limit)
+            return false;
     }
     return true;
 }
@@ -867,50 +1240,89 @@ static void mergeOut(const Meo *this, Scratch *sc, int k, const float *g, const 
         sparseTimes(S, this->w_outT, this->D, sc->m_outT);
 }
 
-/* yhat[c][D] = hid[c][G0] times the merged w_out columns. A sparse chunk merges only the
-   slots its nonzeros multiply (a slot no token of the sequence uses is never merged) and
-   multiplies its nonzeros; a dense chunk merges every slot and runs a matrix product. */
-static void mergedOutput(const Meo *this, Scratch *sc, int k, const float *g,
-                         const int *const *maps, int G0, int c) {
+/* The error sum of hid[c][G0] times the merged w_out columns on tokens [t0, t0 + c). A
+   sparse chunk merges only the slots its nonzeros multiply (a slot no token of the
+   sequence uses is never merged) and multiplies its nonzeros inside the error; a dense
+   chunk merges every slot and runs a matrix product. */
+static double mergedOutputError(const Meo *this, Scratch *sc, int k, const float *g,
+                                const int *const *maps, int G0, long t0, int c) {
     bool sparse = gatherHidden(&sc->nz, sc->hid, c, G0, sc->used);
-    mergeOut(this, sc, k, g, maps, G0, !sparse);
-    if (sparse)
-        sparseTimes(&sc->nz, sc->m_outT, this->D, sc->yhat);
+    const float *M = sc->m_outT;
+    if (k == 1 && g[0] == 1.0f) /* one expert, gate 1: its own rows are the merge's bits */
+        M = this->w_outT + (size_t)maps[0][0] * this->D;
     else
-        Vec_gemmNN(c, this->D, G0, sc->hid, G0, sc->m_outT, this->D, sc->yhat, this->D);
+        mergeOut(this, sc, k, g, maps, G0, !sparse);
+    if (sparse)
+        return sparseChunkError(this, sc, &sc->nz, M, t0, c);
+    Vec_gemmNN(c, this->D, G0, sc->hid, G0, M, this->D, sc->yhat, this->D);
+    return chunkError(this, sc, t0, c);
 }
 
-/* yhat of the merged expert (G0 slots, gates g, slot maps) on tokens [t0, t0 + c). */
-static void runMerged(const Meo *this, Scratch *sc, int k, const float *g,
-                      const int *const *maps, int G0, long t0, int c) {
+/* The merged expert's (G0 slots, gates g, slot maps) error sum on tokens [t0, t0 + c). */
+static double runMerged(const Meo *this, Scratch *sc, int k, const float *g,
+                        const int *const *maps, int G0, long t0, int c) {
     const FfnWeights *w = this->w;
     size_t N = (size_t)this->N, n = (size_t)c * G0;
     if (G0 == 0) {
         memset(sc->yhat, 0, (size_t)c * this->D * sizeof(float));
-        return;
+        return chunkError(this, sc, t0, c);
     }
+    bool relu = w->act == ACTIVATION_RELU;
     if (!w->w_gate) {
-        mergedPre(this->z + (size_t)t0 * N, N, k, g, maps, G0, c, sc->hid);
-        Activation_applyArray(w->act, sc->hid, (long)n);
+        mergedPre(this->z + (size_t)t0 * N, N, k, g, maps, G0, c, relu, sc->hid);
+        if (!relu)
+            Activation_applyArray(w->act, sc->hid, (long)n);
     } else {
-        mergedPre(this->zg + (size_t)t0 * N, N, k, g, maps, G0, c, sc->hid);
-        Activation_applyArray(w->act, sc->hid, (long)n);
-        mergedPre(this->z + (size_t)t0 * N, N, k, g, maps, G0, c, sc->up);
+        mergedPre(this->zg + (size_t)t0 * N, N, k, g, maps, G0, c, relu, sc->hid);
+        if (!relu)
+            Activation_applyArray(w->act, sc->hid, (long)n);
+        mergedPre(this->z + (size_t)t0 * N, N, k, g, maps, G0, c, false, sc->up);
         for (size_t i = 0; i < n; i++)
             sc->hid[i] *= sc->up[i];
     }
-    mergedOutput(this, sc, k, g, maps, G0, c);
+    return mergedOutputError(this, sc, k, g, maps, G0, t0, c);
 }
 
 /* The selected experts' nonzeros of h times their gates as SparseRows on grouped rows,
    experts in rank order; false when the chunk is too dense. */
+/* out[i] = g h[nr[i]] for i < n. */
+static void gatherScaledPlain(const float *h, const int *nr, int n, float g, float *out) {
+    for (int i = 0; i < n; i++)
+        out[i] = g * h[nr[i]];
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+__attribute__((target("avx2"))) static void gatherScaledAvx2(const float *h, const int *nr,
+                                                             int n, float g, float *out) {
+    __m256 gv = _mm256_set1_ps(g);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i idx = _mm256_loadu_si256((const __m256i *)(nr + i));
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(gv, _mm256_i32gather_ps(h, idx, 4)));
+    }
+    for (; i < n; i++)
+        out[i] = g * h[nr[i]];
+}
+#endif
+
+static void gatherScaled(const float *h, const int *nr, int n, float g, float *out) {
+#if defined(__GNUC__) && defined(__x86_64__)
+    if (__builtin_cpu_supports("avx2")) {
+        gatherScaledAvx2(h, nr, n, g, out);
+        return;
+    }
+#endif
+    gatherScaledPlain(h, nr, n, g, out);
+}
+
 static bool gatherSelected(const Meo *this, SparseRows *S, int k, const int *sel,
-                           const float *gate, long t0, int c) {
+                           const float *gate, long t0, int c, float *tmp) {
     int N = this->N;
     long cols = 0;
     for (int q = 0; q < k; q++)
         cols += expertSize(this, sel[q]);
-    long limit = sparseLimit(c, cols);
+    long limit = sparseLimit(c, cols, SPARSE_MAX);
+    reserve(S, limit + cols + 9); /* Vec_nonzeros may write 8 past its count */
     int n = 0;
     S->rows = c;
     S->out = NULL;
@@ -919,29 +1331,29 @@ static bool gatherSelected(const Meo *this, SparseRows *S, int k, const int *sel
     for (int r = 0; r < c; r++, h += N) {
         for (int q = 0; q < k; q++) {
             int o = this->offset[sel[q]], g = expertSize(this, sel[q]);
-            for (int i = 0; i < g; i++) {
-                float v = gate[q] * h[this->neuron[o + i]];
-                if (v == 0.0f)
-                    continue;
-                if (n >= limit)
-                    return false;
-                S->idx[n] = o + i;
-                S->val[n++] = v;
+            gatherScaled(h, this->neuron + o, g, gate[q], tmp);
+            /* the nonzeros' positions land in idx, then become (grouped row, value) */
+            int m = Vec_nonzeros(g, tmp, S->idx + n);
+            for (int j = n; j < n + m; j++) {
+                S->val[j] = tmp[S->idx[j]];
+                S->idx[j] += o;
             }
+            n += m;
         }
         S->start[r + 1] = n;
+        if (n > limit)
+            return false;
     }
     return true;
 }
 
-/* yhat of the selected experts kept unmerged (h masked, times gates) on a chunk. */
-static void runSelected(const Meo *this, Scratch *sc, int k, const int *sel, const float *gate,
-                        long t0, int c) {
+/* The error sum of the selected experts kept unmerged (h masked, times gates) on a
+   chunk. */
+static double runSelected(const Meo *this, Scratch *sc, int k, const int *sel,
+                          const float *gate, long t0, int c) {
     int D = this->D, N = this->N;
-    if (gatherSelected(this, &sc->nz, k, sel, gate, t0, c)) {
-        sparseTimes(&sc->nz, this->w_outT, D, sc->yhat);
-        return;
-    }
+    if (gatherSelected(this, &sc->nz, k, sel, gate, t0, c, sc->up))
+        return sparseChunkError(this, sc, &sc->nz, this->w_outT, t0, c);
     const float *h = this->L->h + (size_t)(this->row0 + t0) * N;
     memset(sc->yhat, 0, (size_t)c * D * sizeof(float));
     for (int q = 0; q < k; q++) {
@@ -953,6 +1365,7 @@ static void runSelected(const Meo *this, Scratch *sc, int k, const int *sel, con
                 sc->hid[(size_t)r * g + i] = gate[q] * h[(size_t)r * N + this->neuron[o + i]];
         addProduct(sc->hid, c, g, this->w_outT + (size_t)o * D, D, sc->yhat, sc->part);
     }
+    return chunkError(this, sc, t0, c);
 }
 
 static void softmaxGates(const float *logit, const int *sel, int k, float *g) {
@@ -984,13 +1397,12 @@ static void addRecall(const Meo *this, long q, int k, SeqSums *acc) {
 /* Sum of the merged expert's token errors over sequence q. */
 static double mergedError(const Meo *this, Scratch *sc, long q, int k, const float *g,
                           const int *const *maps, int G0) {
-    long t0 = this->seq[q], t1 = this->seq[q + 1], counted = 0;
+    long t0 = this->seq[q], t1 = this->seq[q + 1];
     double sum = 0.0;
     memset(sc->used, 0, (size_t)G0);
     for (long c0 = t0; c0 < t1; c0 += CHUNK) {
         int c = (int)(t1 - c0 < CHUNK ? t1 - c0 : CHUNK);
-        runMerged(this, sc, k, g, maps, G0, c0, c);
-        sum += chunkError(this, sc, c0, c, &counted);
+        sum += runMerged(this, sc, k, g, maps, G0, c0, c);
     }
     return sum;
 }
@@ -1010,7 +1422,41 @@ static const int *slotMap(const Meo *this, int s, int a, int b) {
     return this->align[a * this->E + b];
 }
 
-/* All sums for sequence q (a Parallel_run chunk). */
+/* Sum of the unmerged selection's token errors over sequence q. */
+static double selectedError(const Meo *this, Scratch *sc, long q, int k, const int *sel,
+                            const float *gate) {
+    long t0 = this->seq[q], t1 = this->seq[q + 1];
+    double sum = 0.0;
+    for (long c0 = t0; c0 < t1; c0 += CHUNK) {
+        int c = (int)(t1 - c0 < CHUNK ? t1 - c0 : CHUNK);
+        sum += runSelected(this, sc, k, sel, gate, c0, c);
+    }
+    return sum;
+}
+
+/* Sequence q's cache entry for the selection sel at k, added (empty) when missing. Only
+   the worker evaluating q touches its cache. */
+static SelEntry *cacheEntry(const Meo *this, long q, int k, const int *sel, bool *found) {
+    SelCache *c = &this->cache[q];
+    for (int i = 0; i < c->n; i++) {
+        if (c->e[i].k == k && memcmp(c->e[i].sel, sel, (size_t)k * sizeof(int)) == 0) {
+            *found = true;
+            return &c->e[i];
+        }
+    }
+    if (c->n == c->cap) {
+        c->cap = c->cap ? 2 * c->cap : 4;
+        c->e = xReallocArray(c->e, (size_t)c->cap, sizeof(SelEntry));
+    }
+    SelEntry *e = &c->e[c->n++];
+    *e = (SelEntry){.k = k, .sel = xMallocArray((size_t)k, sizeof(int))};
+    memcpy(e->sel, sel, (size_t)k * sizeof(int));
+    *found = false;
+    return e;
+}
+
+/* All sums for sequence q (a Parallel_run chunk). Router-independent sums come from the
+   sequence's cache when an earlier router (or k) made them for the same selection. */
 static void evalSequence(void *ctx, long q, int worker) {
     const Pass *p = ctx;
     const Meo *this = p->meo;
@@ -1018,81 +1464,110 @@ static void evalSequence(void *ctx, long q, int worker) {
     SeqSums *acc = &p->sums[q];
     int E = this->E, k = p->k;
     const int *sel = this->order + q * E;
-    long t0 = this->seq[q], t1 = this->seq[q + 1];
     memset(acc, 0, sizeof *acc);
     addRecall(this, q, k, acc);
-    for (int j = 0; j < k; j++)
-        ensureBlock(this, sc, q, sel[j]);
+    for (long t = this->seq[q]; t < this->seq[q + 1]; t++)
+        acc->err_n += this->y_norm[t] != 0.0;
     float gate[k], soft[k], ones[k];
-    const int *maps[k];
+    bool unit = true; /* every gate is 1: the selection error is router-independent */
     for (int j = 0; j < k; j++) {
         ones[j] = 1.0f;
         gate[j] = this->router ? Router_gate(this->router, this->score[q * E + sel[j]]) : 1.0f;
+        unit = unit && gate[j] == 1.0f;
     }
-    for (long c0 = t0; c0 < t1; c0 += CHUNK) {
-        int c = (int)(t1 - c0 < CHUNK ? t1 - c0 : CHUNK);
-        runSelected(this, sc, k, sel, gate, c0, c);
-        acc->seqsel += chunkError(this, sc, c0, c, &acc->err_n);
+    bool found;
+    SelEntry *ent = cacheEntry(this, q, k, sel, &found);
+    if (unit && ent->has_seqsel) {
+        acc->seqsel = ent->seqsel;
+    } else {
+        acc->seqsel = selectedError(this, sc, q, k, sel, gate);
+        if (unit) {
+            ent->seqsel = acc->seqsel;
+            ent->has_seqsel = true;
+        }
     }
     softmaxGates(this->logit + q * E, sel, k, soft);
     int G0 = expertSize(this, sel[0]);
-    double first = 0.0;
+    const int *maps[k];
     for (int s = 0; s < MEO_SLOTS; s++) {
         if (s == MEO_SLOTS_ALIGNED && !p->aligned)
             continue;
         for (int j = 0; j < k; j++)
             maps[j] = slotMap(this, s, sel[0], sel[j]);
-        for (int g = 0; g < MEO_GATES; g++) {
-            if (k == 1 && (g || s)) {
-                /* One expert: its softmax gate is 1 and its aligned map the identity, so
-                   all four merges are the same floats. */
-                acc->merged[g][s] = first;
-                continue;
-            }
-            acc->merged[g][s] =
-                mergedError(this, sc, q, k, g == MEO_GATES_SUM ? ones : soft, maps, G0);
-            if (k == 1)
-                first = acc->merged[g][s];
+        if (k == 1 && s > 0) {
+            /* One expert: its softmax gate is 1 and its aligned map the identity, so all
+               four merges are the same floats. */
+            acc->merged[0][s] = acc->merged[1][s] = acc->merged[0][0];
+            continue;
         }
+        if (!found)
+            ent->merged[s] = mergedError(this, sc, q, k, ones, maps, G0);
+        acc->merged[MEO_GATES_SUM][s] = ent->merged[s];
+        acc->merged[MEO_GATES_SOFTMAX][s] =
+            k == 1 ? ent->merged[s] : mergedError(this, sc, q, k, soft, maps, G0);
     }
 }
 
-/* The aligned maps a pass will read, made beforehand (in parallel: each is an O(G^3)
-   assignment, and each writes its own pair of cache slots). */
+/* The aligned maps a pass will read, made beforehand in parallel (each is an O(G^3)
+   assignment and writes its own pair of cache slots), grouped by the pair's second
+   (column) expert so that expert's panels are laid out once: group i is b = bs[i] with
+   the first experts as[start[i] .. start[i + 1]). */
 typedef struct AlignJob {
     Meo *meo;
-    int *pairs; /* [n][2] */
+    int *bs, *start, *as;
 } AlignJob;
 
-static void alignPair(void *ctx, long i, int worker) {
-    (void)worker;
+static void alignGroup(void *ctx, long i, int worker) {
     AlignJob *job = ctx;
-    computeAlignment(job->meo, job->pairs[2 * i], job->pairs[2 * i + 1]);
+    Meo *this = job->meo;
+    bool packed = false;
+    for (int p = job->start[i]; p < job->start[i + 1]; p++)
+        computeAlignment(this, &this->scratch[worker], job->as[p], job->bs[i], &packed);
 }
 
 static MsStatus prepareAlignment(Meo *this, int k, const Cancel *cancel) {
     int E = this->E;
-    long n = 0;
-    int *pairs = xMallocArray((size_t)this->n_seq * (size_t)k * 2 + 2, sizeof(int));
-    unsigned char *wanted = xCalloc((size_t)E * E, 1);
+    unsigned char *wanted = xCalloc((size_t)E * E, 1); /* [a][b], oriented */
+    int *count = xCalloc((size_t)E + 1, sizeof(int));
     for (long q = 0; q < this->n_seq; q++) {
         const int *sel = this->order + q * E;
         for (int j = 1; j < k; j++) {
             int a = sel[0], b = sel[j];
-            int slot = a < b ? a * E + b : b * E + a; /* one assignment per pair */
-            if (a == b || this->align[a * E + b] || wanted[slot])
+            if (a == b || this->align[a * E + b])
                 continue;
-            wanted[slot] = 1;
-            pairs[2 * n] = a;
-            pairs[2 * n + 1] = b;
-            n++;
+            orientPair(this, &a, &b);
+            if (!wanted[a * E + b]) {
+                wanted[a * E + b] = 1;
+                count[b + 1]++;
+            }
         }
     }
+    AlignJob job = {.meo = this};
+    job.bs = xMallocArray((size_t)E, sizeof(int));
+    job.start = xMallocArray((size_t)E + 1, sizeof(int));
+    int groups = 0, total = 0;
+    job.start[0] = 0;
+    for (int b = 0; b < E; b++) {
+        if (count[b + 1] == 0)
+            continue;
+        count[b] = total; /* where b's first experts go */
+        total += count[b + 1];
+        job.bs[groups++] = b;
+        job.start[groups] = total;
+    }
+    job.as = xMallocArray((size_t)(total > 0 ? total : 1), sizeof(int));
+    for (int a = 0; a < E; a++)
+        for (int b = 0; b < E; b++)
+            if (wanted[a * E + b])
+                job.as[count[b]++] = a;
+    MsStatus st = groups > 0
+                      ? Parallel_run(this->threads, groups, alignGroup, &job, cancel, -1.0, -1.0)
+                      : MS_OK;
     free(wanted);
-    AlignJob job = {.meo = this, .pairs = pairs};
-    MsStatus st = n > 0 ? Parallel_run(this->threads, n, alignPair, &job, cancel, -1.0, -1.0)
-                        : MS_OK;
-    free(pairs);
+    free(count);
+    free(job.bs);
+    free(job.start);
+    free(job.as);
     return st;
 }
 
@@ -1122,11 +1597,6 @@ MsStatus Meo_metrics(Meo *this, int k, const Cancel *cancel, MeoMetrics *out, ch
     bool aligned = this->max_g <= MEO_ALIGN_MAX_G || k == 1;
     ensureScratch(this);
     MsStatus st = ensureDense(this, cancel);
-    if (st == MS_ERR_NOMEM) {
-        setCause(cause, "out of memory for MEO's dense output (%zu bytes)",
-                 (size_t)this->rows * (this->D + 2) * sizeof(float));
-        return st;
-    }
     if (st == MS_OK && ensurePre(this) != MS_OK) {
         setCause(cause, "out of memory for MEO's pre-activations (%zu bytes)",
                  (size_t)this->rows * this->N * (this->w->w_gate ? 2 : 1) * sizeof(float));
@@ -1134,6 +1604,8 @@ MsStatus Meo_metrics(Meo *this, int k, const Cancel *cancel, MeoMetrics *out, ch
     }
     if (st == MS_OK && aligned)
         st = prepareAlignment(this, k, cancel);
+    if (st == MS_OK)
+        st = prepareBlocks(this, k, cancel);
     Pass pass = {.meo = this, .k = k, .aligned = aligned};
     pass.sums = xCalloc((size_t)this->n_seq, sizeof(SeqSums));
     if (st == MS_OK)
