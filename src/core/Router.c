@@ -366,7 +366,6 @@ typedef struct Net {
     float *W2t, *m2, *v2;   /* [E][E] (W2 itself is r->W2) */
     float *A, *G2, *G1, *Lb; /* [batch][E]: tanh activations, dL/dZ, dL/d(W1 xhat) / ||x||,
                                 per-entry losses */
-    float *G2t;             /* [E][batch]: G2 transposed, dW2's A operand */
     double *chunkLoss;      /* [chunks] */
 } Net;
 
@@ -383,7 +382,9 @@ typedef struct Trainer {
     const float **rows;   /* [batch] the minibatch's rows of x */
     float *inv;           /* [batch] their 1 / ||x|| */
     float *Aw;            /* [batch][PE] x W1^T of every net, before the 1 / ||x|| */
-    float *G1t;           /* [PE][batch] every net's G1 transposed: dW1's A operand */
+    float *G1t;           /* [PE][ldg] every net's G1 transposed: dW1's A operand */
+    long ldg;             /* batch plus a cache line: G1t's rows 2^n bytes apart would
+                             share a few L1 sets, and the transposes into them thrash */
     float *xp;            /* per chunk, Vec panels of its rows of x (rows x d): dW1's B */
     long xpLen;
     float *share;         /* per worker: [chunks][shareLen] one block's partial gradients */
@@ -412,15 +413,12 @@ static void netForward(Trainer *tr, int p, long r0, long rows) {
     float *Z = G1; /* the logits live in G1 until dA overwrites them */
     Vec_gemmStrided((int)rows, E, E, A, E, 1, net->W2t, E, Z, E, false);
     float scale = 1.0f / (float)((double)tr->B * E);
-    for (long i = 0; i < rows; i++)
-        Vec_bceWithLogits(E, Z + i * E, net->Sb + (r0 + i) * E, net->invMax, scale,
-                          net->Lb + (r0 + i) * E, G2 + i * E);
+    Vec_bceWithLogits(rows * E, Z, net->Sb + r0 * E, net->invMax, scale, net->Lb + r0 * E, G2);
     /* dA = G2 W2, then through tanh and the row's norm: G1 = dA (1 - A^2) / ||x|| */
     Vec_gemmStrided((int)rows, E, E, G2, E, 1, net->r->W2, E, G1, E, false);
     for (long i = 0; i < rows; i++)
         Vec_tanhGrad(E, A + i * E, inv[i], G1 + i * E);
-    Vec_transpose((int)rows, E, G2, E, net->G2t + r0, tr->B);
-    Vec_transpose((int)rows, E, G1, E, tr->G1t + (long)p * E * tr->B + r0, tr->B);
+    Vec_transpose((int)rows, E, G1, E, tr->G1t + (long)p * E * tr->ldg + r0, tr->ldg);
 }
 
 /* Rows r0 .. r0 + FWD_ROWS of the minibatch: one product x W1^T for every net (x read in
@@ -444,16 +442,16 @@ static void forwardPiece(void *ctx, long piece, int worker) {
         netForward(tr, p, r0, rows);
 }
 
-/* Rows e0 .. e0 + n of net p's W2: per row chunk dW2 = G2^T A, summed in chunk order by
-   Adam; then the rows' columns of W2^T. */
+/* Rows e0 .. e0 + n of net p's W2: per row chunk dW2 = G2^T A (G2 read transposed in
+   place), summed in chunk order by Adam; then the rows' columns of W2^T. */
 static void updateW2(Trainer *tr, int p, int e0, int n, float *share) {
     Net *net = &tr->net[p];
     int E = tr->E;
     long len = (long)n * E;
     for (int c = 0; c < tr->chunks; c++) {
         long r0 = (long)c * GRAD_ROWS, rows = minLong(tr->B - r0, GRAD_ROWS);
-        Vec_gemmStrided(n, E, (int)rows, net->G2t + e0 * tr->B + r0, tr->B, 1, net->A + r0 * E,
-                        E, share + c * len, E, false);
+        Vec_gemmStrided(n, E, (int)rows, net->G2 + r0 * E + e0, 1, E, net->A + r0 * E, E,
+                        share + c * len, E, false);
     }
     long at = (long)e0 * E;
     float *W2 = net->r->W2;
@@ -474,7 +472,7 @@ static void updateW1(Trainer *tr, int j0, int n, float *share) {
     for (int c = 0; c < tr->chunks; c++) {
         long r0 = (long)c * GRAD_ROWS, rows = minLong(tr->B - r0, GRAD_ROWS);
         const float *xp = tr->xp + c * tr->xpLen + j0 * rows; /* columns j0.. of x's rows */
-        Vec_gemmPanels(tr->PE, n, (int)rows, tr->G1t + r0, tr->B, 1, xp, share + c * len, n,
+        Vec_gemmPanels(tr->PE, n, (int)rows, tr->G1t + r0, tr->ldg, 1, xp, share + c * len, n,
                        false);
     }
     for (int p = 0; p < tr->P; p++) {
@@ -621,7 +619,8 @@ static void layoutTrainer(Trainer *tr, Carve *c, long batch, int threads) {
     tr->shareLen = (long)(W1_COLS * PE > W2_ROWS * E ? W1_COLS * PE : W2_ROWS * E);
     tr->inv = carve(c, b);
     tr->Aw = carve(c, b * PE);
-    tr->G1t = carve(c, PE * b);
+    tr->ldg = (long)(b + 15) / 16 * 16 + 16;
+    tr->G1t = carve(c, PE * (size_t)tr->ldg);
     tr->W1b = carve(c, PE * d);
     tr->m1 = carve(c, PE * d);
     tr->v1 = carve(c, PE * d);
@@ -637,7 +636,6 @@ static void layoutTrainer(Trainer *tr, Carve *c, long batch, int threads) {
         net->G2 = carve(c, b * E);
         net->G1 = carve(c, b * E);
         net->Lb = carve(c, b * E);
-        net->G2t = carve(c, E * b);
         net->Sb = carve(c, b * E);
         net->rowMaxB = carve(c, b);
     }
