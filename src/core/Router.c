@@ -22,10 +22,11 @@ they read the minibatch's token rows of x in place (no normalized copy: xhat W1^
 (x W1^T) / ||x||). The products' B operands are laid out in Vec panels by whoever has
 them in cache, once per minibatch instead of once per product and task: W1^T by the
 update tasks that just wrote W1's blocks, and the minibatch's rows of x (dW1 = G1^T x)
-by the forward pieces that just read them. The update also gathers the next minibatch's
-targets into consecutive rows and fetches its rows of x from memory, which the forward
-pass would otherwise wait for. The targets (oracle scores) of all nets are made in one
-pass over h.
+by the forward pieces that just read them. The update also fetches the next minibatch's
+rows of x from memory, which the forward pass would otherwise wait for. The targets
+(oracle scores) of all nets are made in one pass over h, and each epoch starts by
+gathering them into its order, all at once (a minibatch's at a time, each wait for
+memory stalled the update).
 SPDX-License-Identifier: MIT
 */
 #include "config.h"
@@ -45,7 +46,8 @@ enum {
     GRAD_ROWS = 256,   /* rows per partial gradient (summed in order by Adam) */
     W1_COLS = 32,      /* columns of W1 per update task */
     W2_ROWS = 24,      /* rows of W2 per update task */
-    GATHER_AHEAD = 8,  /* rows of targets fetched ahead of their copy */
+    GATHER_AHEAD = 16, /* rows of targets fetched ahead of their copy */
+    GATHER_ROWS = 1024, /* rows of the epoch's order per task of the targets' gather */
 };
 _Static_assert(GRAD_ROWS % FWD_ROWS == 0, "a forward piece lies in one gradient chunk");
 _Static_assert(W1_COLS % 16 == 0, "W1's update blocks start on x's panels");
@@ -360,8 +362,9 @@ static void adamUpdate(const Adam *a, float *p, const float *g, int parts, long 
 typedef struct Net {
     Router *r;              /* receives W1 (at the end), W2 (in place) and the loss history */
     const float *S;         /* [n][E] oracle scores of the train rows under this partition */
-    float *Sb, *rowMaxB;    /* [batch][E], [batch]: the minibatch's rows of S and their
-                               maxima (whose max is the minibatch's) */
+    float *Sp, *rowMaxP;    /* [n][E], [n]: S's rows in the epoch's order, and their maxima */
+    const float *Sb, *rowMaxB; /* the minibatch's rows of Sp and rowMaxP (whose max is the
+                                  minibatch's) */
     float invMax;           /* 1 / max of S over the minibatch (0 when all zero) */
     float *W2t, *m2, *v2;   /* [E][E] (W2 itself is r->W2) */
     float *A, *G2, *G1, *Lb; /* [batch][E]: tanh activations, dL/dZ, dL/d(W1 xhat) / ||x||,
@@ -500,30 +503,33 @@ static long updateTasks(const Trainer *tr) {
     return (long)tr->P * tr->w2Blocks + tr->w1Blocks + (long)tr->P * tr->chunks;
 }
 
-/* The nets' targets (and their row maxima) of rows off + i, i0 <= i < i1, of the order to
-   consecutive rows: the loss then reads them in sequence instead of waiting for each. */
-static void gatherTargets(Trainer *tr, long off, long i0, long i1) {
+/* Task `task` of an epoch's start: the nets' targets (and their row maxima) of its rows
+   of the epoch's order to consecutive rows. The loss then reads them in sequence, and all
+   of them come from memory in one go, many in flight, instead of a minibatch's at a time
+   between the products (they are scattered over S, which the rows of x evict from cache
+   within an epoch). */
+static void gatherTargets(void *ctx, long task, int worker) {
+    Trainer *tr = ctx;
     int E = tr->E;
+    long i0 = task * GATHER_ROWS, i1 = minLong(tr->n, i0 + GATHER_ROWS);
     for (int p = 0; p < tr->P; p++) {
         Net *net = &tr->net[p];
         for (long i = i0; i < i1; i++) {
-            if (i + GATHER_AHEAD < i1) /* the rows come from all over S: many in flight */
+            if (i + GATHER_AHEAD < i1)
                 for (int e = 0; e < E; e += 16)
-                    __builtin_prefetch(net->S + tr->perm[off + i + GATHER_AHEAD] * E + e, 0, 3);
-            memcpy(net->Sb + i * E, net->S + tr->perm[off + i] * E, (size_t)E * sizeof(float));
-            net->rowMaxB[i] = Vec_max(E, net->Sb + i * E);
+                    __builtin_prefetch(net->S + tr->perm[i + GATHER_AHEAD] * E + e, 0, 3);
+            memcpy(net->Sp + i * E, net->S + tr->perm[i] * E, (size_t)E * sizeof(float));
+            net->rowMaxP[i] = Vec_max(E, net->Sp + i * E);
         }
     }
 }
 
-/* Task `task` of the update gathers its share of the next minibatch's targets (the forward
-   pass has read this one's) and fetches its rows of x from memory (into L2, whence they go
-   to L3): the forward pass would wait for them. */
+/* Task `task` of the update fetches its share of the next minibatch's rows of x from
+   memory (into L2, whence they go to L3): the forward pass would wait for them. */
 static void prepareNext(Trainer *tr, long task) {
     long tasks = updateTasks(tr);
     long next = tr->off + tr->B, nextB = minLong(tr->n - next, tr->B);
     long i0 = task * nextB / tasks, i1 = (task + 1) * nextB / tasks;
-    gatherTargets(tr, next, i0, i1);
     for (long i = next + i0; i < next + i1; i++)
         for (int c = 0; c < tr->d; c += 16)
             __builtin_prefetch(tr->x + tr->perm[i] * tr->d + c, 0, 1);
@@ -561,6 +567,8 @@ typedef struct TrainData {
     int P, E;
     long row0, n;
     float *S;       /* [P][n][E] */
+    float *Sp;      /* [P][n][E] S's rows in the epoch's order */
+    float *rowMaxP; /* [P][n] their maxima */
     float *invNorm; /* [n] */
     long *perm;     /* [n] */
 } TrainData;
@@ -579,6 +587,8 @@ static void prepChunk(void *ctx, long chunk, int worker) {
 
 static void trainDataDone(TrainData *td) {
     free(td->S);
+    free(td->Sp);
+    free(td->rowMaxP);
     free(td->invNorm);
     free(td->perm);
 }
@@ -586,11 +596,14 @@ static void trainDataDone(TrainData *td) {
 static MsStatus trainDataInit(TrainData *td, char **cause) {
     size_t n = (size_t)td->n, P = (size_t)td->P;
     td->S = tryMallocLarge(P * n * (size_t)td->E, sizeof(float)); /* read at random rows */
+    td->Sp = tryMallocLarge(P * n * (size_t)td->E, sizeof(float));
+    td->rowMaxP = tryMallocArray(P * n, sizeof(float));
     td->invNorm = tryMallocArray(n, sizeof(float));
     td->perm = tryMallocArray(n, sizeof(long));
-    if (!td->S || !td->invNorm || !td->perm) {
+    if (!td->S || !td->Sp || !td->rowMaxP || !td->invNorm || !td->perm) {
         setCause(cause, "no memory for mlp router training (%zu bytes)",
-                 n * (P * (size_t)td->E * sizeof(float) + sizeof(float) + sizeof(long)));
+                 n * (P * ((size_t)2 * td->E + 1) * sizeof(float) + sizeof(float) +
+                      sizeof(long)));
         trainDataDone(td);
         return MS_ERR_NOMEM;
     }
@@ -636,8 +649,6 @@ static void layoutTrainer(Trainer *tr, Carve *c, long batch, int threads) {
         net->G2 = carve(c, b * E);
         net->G1 = carve(c, b * E);
         net->Lb = carve(c, b * E);
-        net->Sb = carve(c, b * E);
-        net->rowMaxB = carve(c, b);
     }
 }
 
@@ -675,6 +686,8 @@ static MsStatus trainerInit(Trainer *tr, const TrainData *td, Router *const *r, 
         Net *net = &tr->net[p];
         net->r = r[p];
         net->S = td->S + (long)p * td->n * E;
+        net->Sp = td->Sp + (long)p * td->n * E;
+        net->rowMaxP = td->rowMaxP + (long)p * td->n;
         net->chunkLoss = xCalloc((size_t)Parallel_chunks(batch, GRAD_ROWS), sizeof(double));
         blockW1(tr, p, r[p]->W1, false);
         Vec_transpose(E, E, r[p]->W2, E, net->W2t, E);
@@ -684,13 +697,12 @@ static MsStatus trainerInit(Trainer *tr, const TrainData *td, Router *const *r, 
     return MS_OK;
 }
 
-/* One minibatch, perm[off .. off + B): the forward and backward pieces, then the update
-   (which gathers the next minibatch's targets; the first of an epoch gathers its own). */
+/* One minibatch, perm[off .. off + B): the forward and backward pieces, then the update. */
 static MsStatus trainStep(Trainer *tr, ParallelPool *pool, const Cancel *cancel) {
-    if (tr->off == 0)
-        gatherTargets(tr, 0, 0, tr->B);
     for (int p = 0; p < tr->P; p++) {
         Net *net = &tr->net[p];
+        net->Sb = net->Sp + tr->off * tr->E;
+        net->rowMaxB = net->rowMaxP + tr->off;
         float mx = 0.0f;
         for (long i = 0; i < tr->B; i++)
             mx = net->rowMaxB[i] > mx ? net->rowMaxB[i] : mx;
@@ -716,6 +728,8 @@ static MsStatus trainEpochs(Trainer *tr, long *perm, long batch, int threads,
     MsStatus st = MS_OK;
     for (int ep = 0; ep < o->epochs && st == MS_OK; ep++) {
         shuffle(perm, tr->n, &rng);
+        st = ParallelPool_run(pool, Parallel_chunks(tr->n, GATHER_ROWS), gatherTargets, tr,
+                              cancel);
         memset(epochLoss, 0, (size_t)tr->P * sizeof(double));
         for (long b = 0; b < batches && st == MS_OK; b++) {
             tr->off = b * batch;
