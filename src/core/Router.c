@@ -411,8 +411,7 @@ static void netForward(Trainer *tr, int p, long r0, long rows) {
     const float *inv = tr->inv + r0;
     float *A = net->A + r0 * E, *G2 = net->G2 + r0 * E, *G1 = net->G1 + r0 * E;
     for (long i = 0; i < rows; i++)
-        Vec_scale(E, inv[i], tr->Aw + (r0 + i) * tr->PE + p * E, A + i * E);
-    Vec_tanh(A, rows * E);
+        Vec_scaleTanh(E, inv[i], tr->Aw + (r0 + i) * tr->PE + p * E, A + i * E);
     float *Z = G1; /* the logits live in G1 until dA overwrites them */
     Vec_gemmStrided((int)rows, E, E, A, E, 1, net->W2t, E, Z, E, false);
     float scale = 1.0f / (float)((double)tr->B * E);

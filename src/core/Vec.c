@@ -264,15 +264,25 @@ KERNEL int Vec_countAbove(int n, const float *restrict x, float tau, int32_t *re
     return c;
 }
 
+INLINE float tanhPoly(float x) {
+    float ax = fabsf(x), x2 = x * x;
+    float t = expPoly(-2.0f * ax);
+    float y = (1.0f - t) / (1.0f + t);
+    /* near 0, 1 - t cancels: the odd series is exact to float there */
+    float small = ax * (1.0f + x2 * (-1.0f / 3 + x2 * (2.0f / 15 - x2 * (17.0f / 315))));
+    y = ax < 0.0625f ? small : y;
+    return x < 0.0f ? -y : y;
+}
+
 KERNEL void Vec_tanh(float *v, long n) {
-    for (long i = 0; i < n; i++) {
-        float x = v[i], ax = fabsf(x), x2 = x * x;
-        float t = expPoly(-2.0f * ax);
-        float y = (1.0f - t) / (1.0f + t);
-        /* near 0, 1 - t cancels: the odd series is exact to float there */
-        float small = ax * (1.0f + x2 * (-1.0f / 3 + x2 * (2.0f / 15 - x2 * (17.0f / 315))));
-        y = ax < 0.0625f ? small : y;
-        v[i] = x < 0.0f ? -y : y;
+    for (long i = 0; i < n; i++)
+        v[i] = tanhPoly(v[i]);
+}
+
+KERNEL void Vec_scaleTanh(int n, float a, const float *restrict x, float *restrict y) {
+    for (int i = 0; i < n; i++) {
+        float v = a * x[i]; /* rounded first, as Vec_scale then Vec_tanh round it */
+        y[i] = tanhPoly(v);
     }
 }
 
@@ -717,6 +727,13 @@ static void prefetchRows(const StridedA *a, int M, int K, int i0, int k0, int kb
 #endif
 }
 
+/* The rows of the next tile when rem are left: 6, but the last 7 to 11 in two tiles of
+   about half (a tile of r < 4 rows runs r * 2 chains of FMAs, too few to hide their
+   latency: 128 = 20 * 6 + 4 + 4 costs 128 rows' time where 21 * 6 + 2 cost 130). */
+static int groupRows(int rem) {
+    return rem > TM && rem < 2 * TM ? (rem + 1) / 2 : rem < TM ? rem : TM;
+}
+
 static void strided(int M, int N, int K, const StridedA *a, const StridedB *b, float *C,
                     long ldc, bool acc) {
     if (M < 1 || N < 1)
@@ -736,11 +753,12 @@ static void strided(int M, int N, int K, const StridedA *a, const StridedB *b, f
             } else {
                 packB(b, k0, kb, j0, nj, own);
             }
-            for (int i0 = 0; i0 < M; i0 += TM) {
+            for (int i0 = 0, mi; i0 < M; i0 += mi) {
+                mi = groupRows(M - i0);
                 if (a->rows && j0 == 0)
                     prefetchRows(a, M, K, i0, k0, kb);
-                tile(kb, a, i0, M - i0 < TM ? M - i0 : TM, k0, bp, nj,
-                     C + (long)i0 * ldc + j0, ldc, acc || k0 > 0, avx2);
+                tile(kb, a, i0, mi, k0, bp, nj, C + (long)i0 * ldc + j0, ldc, acc || k0 > 0,
+                     avx2);
             }
         }
     }

@@ -45,6 +45,9 @@ int Vec_countAbove(int n, const float *x, float tau, int32_t *count);
 /* v[i] = tanh(v[i]) (absolute error below 1e-7) */
 void Vec_tanh(float *v, long n);
 
+/* y[i] = tanh(a x[i]): Vec_scale then Vec_tanh in one pass, the same bits */
+void Vec_scaleTanh(int n, float a, const float *x, float *y);
+
 /* BCE with logits z against targets y * yscale, entry by entry:
    loss[i] = max(z, 0) - z t + log(1 + exp(-|z|)),  grad[i] = (sigmoid(z) - t) * gscale. */
 void Vec_bceWithLogits(long n, const float *z, const float *y, float yscale, float gscale,
