@@ -43,6 +43,7 @@ SPDX-License-Identifier: MIT
 enum {
     SCORE_BLOCK = 256, /* rows per scoring step (bounds the scratch) */
     FWD_ROWS = 128,    /* rows per forward/backward task of a minibatch */
+    TAIL_ROWS = 32,    /* a last piece of 2 * TAIL_ROWS rows or more goes in two halves */
     GRAD_ROWS = 256,   /* rows per partial gradient (summed in order by Adam) */
     W1_COLS = 32,      /* columns of W1 per update task */
     W2_ROWS = 24,      /* rows of W2 per update task */
@@ -423,12 +424,32 @@ static void netForward(Trainer *tr, int p, long r0, long rows) {
     Vec_transpose((int)rows, E, G1, E, tr->G1t + (long)p * E * tr->ldg + r0, tr->ldg);
 }
 
-/* Rows r0 .. r0 + FWD_ROWS of the minibatch: one product x W1^T for every net (x read in
-   place: xhat W1^T = (x W1^T) / ||x||), then each net's forward and backward pass. */
+/* The forward pieces of the current minibatch: FWD_ROWS rows each, but the last one in
+   two halves, so that the two threads' last pieces end closer together. */
+static long forwardPieces(const Trainer *tr) {
+    long n = Parallel_chunks(tr->B, FWD_ROWS);
+    return tr->B - (n - 1) * FWD_ROWS >= 2 * TAIL_ROWS ? n + 1 : n;
+}
+
+static void pieceRows(const Trainer *tr, long piece, long *r0, long *rows) {
+    long n = Parallel_chunks(tr->B, FWD_ROWS), last = (n - 1) * FWD_ROWS;
+    *r0 = piece * FWD_ROWS;
+    *rows = minLong(tr->B - *r0, FWD_ROWS);
+    if (forwardPieces(tr) == n || piece < n - 1)
+        return;
+    long half = (tr->B - last) / 2;
+    *r0 = piece == n - 1 ? last : last + half;
+    *rows = piece == n - 1 ? half : tr->B - last - half;
+}
+
+/* Rows r0 .. r0 + rows of the minibatch (a piece): one product x W1^T for every net (x
+   read in place: xhat W1^T = (x W1^T) / ||x||), then each net's forward and backward
+   pass. */
 static void forwardPiece(void *ctx, long piece, int worker) {
     Trainer *tr = ctx;
     int d = tr->d;
-    long r0 = piece * FWD_ROWS, rows = minLong(tr->B - r0, FWD_ROWS);
+    long r0, rows;
+    pieceRows(tr, piece, &r0, &rows);
     for (long i = r0; i < r0 + rows; i++) {
         long t = tr->perm[tr->off + i];
         tr->rows[i] = tr->x + t * d;
@@ -709,8 +730,7 @@ static MsStatus trainStep(Trainer *tr, ParallelPool *pool, const Cancel *cancel)
     }
     tr->chunks = (int)Parallel_chunks(tr->B, GRAD_ROWS);
     adamNextStep(&tr->adam);
-    MsStatus st = ParallelPool_run(pool, Parallel_chunks(tr->B, FWD_ROWS), forwardPiece, tr,
-                                   cancel);
+    MsStatus st = ParallelPool_run(pool, forwardPieces(tr), forwardPiece, tr, cancel);
     if (st == MS_OK)
         st = ParallelPool_run(pool, updateTasks(tr), updateTask, tr, NULL);
     return st;
