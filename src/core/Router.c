@@ -455,12 +455,11 @@ static void forwardPiece(void *ctx, long piece, int worker) {
         tr->rows[i] = tr->x + t * d;
         tr->inv[i] = tr->invNorm[t];
     }
-    const float *const *xr = tr->rows + r0;
-    Vec_gemmGatherPanels((int)rows, tr->PE, d, xr, tr->W1p, tr->Aw + r0 * tr->PE, tr->PE, false);
-    /* x's rows are in cache now: lay them out for the update's dW1 */
+    /* x's rows laid out for the update's dW1 as the product passes them */
     long c = r0 / GRAD_ROWS, cr0 = c * GRAD_ROWS;
     int cRows = (int)minLong(tr->B - cr0, GRAD_ROWS);
-    Vec_panelsPutRows(cRows, d, (int)(r0 - cr0), (int)rows, xr, 0, tr->xp + c * tr->xpLen);
+    Vec_gemmGatherPanelsPut((int)rows, tr->PE, d, tr->rows + r0, tr->W1p, tr->Aw + r0 * tr->PE,
+                            tr->PE, false, cRows, (int)(r0 - cr0), tr->xp + c * tr->xpLen);
     for (int p = 0; p < tr->P; p++)
         netForward(tr, p, r0, rows);
 }

@@ -500,11 +500,14 @@ void Vec_gemmNN(int M, int N, int K, const float *A, long lda, const float *B, l
 
 enum { TM = 6, TN = 16, TKB = 256 };
 
-/* A's elements: (row i, k) at rows[i][k] (rows given), else at base[i * ars + k * aks]. */
+/* A's elements: (row i, k) at rows[i][k] (rows given), else at base[i * ars + k * aks].
+   Given put, gathered rows are also laid into put's panels (putK steps) from step putK0 on. */
 typedef struct StridedA {
     const float *const *rows;
     const float *base;
     long ars, aks;
+    float *put;
+    int putK, putK0;
 } StridedA;
 
 static inline float elemA(const StridedA *a, int i, int k) {
@@ -737,6 +740,8 @@ static void gatherRowGroups(int M, int N, int K, const StridedA *a, const Stride
         for (int j0 = 0; j0 < N; j0 += TN)
             tile(K, a, i0, mi, 0, b->panels + (long)j0 * b->K, N - j0 < TN ? N - j0 : TN,
                  C + (long)i0 * ldc + j0, ldc, acc, avx2);
+        if (a->put) /* the group's rows are in L1 now (after the product, in L3 they were) */
+            Vec_panelsPutRows(a->putK, K, a->putK0 + i0, mi, a->rows + i0, 0, a->put);
     }
 }
 
@@ -856,6 +861,16 @@ void Vec_gemmGatherPanels(int M, int N, int K, const float *const *rows, const f
     StridedA a = {.rows = rows};
     StridedB b = {.panels = panels, .K = K};
     strided(M, N, K, &a, &b, C, ldc, accumulate);
+}
+
+void Vec_gemmGatherPanelsPut(int M, int N, int K, const float *const *rows, const float *panels,
+                             float *C, long ldc, bool accumulate, int putK, int putK0,
+                             float *put) {
+    StridedA a = {.rows = rows, .put = put, .putK = putK, .putK0 = putK0};
+    StridedB b = {.panels = panels, .K = K};
+    strided(M, N, K, &a, &b, C, ldc, accumulate);
+    if (M > 0 && (N < 1 || K < 1)) /* strided passed no row groups */
+        Vec_panelsPutRows(putK, K, putK0, M, rows, 0, put);
 }
 
 static void transposeScalar(int i0, int i1, int j0, int j1, const float *A, long lda, float *T,

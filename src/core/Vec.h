@@ -103,6 +103,13 @@ void Vec_gemmPanels(int M, int N, int K, const float *A, long ars, long aks, con
 void Vec_gemmGatherPanels(int M, int N, int K, const float *const *rows, const float *panels,
                           float *C, long ldc, bool accumulate);
 
+/* Vec_gemmGatherPanels that also lays A's rows out in panels, as
+   Vec_panelsPutRows(putK, K, putK0, M, rows, 0, put) does, a few rows at a time while the
+   product has them in L1 (a separate pass finds them in L3). */
+void Vec_gemmGatherPanelsPut(int M, int N, int K, const float *const *rows, const float *panels,
+                             float *C, long ldc, bool accumulate, int putK, int putK0,
+                             float *put);
+
 /* T[j][i] = A[i][j] for a rows x cols block. */
 void Vec_transpose(int rows, int cols, const float *A, long lda, float *T, long ldt);
 
