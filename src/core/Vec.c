@@ -730,16 +730,21 @@ static int groupRows(int rem) {
    k blocks for the mlp's x W1^T; for A in place, B's blocks in L1 stay better). */
 static void gatherRowGroups(int M, int N, int K, const StridedA *a, const StridedB *b, float *C,
                             long ldc, bool acc, bool avx2) {
+    int panels = (N + TN - 1) / TN, lines = (K + 15) / 16;
     for (int i0 = 0, mi; i0 < M; i0 += mi) {
         mi = groupRows(M - i0);
+        for (int j0 = 0; j0 < N; j0 += TN) {
 #if defined(__GNUC__) && defined(__x86_64__)
-        for (int i = i0 + mi; i < i0 + mi + TM && i < M; i++)
-            for (int k = 0; k < K; k += 16)
-                _mm_prefetch((const char *)(a->rows[i] + k), _MM_HINT_T0);
+            /* the next group's rows, a share before each panel: all at once, the fetches
+               stalled on the full miss queue */
+            int q = j0 / TN, l0 = q * lines / panels, l1 = (q + 1) * lines / panels;
+            for (int i = i0 + mi; i < i0 + mi + TM && i < M; i++)
+                for (int l = l0; l < l1; l++)
+                    _mm_prefetch((const char *)(a->rows[i] + l * 16), _MM_HINT_T0);
 #endif
-        for (int j0 = 0; j0 < N; j0 += TN)
             tile(K, a, i0, mi, 0, b->panels + (long)j0 * b->K, N - j0 < TN ? N - j0 : TN,
                  C + (long)i0 * ldc + j0, ldc, acc, avx2);
+        }
         if (a->put) /* the group's rows are in L1 now (after the product, in L3 they were) */
             Vec_panelsPutRows(a->putK, K, a->putK0 + i0, mi, a->rows + i0, 0, a->put);
     }
