@@ -22,11 +22,12 @@ they read the minibatch's token rows of x in place (no normalized copy: xhat W1^
 (x W1^T) / ||x||). The products' B operands are laid out in Vec panels by whoever has
 them in cache, once per minibatch instead of once per product and task: W1^T by the
 update tasks that just wrote W1's blocks, and the minibatch's rows of x (dW1 = G1^T x)
-by the forward pieces that just read them. The update also fetches the next minibatch's
-rows of x from memory, which the forward pass would otherwise wait for. The targets
-(oracle scores) of all nets are made in one pass over h, and each epoch starts by
-gathering them into its order, all at once (a minibatch's at a time, each wait for
-memory stalled the update).
+by the forward product, a row group at a time as it passes them (the last piece of a
+minibatch is cut in two, so that the threads finish closer together). The update also
+fetches the next minibatch's rows of x from memory, which the forward pass would
+otherwise wait for. The targets (oracle scores) of all nets are made in one pass over h,
+and each epoch starts by gathering them into its order, all at once (a minibatch's at a
+time, each wait for memory stalled the update).
 SPDX-License-Identifier: MIT
 */
 #include "config.h"
