@@ -555,24 +555,25 @@ static void prepareNext(Trainer *tr, long task) {
             __builtin_prefetch(tr->x + tr->perm[i] * tr->d + c, 0, 1);
 }
 
-/* Tasks of the update: blocks of the nets' W2 rows, blocks of the stacked W1's columns,
-   then the nets' row chunks' loss sums. */
+/* Tasks of the update: blocks of the stacked W1's columns, blocks of the nets' W2 rows,
+   then the nets' row chunks' loss sums (the largest first, so that the threads run out
+   of work together). */
 static void updateTask(void *ctx, long task, int worker) {
     Trainer *tr = ctx;
     float *share = tr->share + (long)worker * tr->chunks * tr->shareLen;
     prepareNext(tr, task);
-    if (task < (long)tr->P * tr->w2Blocks) {
-        int p = (int)(task / tr->w2Blocks), e0 = (int)(task % tr->w2Blocks) * W2_ROWS;
-        updateW2(tr, p, e0, (int)minLong(tr->E - e0, W2_ROWS), share);
-        return;
-    }
-    task -= (long)tr->P * tr->w2Blocks;
     if (task < tr->w1Blocks) {
         int j0 = (int)task * W1_COLS;
         updateW1(tr, j0, (int)minLong(tr->d - j0, W1_COLS), share);
         return;
     }
     task -= tr->w1Blocks;
+    if (task < (long)tr->P * tr->w2Blocks) {
+        int p = (int)(task / tr->w2Blocks), e0 = (int)(task % tr->w2Blocks) * W2_ROWS;
+        updateW2(tr, p, e0, (int)minLong(tr->E - e0, W2_ROWS), share);
+        return;
+    }
+    task -= (long)tr->P * tr->w2Blocks;
     Net *net = &tr->net[task / tr->chunks];
     long c = task % tr->chunks, r0 = c * GRAD_ROWS, rows = minLong(tr->B - r0, GRAD_ROWS);
     net->chunkLoss[c] = Vec_sum(rows * tr->E, net->Lb + r0 * tr->E);
