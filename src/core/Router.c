@@ -48,7 +48,7 @@ enum {
     GRAD_ROWS = 256,   /* rows per partial gradient (summed in order by Adam) */
     W1_COLS = 32,      /* columns of W1 per update task */
     W2_ROWS = 24,      /* rows of W2 per update task */
-    GATHER_AHEAD = 16, /* rows of targets fetched ahead of their copy */
+    GATHER_AHEAD = 8,  /* rows of targets fetched ahead of their copy */
     GATHER_ROWS = 1024, /* rows of the epoch's order per task of the targets' gather */
 };
 _Static_assert(GRAD_ROWS % FWD_ROWS == 0, "a forward piece lies in one gradient chunk");
@@ -364,6 +364,7 @@ static void adamUpdate(const Adam *a, float *p, const float *g, int parts, long 
 typedef struct Net {
     Router *r;              /* receives W1 (at the end), W2 (in place) and the loss history */
     const float *S;         /* [n][E] oracle scores of the train rows under this partition */
+    const float *rowMax;    /* [n] the maxima of S's rows */
     float *Sp, *rowMaxP;    /* [n][E], [n]: S's rows in the epoch's order, and their maxima */
     const float *Sb, *rowMaxB; /* the minibatch's rows of Sp and rowMaxP (whose max is the
                                   minibatch's) */
@@ -532,14 +533,16 @@ static void gatherTargets(void *ctx, long task, int worker) {
     Trainer *tr = ctx;
     int E = tr->E;
     long i0 = task * GATHER_ROWS, i1 = minLong(tr->n, i0 + GATHER_ROWS);
-    for (int p = 0; p < tr->P; p++) {
-        Net *net = &tr->net[p];
-        for (long i = i0; i < i1; i++) {
-            if (i + GATHER_AHEAD < i1)
+    for (long i = i0; i < i1; i++) {
+        if (i + GATHER_AHEAD < i1) /* every net's row, so that many are in flight */
+            for (int p = 0; p < tr->P; p++)
                 for (int e = 0; e < E; e += 16)
-                    __builtin_prefetch(net->S + tr->perm[i + GATHER_AHEAD] * E + e, 0, 3);
-            memcpy(net->Sp + i * E, net->S + tr->perm[i] * E, (size_t)E * sizeof(float));
-            net->rowMaxP[i] = Vec_max(E, net->Sp + i * E);
+                    __builtin_prefetch(tr->net[p].S + tr->perm[i + GATHER_AHEAD] * E + e, 0, 3);
+        long t = tr->perm[i];
+        for (int p = 0; p < tr->P; p++) {
+            Net *net = &tr->net[p];
+            memcpy(net->Sp + i * E, net->S + t * E, (size_t)E * sizeof(float));
+            net->rowMaxP[i] = net->rowMax[t];
         }
     }
 }
@@ -590,6 +593,7 @@ typedef struct TrainData {
     float *S;       /* [P][n][E] */
     float *Sp;      /* [P][n][E] S's rows in the epoch's order */
     float *rowMaxP; /* [P][n] their maxima */
+    float *rowMax;  /* [P][n] the maxima of S's rows */
     float *invNorm; /* [n] */
     long *perm;     /* [n] */
 } TrainData;
@@ -604,12 +608,16 @@ static void prepChunk(void *ctx, long chunk, int worker) {
     }
     oracleScoresSet(td->L->h + (td->row0 + t0) * N, rows, N, td->parts, td->P, E,
                     td->S + t0 * E, td->n * E);
+    for (int p = 0; p < td->P; p++)
+        for (long t = t0; t < t0 + rows; t++)
+            td->rowMax[p * td->n + t] = Vec_max(E, td->S + (p * td->n + t) * E);
 }
 
 static void trainDataDone(TrainData *td) {
     free(td->S);
     free(td->Sp);
     free(td->rowMaxP);
+    free(td->rowMax);
     free(td->invNorm);
     free(td->perm);
 }
@@ -619,11 +627,12 @@ static MsStatus trainDataInit(TrainData *td, char **cause) {
     td->S = tryMallocLarge(P * n * (size_t)td->E, sizeof(float)); /* read at random rows */
     td->Sp = tryMallocLarge(P * n * (size_t)td->E, sizeof(float));
     td->rowMaxP = tryMallocArray(P * n, sizeof(float));
+    td->rowMax = tryMallocArray(P * n, sizeof(float));
     td->invNorm = tryMallocArray(n, sizeof(float));
     td->perm = tryMallocArray(n, sizeof(long));
-    if (!td->S || !td->Sp || !td->rowMaxP || !td->invNorm || !td->perm) {
+    if (!td->S || !td->Sp || !td->rowMaxP || !td->rowMax || !td->invNorm || !td->perm) {
         setCause(cause, "no memory for mlp router training (%zu bytes)",
-                 n * (P * ((size_t)2 * td->E + 1) * sizeof(float) + sizeof(float) +
+                 n * (P * ((size_t)2 * td->E + 2) * sizeof(float) + sizeof(float) +
                       sizeof(long)));
         trainDataDone(td);
         return MS_ERR_NOMEM;
@@ -709,6 +718,7 @@ static MsStatus trainerInit(Trainer *tr, const TrainData *td, Router *const *r, 
         net->S = td->S + (long)p * td->n * E;
         net->Sp = td->Sp + (long)p * td->n * E;
         net->rowMaxP = td->rowMaxP + (long)p * td->n;
+        net->rowMax = td->rowMax + (long)p * td->n;
         net->chunkLoss = xCalloc((size_t)Parallel_chunks(batch, GRAD_ROWS), sizeof(double));
         blockW1(tr, p, r[p]->W1, false);
         Vec_transpose(E, E, r[p]->W2, E, net->W2t, E);
