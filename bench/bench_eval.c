@@ -172,8 +172,11 @@ int main(int argc, char **argv) {
     gaussFill(w.w_out, (long)D_FF * D_MODEL, 2, (float)(1.0 / sqrt(D_FF)));
     for (int j = 0; j < D_FF; j++)
         w.b_in[j] = -1.2816f; /* pre-activations ~ N(0, 1): P(z > 1.2816) = 0.1 */
-    float *x = xMallocArray((size_t)T * D_MODEL, sizeof(float));
-    float *h = xMallocArray((size_t)T * D_FF, sizeof(float));
+    /* as the batch's layer loader allocates them (huge pages where the kernel gives them) */
+    float *x = tryMallocLarge((size_t)T * D_MODEL, sizeof(float));
+    float *h = tryMallocLarge((size_t)T * D_FF, sizeof(float));
+    if (!x || !h)
+        die(MS_ERR_NOMEM, NULL);
     Gen gen = {.w = &w, .x = x, .h = h, .T = T};
     double t0 = XUtils_now();
     Parallel_run(threads, Parallel_chunks(T, HBLOCK), genBlock, &gen, NULL, -1, -1);

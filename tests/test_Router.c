@@ -618,7 +618,8 @@ static void test_mlp_set_errors(void **state) {
 }
 
 /* Vec_gemmStrided against a plain triple loop in double (the panel products, with A read
-   in place or gathered through row pointers, against it, bitwise), on shapes that are not multiples of the 6 x 16 tiles
+   in place or gathered through row pointers, and laying those rows out on the way, against
+   it, bitwise), on shapes that are not multiples of the 6 x 16 tiles
    (every edge height 1..5) or the 256-step k blocks, K = 1 and K = 0, and row strides
    longer than K. Splitting k and accumulating must not change a bit,
    and neither may the position of a block inside C. */
@@ -699,6 +700,19 @@ static void checkStrided(int M, int N, int K) {
             for (int i = 0; i < M; i++)
                 rows[i] = A + i * lda;
             Vec_gemmGatherPanels(M, N, K, rows, P, C2, ldc, false);
+            /* the same while laying A's rows out (from step 2 of M + 3): same product, and
+               the panels Vec_panelsPutRows makes */
+            float *C3 = malloc(sizeof(float) * (size_t)(M * ldc));
+            long len = Vec_panelsSize(M + 3, K);
+            float *Q = calloc((size_t)len, sizeof(float)), *Q2 = calloc((size_t)len, sizeof(float));
+            Vec_gemmGatherPanelsPut(M, N, K, rows, P, C3, ldc, false, M + 3, 2, Q);
+            Vec_panelsPutRows(M + 3, K, 2, M, rows, 0, Q2);
+            for (int i = 0; i < M; i++)
+                assert_memory_equal(C2 + i * ldc, C3 + i * ldc, sizeof(float) * (size_t)N);
+            assert_memory_equal(Q, Q2, sizeof(float) * (size_t)len);
+            free(C3);
+            free(Q);
+            free(Q2);
         }
         for (int i = 0; i < M; i++)
             assert_memory_equal(C + i * ldc, C2 + i * ldc, sizeof(float) * (size_t)N);

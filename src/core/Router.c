@@ -22,10 +22,12 @@ they read the minibatch's token rows of x in place (no normalized copy: xhat W1^
 (x W1^T) / ||x||). The products' B operands are laid out in Vec panels by whoever has
 them in cache, once per minibatch instead of once per product and task: W1^T by the
 update tasks that just wrote W1's blocks, and the minibatch's rows of x (dW1 = G1^T x)
-by the forward pieces that just read them. The update also gathers the next minibatch's
-targets into consecutive rows and fetches its rows of x from memory, which the forward
-pass would otherwise wait for. The targets (oracle scores) of all nets are made in one
-pass over h.
+by the forward product, a row group at a time as it passes them (the last piece of a
+minibatch is cut in two, so that the threads finish closer together). The update also
+fetches the next minibatch's rows of x from memory, which the forward pass would
+otherwise wait for. The targets (oracle scores) of all nets are made in one pass over h,
+and each epoch starts by gathering them into its order, all at once (a minibatch's at a
+time, each wait for memory stalled the update).
 SPDX-License-Identifier: MIT
 */
 #include "config.h"
@@ -42,10 +44,12 @@ SPDX-License-Identifier: MIT
 enum {
     SCORE_BLOCK = 256, /* rows per scoring step (bounds the scratch) */
     FWD_ROWS = 128,    /* rows per forward/backward task of a minibatch */
+    TAIL_ROWS = 32,    /* a last piece of 2 * TAIL_ROWS rows or more goes in two halves */
     GRAD_ROWS = 256,   /* rows per partial gradient (summed in order by Adam) */
     W1_COLS = 32,      /* columns of W1 per update task */
     W2_ROWS = 24,      /* rows of W2 per update task */
     GATHER_AHEAD = 8,  /* rows of targets fetched ahead of their copy */
+    GATHER_ROWS = 1024, /* rows of the epoch's order per task of the targets' gather */
 };
 _Static_assert(GRAD_ROWS % FWD_ROWS == 0, "a forward piece lies in one gradient chunk");
 _Static_assert(W1_COLS % 16 == 0, "W1's update blocks start on x's panels");
@@ -360,13 +364,14 @@ static void adamUpdate(const Adam *a, float *p, const float *g, int parts, long 
 typedef struct Net {
     Router *r;              /* receives W1 (at the end), W2 (in place) and the loss history */
     const float *S;         /* [n][E] oracle scores of the train rows under this partition */
-    float *Sb, *rowMaxB;    /* [batch][E], [batch]: the minibatch's rows of S and their
-                               maxima (whose max is the minibatch's) */
+    const float *rowMax;    /* [n] the maxima of S's rows */
+    float *Sp, *rowMaxP;    /* [n][E], [n]: S's rows in the epoch's order, and their maxima */
+    const float *Sb, *rowMaxB; /* the minibatch's rows of Sp and rowMaxP (whose max is the
+                                  minibatch's) */
     float invMax;           /* 1 / max of S over the minibatch (0 when all zero) */
     float *W2t, *m2, *v2;   /* [E][E] (W2 itself is r->W2) */
     float *A, *G2, *G1, *Lb; /* [batch][E]: tanh activations, dL/dZ, dL/d(W1 xhat) / ||x||,
                                 per-entry losses */
-    float *G2t;             /* [E][batch]: G2 transposed, dW2's A operand */
     double *chunkLoss;      /* [chunks] */
 } Net;
 
@@ -383,7 +388,9 @@ typedef struct Trainer {
     const float **rows;   /* [batch] the minibatch's rows of x */
     float *inv;           /* [batch] their 1 / ||x|| */
     float *Aw;            /* [batch][PE] x W1^T of every net, before the 1 / ||x|| */
-    float *G1t;           /* [PE][batch] every net's G1 transposed: dW1's A operand */
+    float *G1t;           /* [PE][ldg] every net's G1 transposed: dW1's A operand */
+    long ldg;             /* batch plus a cache line: G1t's rows 2^n bytes apart would
+                             share a few L1 sets, and the transposes into them thrash */
     float *xp;            /* per chunk, Vec panels of its rows of x (rows x d): dW1's B */
     long xpLen;
     float *share;         /* per worker: [chunks][shareLen] one block's partial gradients */
@@ -407,53 +414,68 @@ static void netForward(Trainer *tr, int p, long r0, long rows) {
     const float *inv = tr->inv + r0;
     float *A = net->A + r0 * E, *G2 = net->G2 + r0 * E, *G1 = net->G1 + r0 * E;
     for (long i = 0; i < rows; i++)
-        Vec_scale(E, inv[i], tr->Aw + (r0 + i) * tr->PE + p * E, A + i * E);
-    Vec_tanh(A, rows * E);
+        Vec_scaleTanh(E, inv[i], tr->Aw + (r0 + i) * tr->PE + p * E, A + i * E);
     float *Z = G1; /* the logits live in G1 until dA overwrites them */
     Vec_gemmStrided((int)rows, E, E, A, E, 1, net->W2t, E, Z, E, false);
     float scale = 1.0f / (float)((double)tr->B * E);
-    for (long i = 0; i < rows; i++)
-        Vec_bceWithLogits(E, Z + i * E, net->Sb + (r0 + i) * E, net->invMax, scale,
-                          net->Lb + (r0 + i) * E, G2 + i * E);
+    Vec_bceWithLogits(rows * E, Z, net->Sb + r0 * E, net->invMax, scale, net->Lb + r0 * E, G2);
     /* dA = G2 W2, then through tanh and the row's norm: G1 = dA (1 - A^2) / ||x|| */
     Vec_gemmStrided((int)rows, E, E, G2, E, 1, net->r->W2, E, G1, E, false);
     for (long i = 0; i < rows; i++)
         Vec_tanhGrad(E, A + i * E, inv[i], G1 + i * E);
-    Vec_transpose((int)rows, E, G2, E, net->G2t + r0, tr->B);
-    Vec_transpose((int)rows, E, G1, E, tr->G1t + (long)p * E * tr->B + r0, tr->B);
+    Vec_transpose((int)rows, E, G1, E, tr->G1t + (long)p * E * tr->ldg + r0, tr->ldg);
 }
 
-/* Rows r0 .. r0 + FWD_ROWS of the minibatch: one product x W1^T for every net (x read in
-   place: xhat W1^T = (x W1^T) / ||x||), then each net's forward and backward pass. */
+/* The forward pieces of the current minibatch: FWD_ROWS rows each, but the last one in
+   two halves, so that the two threads' last pieces end closer together. */
+static long forwardPieces(const Trainer *tr) {
+    long n = Parallel_chunks(tr->B, FWD_ROWS);
+    return tr->B - (n - 1) * FWD_ROWS >= 2 * TAIL_ROWS ? n + 1 : n;
+}
+
+static void pieceRows(const Trainer *tr, long piece, long *r0, long *rows) {
+    long n = Parallel_chunks(tr->B, FWD_ROWS), last = (n - 1) * FWD_ROWS;
+    *r0 = piece * FWD_ROWS;
+    *rows = minLong(tr->B - *r0, FWD_ROWS);
+    if (forwardPieces(tr) == n || piece < n - 1)
+        return;
+    long half = (tr->B - last) / 2;
+    *r0 = piece == n - 1 ? last : last + half;
+    *rows = piece == n - 1 ? half : tr->B - last - half;
+}
+
+/* Rows r0 .. r0 + rows of the minibatch (a piece): one product x W1^T for every net (x
+   read in place: xhat W1^T = (x W1^T) / ||x||), then each net's forward and backward
+   pass. */
 static void forwardPiece(void *ctx, long piece, int worker) {
     Trainer *tr = ctx;
     int d = tr->d;
-    long r0 = piece * FWD_ROWS, rows = minLong(tr->B - r0, FWD_ROWS);
+    long r0, rows;
+    pieceRows(tr, piece, &r0, &rows);
     for (long i = r0; i < r0 + rows; i++) {
         long t = tr->perm[tr->off + i];
         tr->rows[i] = tr->x + t * d;
         tr->inv[i] = tr->invNorm[t];
     }
-    const float *const *xr = tr->rows + r0;
-    Vec_gemmGatherPanels((int)rows, tr->PE, d, xr, tr->W1p, tr->Aw + r0 * tr->PE, tr->PE, false);
-    /* x's rows are in cache now: lay them out for the update's dW1 */
+    /* x's rows laid out for the update's dW1 as the product passes them */
     long c = r0 / GRAD_ROWS, cr0 = c * GRAD_ROWS;
     int cRows = (int)minLong(tr->B - cr0, GRAD_ROWS);
-    Vec_panelsPutRows(cRows, d, (int)(r0 - cr0), (int)rows, xr, 0, tr->xp + c * tr->xpLen);
+    Vec_gemmGatherPanelsPut((int)rows, tr->PE, d, tr->rows + r0, tr->W1p, tr->Aw + r0 * tr->PE,
+                            tr->PE, false, cRows, (int)(r0 - cr0), tr->xp + c * tr->xpLen);
     for (int p = 0; p < tr->P; p++)
         netForward(tr, p, r0, rows);
 }
 
-/* Rows e0 .. e0 + n of net p's W2: per row chunk dW2 = G2^T A, summed in chunk order by
-   Adam; then the rows' columns of W2^T. */
+/* Rows e0 .. e0 + n of net p's W2: per row chunk dW2 = G2^T A (G2 read transposed in
+   place), summed in chunk order by Adam; then the rows' columns of W2^T. */
 static void updateW2(Trainer *tr, int p, int e0, int n, float *share) {
     Net *net = &tr->net[p];
     int E = tr->E;
     long len = (long)n * E;
     for (int c = 0; c < tr->chunks; c++) {
         long r0 = (long)c * GRAD_ROWS, rows = minLong(tr->B - r0, GRAD_ROWS);
-        Vec_gemmStrided(n, E, (int)rows, net->G2t + e0 * tr->B + r0, tr->B, 1, net->A + r0 * E,
-                        E, share + c * len, E, false);
+        Vec_gemmStrided(n, E, (int)rows, net->G2 + r0 * E + e0, 1, E, net->A + r0 * E, E,
+                        share + c * len, E, false);
     }
     long at = (long)e0 * E;
     float *W2 = net->r->W2;
@@ -474,7 +496,7 @@ static void updateW1(Trainer *tr, int j0, int n, float *share) {
     for (int c = 0; c < tr->chunks; c++) {
         long r0 = (long)c * GRAD_ROWS, rows = minLong(tr->B - r0, GRAD_ROWS);
         const float *xp = tr->xp + c * tr->xpLen + j0 * rows; /* columns j0.. of x's rows */
-        Vec_gemmPanels(tr->PE, n, (int)rows, tr->G1t + r0, tr->B, 1, xp, share + c * len, n,
+        Vec_gemmPanels(tr->PE, n, (int)rows, tr->G1t + r0, tr->ldg, 1, xp, share + c * len, n,
                        false);
     }
     for (int p = 0; p < tr->P; p++) {
@@ -502,53 +524,59 @@ static long updateTasks(const Trainer *tr) {
     return (long)tr->P * tr->w2Blocks + tr->w1Blocks + (long)tr->P * tr->chunks;
 }
 
-/* The nets' targets (and their row maxima) of rows off + i, i0 <= i < i1, of the order to
-   consecutive rows: the loss then reads them in sequence instead of waiting for each. */
-static void gatherTargets(Trainer *tr, long off, long i0, long i1) {
+/* Task `task` of an epoch's start: the nets' targets (and their row maxima) of its rows
+   of the epoch's order to consecutive rows. The loss then reads them in sequence, and all
+   of them come from memory in one go, many in flight, instead of a minibatch's at a time
+   between the products (they are scattered over S, which the rows of x evict from cache
+   within an epoch). */
+static void gatherTargets(void *ctx, long task, int worker) {
+    Trainer *tr = ctx;
     int E = tr->E;
-    for (int p = 0; p < tr->P; p++) {
-        Net *net = &tr->net[p];
-        for (long i = i0; i < i1; i++) {
-            if (i + GATHER_AHEAD < i1) /* the rows come from all over S: many in flight */
+    long i0 = task * GATHER_ROWS, i1 = minLong(tr->n, i0 + GATHER_ROWS);
+    for (long i = i0; i < i1; i++) {
+        if (i + GATHER_AHEAD < i1) /* every net's row, so that many are in flight */
+            for (int p = 0; p < tr->P; p++)
                 for (int e = 0; e < E; e += 16)
-                    __builtin_prefetch(net->S + tr->perm[off + i + GATHER_AHEAD] * E + e, 0, 3);
-            memcpy(net->Sb + i * E, net->S + tr->perm[off + i] * E, (size_t)E * sizeof(float));
-            net->rowMaxB[i] = Vec_max(E, net->Sb + i * E);
+                    __builtin_prefetch(tr->net[p].S + tr->perm[i + GATHER_AHEAD] * E + e, 0, 3);
+        long t = tr->perm[i];
+        for (int p = 0; p < tr->P; p++) {
+            Net *net = &tr->net[p];
+            memcpy(net->Sp + i * E, net->S + t * E, (size_t)E * sizeof(float));
+            net->rowMaxP[i] = net->rowMax[t];
         }
     }
 }
 
-/* Task `task` of the update gathers its share of the next minibatch's targets (the forward
-   pass has read this one's) and fetches its rows of x from memory (into L2, whence they go
-   to L3): the forward pass would wait for them. */
+/* Task `task` of the update fetches its share of the next minibatch's rows of x from
+   memory (into L2, whence they go to L3): the forward pass would wait for them. */
 static void prepareNext(Trainer *tr, long task) {
     long tasks = updateTasks(tr);
     long next = tr->off + tr->B, nextB = minLong(tr->n - next, tr->B);
     long i0 = task * nextB / tasks, i1 = (task + 1) * nextB / tasks;
-    gatherTargets(tr, next, i0, i1);
     for (long i = next + i0; i < next + i1; i++)
         for (int c = 0; c < tr->d; c += 16)
             __builtin_prefetch(tr->x + tr->perm[i] * tr->d + c, 0, 1);
 }
 
-/* Tasks of the update: blocks of the nets' W2 rows, blocks of the stacked W1's columns,
-   then the nets' row chunks' loss sums. */
+/* Tasks of the update: blocks of the stacked W1's columns, blocks of the nets' W2 rows,
+   then the nets' row chunks' loss sums (the largest first, so that the threads run out
+   of work together). */
 static void updateTask(void *ctx, long task, int worker) {
     Trainer *tr = ctx;
     float *share = tr->share + (long)worker * tr->chunks * tr->shareLen;
     prepareNext(tr, task);
-    if (task < (long)tr->P * tr->w2Blocks) {
-        int p = (int)(task / tr->w2Blocks), e0 = (int)(task % tr->w2Blocks) * W2_ROWS;
-        updateW2(tr, p, e0, (int)minLong(tr->E - e0, W2_ROWS), share);
-        return;
-    }
-    task -= (long)tr->P * tr->w2Blocks;
     if (task < tr->w1Blocks) {
         int j0 = (int)task * W1_COLS;
         updateW1(tr, j0, (int)minLong(tr->d - j0, W1_COLS), share);
         return;
     }
     task -= tr->w1Blocks;
+    if (task < (long)tr->P * tr->w2Blocks) {
+        int p = (int)(task / tr->w2Blocks), e0 = (int)(task % tr->w2Blocks) * W2_ROWS;
+        updateW2(tr, p, e0, (int)minLong(tr->E - e0, W2_ROWS), share);
+        return;
+    }
+    task -= (long)tr->P * tr->w2Blocks;
     Net *net = &tr->net[task / tr->chunks];
     long c = task % tr->chunks, r0 = c * GRAD_ROWS, rows = minLong(tr->B - r0, GRAD_ROWS);
     net->chunkLoss[c] = Vec_sum(rows * tr->E, net->Lb + r0 * tr->E);
@@ -563,6 +591,9 @@ typedef struct TrainData {
     int P, E;
     long row0, n;
     float *S;       /* [P][n][E] */
+    float *Sp;      /* [P][n][E] S's rows in the epoch's order */
+    float *rowMaxP; /* [P][n] their maxima */
+    float *rowMax;  /* [P][n] the maxima of S's rows */
     float *invNorm; /* [n] */
     long *perm;     /* [n] */
 } TrainData;
@@ -577,10 +608,16 @@ static void prepChunk(void *ctx, long chunk, int worker) {
     }
     oracleScoresSet(td->L->h + (td->row0 + t0) * N, rows, N, td->parts, td->P, E,
                     td->S + t0 * E, td->n * E);
+    for (int p = 0; p < td->P; p++)
+        for (long t = t0; t < t0 + rows; t++)
+            td->rowMax[p * td->n + t] = Vec_max(E, td->S + (p * td->n + t) * E);
 }
 
 static void trainDataDone(TrainData *td) {
     free(td->S);
+    free(td->Sp);
+    free(td->rowMaxP);
+    free(td->rowMax);
     free(td->invNorm);
     free(td->perm);
 }
@@ -588,11 +625,15 @@ static void trainDataDone(TrainData *td) {
 static MsStatus trainDataInit(TrainData *td, char **cause) {
     size_t n = (size_t)td->n, P = (size_t)td->P;
     td->S = tryMallocLarge(P * n * (size_t)td->E, sizeof(float)); /* read at random rows */
+    td->Sp = tryMallocLarge(P * n * (size_t)td->E, sizeof(float));
+    td->rowMaxP = tryMallocArray(P * n, sizeof(float));
+    td->rowMax = tryMallocArray(P * n, sizeof(float));
     td->invNorm = tryMallocArray(n, sizeof(float));
     td->perm = tryMallocArray(n, sizeof(long));
-    if (!td->S || !td->invNorm || !td->perm) {
+    if (!td->S || !td->Sp || !td->rowMaxP || !td->rowMax || !td->invNorm || !td->perm) {
         setCause(cause, "no memory for mlp router training (%zu bytes)",
-                 n * (P * (size_t)td->E * sizeof(float) + sizeof(float) + sizeof(long)));
+                 n * (P * ((size_t)2 * td->E + 2) * sizeof(float) + sizeof(float) +
+                      sizeof(long)));
         trainDataDone(td);
         return MS_ERR_NOMEM;
     }
@@ -621,7 +662,8 @@ static void layoutTrainer(Trainer *tr, Carve *c, long batch, int threads) {
     tr->shareLen = (long)(W1_COLS * PE > W2_ROWS * E ? W1_COLS * PE : W2_ROWS * E);
     tr->inv = carve(c, b);
     tr->Aw = carve(c, b * PE);
-    tr->G1t = carve(c, PE * b);
+    tr->ldg = (long)(b + 15) / 16 * 16 + 16;
+    tr->G1t = carve(c, PE * (size_t)tr->ldg);
     tr->W1b = carve(c, PE * d);
     tr->m1 = carve(c, PE * d);
     tr->v1 = carve(c, PE * d);
@@ -637,9 +679,6 @@ static void layoutTrainer(Trainer *tr, Carve *c, long batch, int threads) {
         net->G2 = carve(c, b * E);
         net->G1 = carve(c, b * E);
         net->Lb = carve(c, b * E);
-        net->G2t = carve(c, E * b);
-        net->Sb = carve(c, b * E);
-        net->rowMaxB = carve(c, b);
     }
 }
 
@@ -677,6 +716,9 @@ static MsStatus trainerInit(Trainer *tr, const TrainData *td, Router *const *r, 
         Net *net = &tr->net[p];
         net->r = r[p];
         net->S = td->S + (long)p * td->n * E;
+        net->Sp = td->Sp + (long)p * td->n * E;
+        net->rowMaxP = td->rowMaxP + (long)p * td->n;
+        net->rowMax = td->rowMax + (long)p * td->n;
         net->chunkLoss = xCalloc((size_t)Parallel_chunks(batch, GRAD_ROWS), sizeof(double));
         blockW1(tr, p, r[p]->W1, false);
         Vec_transpose(E, E, r[p]->W2, E, net->W2t, E);
@@ -686,13 +728,12 @@ static MsStatus trainerInit(Trainer *tr, const TrainData *td, Router *const *r, 
     return MS_OK;
 }
 
-/* One minibatch, perm[off .. off + B): the forward and backward pieces, then the update
-   (which gathers the next minibatch's targets; the first of an epoch gathers its own). */
+/* One minibatch, perm[off .. off + B): the forward and backward pieces, then the update. */
 static MsStatus trainStep(Trainer *tr, ParallelPool *pool, const Cancel *cancel) {
-    if (tr->off == 0)
-        gatherTargets(tr, 0, 0, tr->B);
     for (int p = 0; p < tr->P; p++) {
         Net *net = &tr->net[p];
+        net->Sb = net->Sp + tr->off * tr->E;
+        net->rowMaxB = net->rowMaxP + tr->off;
         float mx = 0.0f;
         for (long i = 0; i < tr->B; i++)
             mx = net->rowMaxB[i] > mx ? net->rowMaxB[i] : mx;
@@ -700,8 +741,7 @@ static MsStatus trainStep(Trainer *tr, ParallelPool *pool, const Cancel *cancel)
     }
     tr->chunks = (int)Parallel_chunks(tr->B, GRAD_ROWS);
     adamNextStep(&tr->adam);
-    MsStatus st = ParallelPool_run(pool, Parallel_chunks(tr->B, FWD_ROWS), forwardPiece, tr,
-                                   cancel);
+    MsStatus st = ParallelPool_run(pool, forwardPieces(tr), forwardPiece, tr, cancel);
     if (st == MS_OK)
         st = ParallelPool_run(pool, updateTasks(tr), updateTask, tr, NULL);
     return st;
@@ -718,6 +758,8 @@ static MsStatus trainEpochs(Trainer *tr, long *perm, long batch, int threads,
     MsStatus st = MS_OK;
     for (int ep = 0; ep < o->epochs && st == MS_OK; ep++) {
         shuffle(perm, tr->n, &rng);
+        st = ParallelPool_run(pool, Parallel_chunks(tr->n, GATHER_ROWS), gatherTargets, tr,
+                              cancel);
         memset(epochLoss, 0, (size_t)tr->P * sizeof(double));
         for (long b = 0; b < batches && st == MS_OK; b++) {
             tr->off = b * batch;

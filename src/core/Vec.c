@@ -264,15 +264,25 @@ KERNEL int Vec_countAbove(int n, const float *restrict x, float tau, int32_t *re
     return c;
 }
 
+INLINE float tanhPoly(float x) {
+    float ax = fabsf(x), x2 = x * x;
+    float t = expPoly(-2.0f * ax);
+    float y = (1.0f - t) / (1.0f + t);
+    /* near 0, 1 - t cancels: the odd series is exact to float there */
+    float small = ax * (1.0f + x2 * (-1.0f / 3 + x2 * (2.0f / 15 - x2 * (17.0f / 315))));
+    y = ax < 0.0625f ? small : y;
+    return x < 0.0f ? -y : y;
+}
+
 KERNEL void Vec_tanh(float *v, long n) {
-    for (long i = 0; i < n; i++) {
-        float x = v[i], ax = fabsf(x), x2 = x * x;
-        float t = expPoly(-2.0f * ax);
-        float y = (1.0f - t) / (1.0f + t);
-        /* near 0, 1 - t cancels: the odd series is exact to float there */
-        float small = ax * (1.0f + x2 * (-1.0f / 3 + x2 * (2.0f / 15 - x2 * (17.0f / 315))));
-        y = ax < 0.0625f ? small : y;
-        v[i] = x < 0.0f ? -y : y;
+    for (long i = 0; i < n; i++)
+        v[i] = tanhPoly(v[i]);
+}
+
+KERNEL void Vec_scaleTanh(int n, float a, const float *restrict x, float *restrict y) {
+    for (int i = 0; i < n; i++) {
+        float v = a * x[i]; /* rounded first, as Vec_scale then Vec_tanh round it */
+        y[i] = tanhPoly(v);
     }
 }
 
@@ -490,11 +500,14 @@ void Vec_gemmNN(int M, int N, int K, const float *A, long lda, const float *B, l
 
 enum { TM = 6, TN = 16, TKB = 256 };
 
-/* A's elements: (row i, k) at rows[i][k] (rows given), else at base[i * ars + k * aks]. */
+/* A's elements: (row i, k) at rows[i][k] (rows given), else at base[i * ars + k * aks].
+   Given put, gathered rows are also laid into put's panels (putK steps) from step putK0 on. */
 typedef struct StridedA {
     const float *const *rows;
     const float *base;
     long ars, aks;
+    float *put;
+    int putK, putK0;
 } StridedA;
 
 static inline float elemA(const StridedA *a, int i, int k) {
@@ -704,17 +717,37 @@ static void packB(const StridedB *b, int k0, int K, int j0, int nj, float *restr
     }
 }
 
-/* Gathered rows come from all over memory (a minibatch's tokens): while row group i0
-   passes the first column panel, fetch the next group's block and this group's next. */
-static void prefetchRows(const StridedA *a, int M, int K, int i0, int k0, int kb) {
+/* The rows of the next tile when rem are left: 6, but the last 7 to 11 in two tiles of
+   about half (a tile of r < 4 rows runs r * 2 chains of FMAs, too few to hide their
+   latency: 128 = 20 * 6 + 4 + 4 costs 128 rows' time where 21 * 6 + 2 cost 130). */
+static int groupRows(int rem) {
+    return rem > TM && rem < 2 * TM ? (rem + 1) / 2 : rem < TM ? rem : TM;
+}
+
+/* Gathered rows times B in panels, row group by row group over the whole of k: the
+   group's rows come from far once (fetched while the group before works) and stay in L1
+   for every panel, while B's panels stream by in sequence from L2 (a few % faster than
+   k blocks for the mlp's x W1^T; for A in place, B's blocks in L1 stay better). */
+static void gatherRowGroups(int M, int N, int K, const StridedA *a, const StridedB *b, float *C,
+                            long ldc, bool acc, bool avx2) {
+    int panels = (N + TN - 1) / TN, lines = (K + 15) / 16;
+    for (int i0 = 0, mi; i0 < M; i0 += mi) {
+        mi = groupRows(M - i0);
+        for (int j0 = 0; j0 < N; j0 += TN) {
 #if defined(__GNUC__) && defined(__x86_64__)
-    for (int i = i0 + TM; i < i0 + 2 * TM && i < M && k0 == 0; i++)
-        for (int k = 0; k < kb; k += 16)
-            _mm_prefetch((const char *)(a->rows[i] + k), _MM_HINT_T0);
-    for (int i = i0; i < i0 + TM && i < M; i++)
-        for (int k = k0 + kb; k < k0 + kb + TKB && k < K; k += 16)
-            _mm_prefetch((const char *)(a->rows[i] + k), _MM_HINT_T0);
+            /* the next group's rows, a share before each panel: all at once, the fetches
+               stalled on the full miss queue */
+            int q = j0 / TN, l0 = q * lines / panels, l1 = (q + 1) * lines / panels;
+            for (int i = i0 + mi; i < i0 + mi + TM && i < M; i++)
+                for (int l = l0; l < l1; l++)
+                    _mm_prefetch((const char *)(a->rows[i] + l * 16), _MM_HINT_T0);
 #endif
+            tile(K, a, i0, mi, 0, b->panels + (long)j0 * b->K, N - j0 < TN ? N - j0 : TN,
+                 C + (long)i0 * ldc + j0, ldc, acc, avx2);
+        }
+        if (a->put) /* the group's rows are in L1 now (after the product, in L3 they were) */
+            Vec_panelsPutRows(a->putK, K, a->putK0 + i0, mi, a->rows + i0, 0, a->put);
+    }
 }
 
 static void strided(int M, int N, int K, const StridedA *a, const StridedB *b, float *C,
@@ -725,6 +758,10 @@ static void strided(int M, int N, int K, const StridedA *a, const StridedB *b, f
         for (int i = 0; i < M; i++)
             memset(C + (long)i * ldc, 0, (size_t)N * sizeof *C);
     bool avx2 = haveAvx2();
+    if (a->rows && b->panels && K > 0) {
+        gatherRowGroups(M, N, K, a, b, C, ldc, acc, avx2);
+        return;
+    }
     float own[TKB * TN] __attribute__((aligned(32)));
     for (int k0 = 0; k0 < K; k0 += TKB) {
         int kb = K - k0 < TKB ? K - k0 : TKB;
@@ -736,11 +773,10 @@ static void strided(int M, int N, int K, const StridedA *a, const StridedB *b, f
             } else {
                 packB(b, k0, kb, j0, nj, own);
             }
-            for (int i0 = 0; i0 < M; i0 += TM) {
-                if (a->rows && j0 == 0)
-                    prefetchRows(a, M, K, i0, k0, kb);
-                tile(kb, a, i0, M - i0 < TM ? M - i0 : TM, k0, bp, nj,
-                     C + (long)i0 * ldc + j0, ldc, acc || k0 > 0, avx2);
+            for (int i0 = 0, mi; i0 < M; i0 += mi) {
+                mi = groupRows(M - i0);
+                tile(kb, a, i0, mi, k0, bp, nj, C + (long)i0 * ldc + j0, ldc, acc || k0 > 0,
+                     avx2);
             }
         }
     }
@@ -757,9 +793,37 @@ long Vec_panelsSize(int K, int N) {
     return (long)(K > 0 ? K : 1) * ((N + TN - 1) / TN * TN);
 }
 
+#if defined(__GNUC__) && defined(__x86_64__)
+/* Vec_panelsPutRows for the whole panels (N16 a multiple of 16), eight rows at a time:
+   their lines stay in L1 while every panel takes its piece (panel by panel over all rows,
+   each row's lines were fetched again for every panel: 2.5x slower) */
+AVX2 static void putRowsAvx2(int K, int N16, int k0, int n, const float *const *rows, long off,
+                             float *panels) {
+    enum { RB = 8 };
+    for (int r0 = 0; r0 < n; r0 += RB) {
+        int rn = n - r0 < RB ? n - r0 : RB;
+        for (int j0 = 0; j0 < N16; j0 += TN) {
+            float *dst = panels + (long)j0 * K + (long)(k0 + r0) * TN;
+            for (int r = 0; r < rn; r++, dst += TN) {
+                const float *src = rows[r0 + r] + off + j0;
+                _mm256_storeu_ps(dst, _mm256_loadu_ps(src));
+                _mm256_storeu_ps(dst + 8, _mm256_loadu_ps(src + 8));
+            }
+        }
+    }
+}
+#endif
+
 void Vec_panelsPutRows(int K, int N, int k0, int n, const float *const *rows, long off,
                        float *panels) {
-    for (int j0 = 0; j0 < N; j0 += TN) {
+    int whole = 0;
+#if defined(__GNUC__) && defined(__x86_64__)
+    if (haveAvx2()) {
+        whole = N / TN * TN;
+        putRowsAvx2(K, whole, k0, n, rows, off, panels);
+    }
+#endif
+    for (int j0 = whole; j0 < N; j0 += TN) {
         int nj = N - j0 < TN ? N - j0 : TN;
         float *dst = panels + (long)j0 * K + (long)k0 * TN;
         for (int r = 0; r < n; r++, dst += TN) {
@@ -802,6 +866,16 @@ void Vec_gemmGatherPanels(int M, int N, int K, const float *const *rows, const f
     StridedA a = {.rows = rows};
     StridedB b = {.panels = panels, .K = K};
     strided(M, N, K, &a, &b, C, ldc, accumulate);
+}
+
+void Vec_gemmGatherPanelsPut(int M, int N, int K, const float *const *rows, const float *panels,
+                             float *C, long ldc, bool accumulate, int putK, int putK0,
+                             float *put) {
+    StridedA a = {.rows = rows, .put = put, .putK = putK, .putK0 = putK0};
+    StridedB b = {.panels = panels, .K = K};
+    strided(M, N, K, &a, &b, C, ldc, accumulate);
+    if (M > 0 && (N < 1 || K < 1)) /* strided passed no row groups */
+        Vec_panelsPutRows(putK, K, putK0, M, rows, 0, put);
 }
 
 static void transposeScalar(int i0, int i1, int j0, int j1, const float *A, long lda, float *T,

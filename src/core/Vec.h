@@ -45,6 +45,9 @@ int Vec_countAbove(int n, const float *x, float tau, int32_t *count);
 /* v[i] = tanh(v[i]) (absolute error below 1e-7) */
 void Vec_tanh(float *v, long n);
 
+/* y[i] = tanh(a x[i]): Vec_scale then Vec_tanh in one pass, the same bits */
+void Vec_scaleTanh(int n, float a, const float *x, float *y);
+
 /* BCE with logits z against targets y * yscale, entry by entry:
    loss[i] = max(z, 0) - z t + log(1 + exp(-|z|)),  grad[i] = (sigmoid(z) - t) * gscale. */
 void Vec_bceWithLogits(long n, const float *z, const float *y, float yscale, float gscale,
@@ -99,6 +102,13 @@ void Vec_gemmPanels(int M, int N, int K, const float *A, long ars, long aks, con
                     float *C, long ldc, bool accumulate);
 void Vec_gemmGatherPanels(int M, int N, int K, const float *const *rows, const float *panels,
                           float *C, long ldc, bool accumulate);
+
+/* Vec_gemmGatherPanels that also lays A's rows out in panels, as
+   Vec_panelsPutRows(putK, K, putK0, M, rows, 0, put) does, a few rows at a time while the
+   product has them in L1 (a separate pass finds them in L3). */
+void Vec_gemmGatherPanelsPut(int M, int N, int K, const float *const *rows, const float *panels,
+                             float *C, long ldc, bool accumulate, int putK, int putK0,
+                             float *put);
 
 /* T[j][i] = A[i][j] for a rows x cols block. */
 void Vec_transpose(int rows, int cols, const float *A, long lda, float *T, long ldt);
