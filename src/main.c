@@ -321,14 +321,14 @@ static int runSummary(Dump *dump, double target) {
     return 0;
 }
 
-/* The engine allocates and frees the same buffers (MiBs) for every partition and layer.
-   By default glibc gives many of them back to the kernel, and the next one is faulted in
-   as fresh zeroed pages: a batch spent about a second of system time per layer on that.
-   Buffers under 16 MiB now stay in the heap for reuse. Larger ones (the co-activation
-   counts, MEO's pre-activations, a layer's x and h) are still unmapped when freed: kept,
-   they would add to the peak that the batch's memory target bounds. */
+/* The engine allocates and frees the same buffers for every partition and layer. By
+   default glibc adapts its mmap threshold upwards as large blocks are freed, keeping them
+   in the heap, and trims the heap's top often: both make fresh zeroed pages fault in
+   again, and kept blocks fragment the heap, whose free space then adds to the peak that
+   the batch's memory target bounds. Blocks of 1 MiB and more are always mapped (given
+   back whole when freed), and the heap below that is never trimmed. */
 static void keepFreedMemory(void) {
-    mallopt(M_MMAP_THRESHOLD, 16 << 20);
+    mallopt(M_MMAP_THRESHOLD, 1 << 20);
     mallopt(M_TRIM_THRESHOLD, INT_MAX);
 }
 
