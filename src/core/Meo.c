@@ -323,62 +323,78 @@ static void sparseTimesPlain(const SparseRows *S, const float *restrict M, int D
 }
 
 #if defined(__GNUC__) && defined(__x86_64__)
-#define FMA8(i) a##i = _mm256_fmadd_ps(v, _mm256_loadu_ps(m + 8 * (i)), a##i)
-#define STORE8(i) _mm256_storeu_ps(o + 8 * (i), a##i)
+#define AVX2_FMA __attribute__((target("avx2,fma")))
+#define INLINE_AVX2 static inline __attribute__((always_inline, target("avx2,fma")))
 
-/* sparseTimesPlain with fused multiply-adds: 64-column tiles in 8 registers, then 8-column
-   tiles, then single columns (fmaf: the same arithmetic in every column). */
-__attribute__((target("avx2,fma"))) static void sparseTimesAvx2(const SparseRows *S,
-                                                                 const float *restrict M, int D,
-                                                                 float *restrict out) {
+/* Row r's products over one tile of columns from c0, as running fused sums in list order:
+   64 columns in 8 registers, 8 columns in one, or a single column. The sparse kernels
+   below share them and differ only in what they do with the sums. */
+typedef struct Tile64 {
+    __m256 a0, a1, a2, a3, a4, a5, a6, a7;
+} Tile64;
+
+#define FMA8(i) t.a##i = _mm256_fmadd_ps(v, _mm256_loadu_ps(m + 8 * (i)), t.a##i)
+
+INLINE_AVX2 Tile64 rowTile64(const SparseRows *S, int r, const float *restrict M, int D,
+                             int c0) {
+    Tile64 t;
+    t.a0 = t.a1 = t.a2 = t.a3 = t.a4 = t.a5 = t.a6 = t.a7 = _mm256_setzero_ps();
+    for (int n = S->start[r]; n < S->start[r + 1]; n++) {
+        const float *m = M + (size_t)S->idx[n] * D + c0;
+        __m256 v = _mm256_set1_ps(S->val[n]);
+        FMA8(0);
+        FMA8(1);
+        FMA8(2);
+        FMA8(3);
+        FMA8(4);
+        FMA8(5);
+        FMA8(6);
+        FMA8(7);
+    }
+    return t;
+}
+
+INLINE_AVX2 __m256 rowTile8(const SparseRows *S, int r, const float *restrict M, int D, int c0) {
+    __m256 a = _mm256_setzero_ps();
+    for (int n = S->start[r]; n < S->start[r + 1]; n++)
+        a = _mm256_fmadd_ps(_mm256_set1_ps(S->val[n]),
+                            _mm256_loadu_ps(M + (size_t)S->idx[n] * D + c0), a);
+    return a;
+}
+
+INLINE_AVX2 float rowColumn(const SparseRows *S, int r, const float *restrict M, int D, int c) {
+    float a = 0.0f;
+    for (int n = S->start[r]; n < S->start[r + 1]; n++)
+        a = __builtin_fmaf(S->val[n], M[(size_t)S->idx[n] * D + c], a);
+    return a;
+}
+
+/* sparseTimesPlain with fused multiply-adds: 64-column tiles, then 8-column tiles, then
+   single columns (fmaf: the same arithmetic in every column). */
+AVX2_FMA static void sparseTimesAvx2(const SparseRows *S, const float *restrict M, int D,
+                                     float *restrict out) {
     int c0 = 0;
     for (; c0 + TILE <= D; c0 += TILE) {
         for (int r = 0; r < S->rows; r++) {
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0,
-                   a6 = a0, a7 = a0;
-            for (int n = S->start[r]; n < S->start[r + 1]; n++) {
-                const float *m = M + (size_t)S->idx[n] * D + c0;
-                __m256 v = _mm256_set1_ps(S->val[n]);
-                FMA8(0);
-                FMA8(1);
-                FMA8(2);
-                FMA8(3);
-                FMA8(4);
-                FMA8(5);
-                FMA8(6);
-                FMA8(7);
-            }
+            Tile64 t = rowTile64(S, r, M, D, c0);
             float *o = out + (size_t)(S->out ? S->out[r] : r) * D + c0;
-            STORE8(0);
-            STORE8(1);
-            STORE8(2);
-            STORE8(3);
-            STORE8(4);
-            STORE8(5);
-            STORE8(6);
-            STORE8(7);
+            _mm256_storeu_ps(o, t.a0);
+            _mm256_storeu_ps(o + 8, t.a1);
+            _mm256_storeu_ps(o + 16, t.a2);
+            _mm256_storeu_ps(o + 24, t.a3);
+            _mm256_storeu_ps(o + 32, t.a4);
+            _mm256_storeu_ps(o + 40, t.a5);
+            _mm256_storeu_ps(o + 48, t.a6);
+            _mm256_storeu_ps(o + 56, t.a7);
         }
     }
-    for (; c0 + 8 <= D; c0 += 8) {
-        for (int r = 0; r < S->rows; r++) {
-            __m256 a0 = _mm256_setzero_ps();
-            for (int n = S->start[r]; n < S->start[r + 1]; n++) {
-                const float *m = M + (size_t)S->idx[n] * D + c0;
-                __m256 v = _mm256_set1_ps(S->val[n]);
-                FMA8(0);
-            }
-            float *o = out + (size_t)(S->out ? S->out[r] : r) * D + c0;
-            STORE8(0);
-        }
-    }
-    for (; c0 < D; c0++) {
-        for (int r = 0; r < S->rows; r++) {
-            float a = 0.0f;
-            for (int n = S->start[r]; n < S->start[r + 1]; n++)
-                a = __builtin_fmaf(S->val[n], M[(size_t)S->idx[n] * D + c0], a);
-            out[(size_t)(S->out ? S->out[r] : r) * D + c0] = a;
-        }
-    }
+    for (; c0 + 8 <= D; c0 += 8)
+        for (int r = 0; r < S->rows; r++)
+            _mm256_storeu_ps(out + (size_t)(S->out ? S->out[r] : r) * D + c0,
+                             rowTile8(S, r, M, D, c0));
+    for (; c0 < D; c0++)
+        for (int r = 0; r < S->rows; r++)
+            out[(size_t)(S->out ? S->out[r] : r) * D + c0] = rowColumn(S, r, M, D, c0);
 }
 #endif
 
@@ -417,68 +433,43 @@ static void sparseErrorPlain(const SparseRows *S, const float *restrict M, int D
 }
 
 #if defined(__GNUC__) && defined(__x86_64__)
-#define ERR8(i)                                                                               \
-    do {                                                                                      \
-        __m256 d = _mm256_sub_ps(_mm256_loadu_ps(yr + 8 * (i)), a##i);                        \
-        e = _mm256_fmadd_ps(d, d, e);                                                         \
-    } while (0)
+/* e + (y - a)^2, lane by lane */
+INLINE_AVX2 __m256 addSquaredDiff(__m256 e, const float *y, __m256 a) {
+    __m256 d = _mm256_sub_ps(_mm256_loadu_ps(y), a);
+    return _mm256_fmadd_ps(d, d, e);
+}
 
 /* sparseErrorPlain in AVX registers, tiled as sparseTimesAvx2. */
-__attribute__((target("avx2,fma"))) static void sparseErrorAvx2(const SparseRows *S,
-                                                                 const float *restrict M, int D,
-                                                                 const float *restrict y,
-                                                                 float *restrict sq) {
+AVX2_FMA static void sparseErrorAvx2(const SparseRows *S, const float *restrict M, int D,
+                                     const float *restrict y, float *restrict sq) {
     memset(sq, 0, (size_t)S->rows * 8 * sizeof(float));
     int c0 = 0;
     for (; c0 + TILE <= D; c0 += TILE) {
         for (int r = 0; r < S->rows; r++) {
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0,
-                   a6 = a0, a7 = a0;
-            for (int n = S->start[r]; n < S->start[r + 1]; n++) {
-                const float *m = M + (size_t)S->idx[n] * D + c0;
-                __m256 v = _mm256_set1_ps(S->val[n]);
-                FMA8(0);
-                FMA8(1);
-                FMA8(2);
-                FMA8(3);
-                FMA8(4);
-                FMA8(5);
-                FMA8(6);
-                FMA8(7);
-            }
+            Tile64 t = rowTile64(S, r, M, D, c0);
             const float *yr = y + (size_t)r * D + c0;
             __m256 e = _mm256_loadu_ps(sq + 8 * r);
-            ERR8(0);
-            ERR8(1);
-            ERR8(2);
-            ERR8(3);
-            ERR8(4);
-            ERR8(5);
-            ERR8(6);
-            ERR8(7);
+            e = addSquaredDiff(e, yr, t.a0);
+            e = addSquaredDiff(e, yr + 8, t.a1);
+            e = addSquaredDiff(e, yr + 16, t.a2);
+            e = addSquaredDiff(e, yr + 24, t.a3);
+            e = addSquaredDiff(e, yr + 32, t.a4);
+            e = addSquaredDiff(e, yr + 40, t.a5);
+            e = addSquaredDiff(e, yr + 48, t.a6);
+            e = addSquaredDiff(e, yr + 56, t.a7);
             _mm256_storeu_ps(sq + 8 * r, e);
         }
     }
     for (; c0 + 8 <= D; c0 += 8) {
         for (int r = 0; r < S->rows; r++) {
-            __m256 a0 = _mm256_setzero_ps();
-            for (int n = S->start[r]; n < S->start[r + 1]; n++) {
-                const float *m = M + (size_t)S->idx[n] * D + c0;
-                __m256 v = _mm256_set1_ps(S->val[n]);
-                FMA8(0);
-            }
-            const float *yr = y + (size_t)r * D + c0;
             __m256 e = _mm256_loadu_ps(sq + 8 * r);
-            ERR8(0);
+            e = addSquaredDiff(e, y + (size_t)r * D + c0, rowTile8(S, r, M, D, c0));
             _mm256_storeu_ps(sq + 8 * r, e);
         }
     }
     for (; c0 < D; c0++) {
         for (int r = 0; r < S->rows; r++) {
-            float a = 0.0f;
-            for (int n = S->start[r]; n < S->start[r + 1]; n++)
-                a = __builtin_fmaf(S->val[n], M[(size_t)S->idx[n] * D + c0], a);
-            float d = y[(size_t)r * D + c0] - a;
+            float d = y[(size_t)r * D + c0] - rowColumn(S, r, M, D, c0);
             sq[r * 8 + c0 % 8] = __builtin_fmaf(d, d, sq[r * 8 + c0 % 8]);
         }
     }
