@@ -146,6 +146,7 @@ struct Meo {
     long row0, rows;
     long n_seq;
     long *seq;            /* [n_seq + 1] sequence starts, relative to row0 */
+    float *xmean;         /* [n_seq][D] the sequences' mean x (made on first use), or NULL */
     float *y;             /* [rows][D] dense output, no b_out (filled on first use) */
     double *y_norm;       /* [rows] */
     bool have_y;
@@ -266,37 +267,56 @@ static void gatherExperts(Meo *this, const int32_t *part) {
     }
 }
 
-/* Each sequence's scores, logits and expert order. */
-static void scoreSequences(Meo *this) {
-    int E = this->E, D = this->D;
-    double *acc = xMallocArray((size_t)(E > D ? E : D), sizeof(double));
-    float *xm = xMallocArray((size_t)D, sizeof(float));
+/* The sequences' mean rows of x (what a router scores), made on first use and kept: they
+   depend on neither the partition nor the router. */
+static const float *meanRows(Meo *this) {
+    if (this->xmean)
+        return this->xmean;
+    int D = this->D;
+    double *acc = xMallocArray((size_t)D, sizeof(double));
+    this->xmean = xMallocArray((size_t)this->n_seq * D, sizeof(float));
     for (long q = 0; q < this->n_seq; q++) {
         long t0 = this->seq[q], t1 = this->seq[q + 1];
-        float *sc = this->score + q * E, *lg = this->logit + q * E;
-        if (!this->router) {
+        memset(acc, 0, (size_t)D * sizeof(double));
+        for (long t = t0; t < t1; t++) {
+            const float *xt = this->L->x + (size_t)(this->row0 + t) * D;
+            for (int r = 0; r < D; r++)
+                acc[r] += xt[r];
+        }
+        for (int r = 0; r < D; r++)
+            this->xmean[q * D + r] = (float)(acc[r] / (double)(t1 - t0));
+    }
+    free(acc);
+    return this->xmean;
+}
+
+/* Each sequence's scores, logits and expert order. A router scores all the mean rows in
+   one call each for scores and logits (its products give every row the same bits whatever
+   rows come with it, and one call lays its weights out once, not once per sequence); the
+   oracle's score is the mean of s over the sequence. */
+static void scoreSequences(Meo *this) {
+    int E = this->E;
+    long n = this->n_seq;
+    if (this->router) {
+        const float *xm = meanRows(this);
+        Router_score(this->router, xm, NULL, n, this->score);
+        Router_logits(this->router, xm, NULL, n, this->logit);
+    } else {
+        double *acc = xMallocArray((size_t)E, sizeof(double));
+        for (long q = 0; q < n; q++) {
+            long t0 = this->seq[q], t1 = this->seq[q + 1];
             memset(acc, 0, (size_t)E * sizeof(double));
             for (long t = t0; t < t1; t++)
                 for (int e = 0; e < E; e++)
                     acc[e] += this->s[t * E + e];
             for (int e = 0; e < E; e++)
-                sc[e] = lg[e] = (float)(acc[e] / (double)(t1 - t0));
-        } else {
-            memset(acc, 0, (size_t)D * sizeof(double));
-            for (long t = t0; t < t1; t++) {
-                const float *xt = this->L->x + (size_t)(this->row0 + t) * D;
-                for (int r = 0; r < D; r++)
-                    acc[r] += xt[r];
-            }
-            for (int r = 0; r < D; r++)
-                xm[r] = (float)(acc[r] / (double)(t1 - t0));
-            Router_score(this->router, xm, NULL, 1, sc);
-            Router_logits(this->router, xm, NULL, 1, lg);
+                this->score[q * E + e] = this->logit[q * E + e] =
+                    (float)(acc[e] / (double)(t1 - t0));
         }
-        TopK_order(sc, E, this->order + q * E);
+        free(acc);
     }
-    free(acc);
-    free(xm);
+    for (long q = 0; q < n; q++)
+        TopK_order(this->score + q * E, E, this->order + q * E);
 }
 
 #define TILE 64 /* output columns held in registers by sparseTimes (8 AVX registers) */
@@ -839,6 +859,7 @@ void Meo_delete(Meo *this) {
         return;
     clearPartition(this);
     free(this->seq);
+    free(this->xmean);
     free(this->y);
     free(this->y_norm);
     free(this);
