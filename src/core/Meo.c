@@ -93,7 +93,34 @@ SPDX-License-Identifier: MIT
    nonzeros set the scratch's usual size. */
 #define SPARSE_Y 0.25
 
-/* Rows of a sparse matrix: row r's nonzeros are (idx[n], val[n]) for n in
+/* Lists of nonzeros for the sparse products: row r's entries are (idx[n], val[n]) for n in
+   its segments [bound[r * stride + 2 s], bound[r * stride + 2 s + 1]), s < segs, in that
+   order, each value times gate[s] (gate NULL: as is). A SparseRows' rows are one segment
+   each (bound = start, stride 1); the unmerged selection's rows have a segment per
+   selected expert from the sequence's lists (SeqNz). */
+typedef struct Lists {
+    int rows, segs, stride;
+    const int *bound, *idx; /* idx: rows of the matrix multiplied */
+    const float *val, *gate;
+} Lists;
+
+/* What a sparse product does with row r's sums: they start from the sink's row (load) or
+   0, are written back to it (store), the row being acc + (out ? out[r] : r) * D, and, when
+   y is set, their squared differences from y's row r (rows D apart) are added up in
+   sq[r][0..LANES) (lane = column mod LANES, columns in order). */
+typedef struct Sink {
+    float *acc;
+    const int *out;
+    bool load, store;
+    const float *y;
+    float *sq;
+} Sink;
+
+static inline float *sinkAt(const Sink *k, int r, int D, int c0) {
+    return k->acc ? k->acc + (size_t)(k->out ? k->out[r] : r) * D + c0 : NULL;
+}
+
+/* Rows of a sparse matrix built in scratch: row r's nonzeros are (idx[n], val[n]) for n in
    [start[r], start[r + 1]); out[r] (or r when out is NULL) is where its product goes. */
 typedef struct SparseRows {
     int rows;
@@ -101,6 +128,11 @@ typedef struct SparseRows {
     float *val;             /* [cap] */
     long cap;               /* grown by reserve() */
 } SparseRows;
+
+static inline Lists listsOf(const SparseRows *S) {
+    return (Lists){.rows = S->rows, .segs = 1, .stride = 1, .bound = S->start, .idx = S->idx,
+                   .val = S->val};
+}
 
 /* One worker's scratch for Meo_metrics. */
 typedef struct Scratch {
@@ -111,6 +143,9 @@ typedef struct Scratch {
     float *m_outT;                 /* [G][D] merged w_out columns (the rows in use) */
     unsigned char *used;           /* [G] slots with a nonzero in the chunk */
     float *hid, *up, *yhat, *part; /* [CHUNK][G] x2, [CHUNK][D] x2 (part: at least 8) */
+    int *nzj, *cursor;             /* [N + 8] a token's nonzeros, [E] where each expert's go */
+    int *bounds;                   /* [bounds_cap] the selection's segments (selectedLists) */
+    long bounds_cap;
     SparseRows nz;                 /* the nonzeros multiplied by w_out */
     SparseRows mix;                /* the merge: slot rows as sums of grouped w_out rows */
 } Scratch;
@@ -149,6 +184,7 @@ struct Meo {
     float *xmean;         /* [n_seq][D] the sequences' mean x (made on first use), or NULL */
     float *y;             /* [rows][D] dense output, no b_out (filled on first use) */
     double *y_norm;       /* [rows] */
+    int *h_count;         /* [rows] nonzeros of each row of h (made with y) */
     bool have_y;
     int threads;
     /* partition-grouped pre-activations, made block by block (sequence x expert) on first
@@ -156,6 +192,17 @@ struct Meo {
     float *z;             /* [rows][N] x w_in^T + b_in, columns in grouped order */
     float *zg;            /* [rows][N] x w_gate^T (gated layers) */
     unsigned char *zdone; /* [n_seq][E] which blocks of z (and zg) are made */
+    /* h's nonzeros grouped by expert, per sequence (SeqNz: ensureLists); made with z */
+    long *nz_base;        /* [n_seq] where sequence q's lists start in nz_idx, -1: none */
+    int *nz_start;        /* [rows][E + 1] token t's list of expert e: [st[e], st[e + 1]) */
+    int *nz_idx;          /* grouped rows */
+    float *nz_val;
+    unsigned char *nz_made; /* [n_seq] */
+    /* the unmerged selection's running sums, kept for a larger k (selectedError) */
+    float *sacc;          /* [rows][D] */
+    int *kept_k;          /* [n_seq] experts the sums hold */
+    int *kept_sel;        /* [n_seq][E] those experts, rank order */
+    float *kept_gate;     /* [n_seq][E] and their gates */
     SelCache *cache;      /* [n_seq] router-independent sums, shared between routers */
     /* partition (Meo_setPartition) */
     int E;
@@ -164,6 +211,8 @@ struct Meo {
     int max_g;
     int *offset;          /* [E + 1] */
     int *neuron;          /* [N] neurons grouped by expert, ascending within each */
+    int *row_of;          /* [N] grouped row of each neuron */
+    int *expert_of;       /* [N] expert of each neuron */
     float *w_outT;        /* [N][D] w_out columns as rows, grouped order */
     float *khat;          /* [N][D] normalized key rows in grouped order */
     int **align;          /* [E * E] cached aligned maps (grouped row or -1), or NULL */
@@ -231,15 +280,18 @@ static void gatherExperts(Meo *this, const int32_t *part) {
     int *next = xMallocArray((size_t)E, sizeof(int));
     memcpy(next, this->offset, (size_t)E * sizeof(int));
     this->neuron = xMallocArray((size_t)N, sizeof(int));
-    for (int j = 0; j < N; j++)
-        this->neuron[next[part[j]]++] = j;
+    this->row_of = xMallocArray((size_t)N, sizeof(int));
+    this->expert_of = xMallocArray((size_t)N, sizeof(int));
+    for (int j = 0; j < N; j++) {
+        this->row_of[j] = next[part[j]]++;
+        this->neuron[this->row_of[j]] = j;
+        this->expert_of[j] = part[j];
+    }
     free(next);
     /* w_out's columns into grouped rows, 32 of w_out's rows at a time: each pass reads
        32 rows in order and writes 128 contiguous bytes per column, where a column at a
        time would touch a cache line per float */
-    int *grow = xMallocArray((size_t)N, sizeof(int));
-    for (int r = 0; r < N; r++)
-        grow[this->neuron[r]] = r;
+    const int *grow = this->row_of;
     for (int d0 = 0; d0 < D; d0 += 32) {
         int nd = D - d0 < 32 ? D - d0 : 32;
         for (int j = 0; j < N; j++) {
@@ -249,7 +301,6 @@ static void gatherExperts(Meo *this, const int32_t *part) {
                 col[r] = src[(size_t)r * N];
         }
     }
-    free(grow);
     const float *keys = FfnWeights_keys(w);
     for (int e = 0; e < E; e++) {
         int o = this->offset[e], g = expertSize(this, e);
@@ -319,25 +370,53 @@ static void scoreSequences(Meo *this) {
         TopK_order(this->score + q * E, E, this->order + q * E);
 }
 
-#define TILE 64 /* output columns held in registers by sparseTimes (8 AVX registers) */
+#define TILE 64 /* output columns held in registers by the sparse products (8 AVX registers) */
 
-/* out[S.out[r]][0..D) = the sum over row r's nonzeros, in list order, of val * M[idx]
-   (S.out NULL: out[r]). Each element is one running sum, as successive Vec_axpy calls on
-   a zeroed row would make it, but held in registers over a tile of TILE columns, so out is
-   written once per tile and M's tile rows come from cache for all the rows. */
-static void sparseTimesPlain(const SparseRows *S, const float *restrict M, int D,
-                             float *restrict out) {
+/* One lane per column mod 8: the error kernels' squared differences, summed in column
+   order within each lane. */
+#define LANES 8
+
+/* The plain sparse product over one tile of w <= TILE columns from c0: row r's sums start
+   from acc (a row of its sink, or zeros) and run over its segments' entries in order. */
+static void rowTilePlain(const Lists *S, int r, const float *restrict M, int D, int c0, int w,
+                         float *restrict acc) {
+    for (int s = 0; s < S->segs; s++) {
+        const int *b = S->bound + (size_t)r * S->stride + 2 * s;
+        float g = S->gate ? S->gate[s] : 1.0f;
+        for (int n = b[0]; n < b[1]; n++) {
+            const float *m = M + (size_t)S->idx[n] * D + c0;
+            float v = g * S->val[n];
+            for (int j = 0; j < w; j++)
+                acc[j] += v * m[j];
+        }
+    }
+}
+
+/* The sparse product S M (M has D columns) with what the sink asks for, plain C. Each
+   element is one running sum over its row's entries in list order (as successive Vec_axpy
+   calls on the starting row would make it), held in registers over a tile of TILE
+   columns, so a sink row is read and written once per tile and M's tile rows come from
+   cache for all the rows. */
+static void sparseRunPlain(const Lists *S, const float *restrict M, int D, const Sink *k) {
+    if (k->y)
+        memset(k->sq, 0, (size_t)S->rows * LANES * sizeof(float));
     for (int c0 = 0; c0 < D; c0 += TILE) {
         int w = D - c0 < TILE ? D - c0 : TILE;
         for (int r = 0; r < S->rows; r++) {
             float acc[TILE] = {0};
-            for (int n = S->start[r]; n < S->start[r + 1]; n++) {
-                const float *m = M + (size_t)S->idx[n] * D + c0;
-                for (int j = 0; j < w; j++)
-                    acc[j] += S->val[n] * m[j];
+            float *a = sinkAt(k, r, D, c0);
+            if (k->load)
+                memcpy(acc, a, (size_t)w * sizeof(float));
+            rowTilePlain(S, r, M, D, c0, w, acc);
+            if (k->store)
+                memcpy(a, acc, (size_t)w * sizeof(float));
+            if (!k->y)
+                continue;
+            const float *yr = k->y + (size_t)r * D + c0;
+            for (int j = 0; j < w; j++) {
+                float d = yr[j] - acc[j];
+                k->sq[r * LANES + (c0 + j) % LANES] += d * d;
             }
-            memcpy(out + (size_t)(S->out ? S->out[r] : r) * D + c0, acc,
-                   (size_t)w * sizeof(float));
         }
     }
 }
@@ -346,165 +425,149 @@ static void sparseTimesPlain(const SparseRows *S, const float *restrict M, int D
 #define AVX2_FMA __attribute__((target("avx2,fma")))
 #define INLINE_AVX2 static inline __attribute__((always_inline, target("avx2,fma")))
 
-/* Row r's products over one tile of columns from c0, as running fused sums in list order:
-   64 columns in 8 registers, 8 columns in one, or a single column. The sparse kernels
-   below share them and differ only in what they do with the sums. */
+/* Row r's sums over one tile of columns from c0, as running fused sums in list order: 64
+   columns in 8 registers, 8 columns in one, or a single column, each from a starting
+   value. The kernel below shares them and differs only in what it does with the sums. */
 typedef struct Tile64 {
     __m256 a0, a1, a2, a3, a4, a5, a6, a7;
 } Tile64;
 
 #define FMA8(i) t.a##i = _mm256_fmadd_ps(v, _mm256_loadu_ps(m + 8 * (i)), t.a##i)
 
-INLINE_AVX2 Tile64 rowTile64(const SparseRows *S, int r, const float *restrict M, int D,
-                             int c0) {
-    Tile64 t;
-    t.a0 = t.a1 = t.a2 = t.a3 = t.a4 = t.a5 = t.a6 = t.a7 = _mm256_setzero_ps();
-    for (int n = S->start[r]; n < S->start[r + 1]; n++) {
-        const float *m = M + (size_t)S->idx[n] * D + c0;
-        __m256 v = _mm256_set1_ps(S->val[n]);
-        FMA8(0);
-        FMA8(1);
-        FMA8(2);
-        FMA8(3);
-        FMA8(4);
-        FMA8(5);
-        FMA8(6);
-        FMA8(7);
+INLINE_AVX2 Tile64 rowTile64(const Lists *S, int r, const float *restrict M, int D, int c0,
+                             Tile64 t) {
+    for (int s = 0; s < S->segs; s++) {
+        const int *b = S->bound + (size_t)r * S->stride + 2 * s;
+        float g = S->gate ? S->gate[s] : 1.0f;
+        for (int n = b[0]; n < b[1]; n++) {
+            const float *m = M + (size_t)S->idx[n] * D + c0;
+            __m256 v = _mm256_set1_ps(g * S->val[n]);
+            FMA8(0);
+            FMA8(1);
+            FMA8(2);
+            FMA8(3);
+            FMA8(4);
+            FMA8(5);
+            FMA8(6);
+            FMA8(7);
+        }
     }
     return t;
 }
 
-INLINE_AVX2 __m256 rowTile8(const SparseRows *S, int r, const float *restrict M, int D, int c0) {
-    __m256 a = _mm256_setzero_ps();
-    for (int n = S->start[r]; n < S->start[r + 1]; n++)
-        a = _mm256_fmadd_ps(_mm256_set1_ps(S->val[n]),
-                            _mm256_loadu_ps(M + (size_t)S->idx[n] * D + c0), a);
+INLINE_AVX2 __m256 rowTile8(const Lists *S, int r, const float *restrict M, int D, int c0,
+                            __m256 a) {
+    for (int s = 0; s < S->segs; s++) {
+        const int *b = S->bound + (size_t)r * S->stride + 2 * s;
+        float g = S->gate ? S->gate[s] : 1.0f;
+        for (int n = b[0]; n < b[1]; n++)
+            a = _mm256_fmadd_ps(_mm256_set1_ps(g * S->val[n]),
+                                _mm256_loadu_ps(M + (size_t)S->idx[n] * D + c0), a);
+    }
     return a;
 }
 
-INLINE_AVX2 float rowColumn(const SparseRows *S, int r, const float *restrict M, int D, int c) {
-    float a = 0.0f;
-    for (int n = S->start[r]; n < S->start[r + 1]; n++)
-        a = __builtin_fmaf(S->val[n], M[(size_t)S->idx[n] * D + c], a);
+INLINE_AVX2 float rowColumn(const Lists *S, int r, const float *restrict M, int D, int c,
+                            float a) {
+    for (int s = 0; s < S->segs; s++) {
+        const int *b = S->bound + (size_t)r * S->stride + 2 * s;
+        float g = S->gate ? S->gate[s] : 1.0f;
+        for (int n = b[0]; n < b[1]; n++)
+            a = __builtin_fmaf(g * S->val[n], M[(size_t)S->idx[n] * D + c], a);
+    }
     return a;
 }
 
-/* sparseTimesPlain with fused multiply-adds: 64-column tiles, then 8-column tiles, then
-   single columns (fmaf: the same arithmetic in every column). */
-AVX2_FMA static void sparseTimesAvx2(const SparseRows *S, const float *restrict M, int D,
-                                     float *restrict out) {
-    int c0 = 0;
-    for (; c0 + TILE <= D; c0 += TILE) {
-        for (int r = 0; r < S->rows; r++) {
-            Tile64 t = rowTile64(S, r, M, D, c0);
-            float *o = out + (size_t)(S->out ? S->out[r] : r) * D + c0;
-            _mm256_storeu_ps(o, t.a0);
-            _mm256_storeu_ps(o + 8, t.a1);
-            _mm256_storeu_ps(o + 16, t.a2);
-            _mm256_storeu_ps(o + 24, t.a3);
-            _mm256_storeu_ps(o + 32, t.a4);
-            _mm256_storeu_ps(o + 40, t.a5);
-            _mm256_storeu_ps(o + 48, t.a6);
-            _mm256_storeu_ps(o + 56, t.a7);
-        }
-    }
-    for (; c0 + 8 <= D; c0 += 8)
-        for (int r = 0; r < S->rows; r++)
-            _mm256_storeu_ps(out + (size_t)(S->out ? S->out[r] : r) * D + c0,
-                             rowTile8(S, r, M, D, c0));
-    for (; c0 < D; c0++)
-        for (int r = 0; r < S->rows; r++)
-            out[(size_t)(S->out ? S->out[r] : r) * D + c0] = rowColumn(S, r, M, D, c0);
-}
-#endif
-
-static void sparseTimes(const SparseRows *S, const float *M, int D, float *out) {
-#if defined(__GNUC__) && defined(__x86_64__)
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-        sparseTimesAvx2(S, M, D, out);
-        return;
-    }
-#endif
-    sparseTimesPlain(S, M, D, out);
-}
-
-/* The error form of sparseTimes: for each row r, sq[r][0..8) gets lane sums of
-   (y[r] - product[r])^2 over the row's D columns (lane = column mod 8), the product held
-   in registers and never stored. y's rows are D apart. */
-static void sparseErrorPlain(const SparseRows *S, const float *restrict M, int D,
-                             const float *restrict y, float *restrict sq) {
-    memset(sq, 0, (size_t)S->rows * 8 * sizeof(float));
-    for (int c0 = 0; c0 < D; c0 += TILE) {
-        int w = D - c0 < TILE ? D - c0 : TILE;
-        for (int r = 0; r < S->rows; r++) {
-            float acc[TILE] = {0};
-            for (int n = S->start[r]; n < S->start[r + 1]; n++) {
-                const float *m = M + (size_t)S->idx[n] * D + c0;
-                for (int j = 0; j < w; j++)
-                    acc[j] += S->val[n] * m[j];
-            }
-            const float *yr = y + (size_t)r * D + c0;
-            for (int j = 0; j < w; j++) {
-                float d = yr[j] - acc[j];
-                sq[r * 8 + (c0 + j) % 8] += d * d;
-            }
-        }
-    }
-}
-
-#if defined(__GNUC__) && defined(__x86_64__)
 /* e + (y - a)^2, lane by lane */
 INLINE_AVX2 __m256 addSquaredDiff(__m256 e, const float *y, __m256 a) {
     __m256 d = _mm256_sub_ps(_mm256_loadu_ps(y), a);
     return _mm256_fmadd_ps(d, d, e);
 }
 
-/* sparseErrorPlain in AVX registers, tiled as sparseTimesAvx2. */
-AVX2_FMA static void sparseErrorAvx2(const SparseRows *S, const float *restrict M, int D,
-                                     const float *restrict y, float *restrict sq) {
-    memset(sq, 0, (size_t)S->rows * 8 * sizeof(float));
+INLINE_AVX2 Tile64 loadTile64(const float *a) {
+    return (Tile64){_mm256_loadu_ps(a),      _mm256_loadu_ps(a + 8),  _mm256_loadu_ps(a + 16),
+                    _mm256_loadu_ps(a + 24), _mm256_loadu_ps(a + 32), _mm256_loadu_ps(a + 40),
+                    _mm256_loadu_ps(a + 48), _mm256_loadu_ps(a + 56)};
+}
+
+INLINE_AVX2 void storeTile64(float *a, Tile64 t) {
+    _mm256_storeu_ps(a, t.a0);
+    _mm256_storeu_ps(a + 8, t.a1);
+    _mm256_storeu_ps(a + 16, t.a2);
+    _mm256_storeu_ps(a + 24, t.a3);
+    _mm256_storeu_ps(a + 32, t.a4);
+    _mm256_storeu_ps(a + 40, t.a5);
+    _mm256_storeu_ps(a + 48, t.a6);
+    _mm256_storeu_ps(a + 56, t.a7);
+}
+
+INLINE_AVX2 void errorTile64(const float *y, float *sq, Tile64 t) {
+    __m256 e = _mm256_loadu_ps(sq);
+    e = addSquaredDiff(e, y, t.a0);
+    e = addSquaredDiff(e, y + 8, t.a1);
+    e = addSquaredDiff(e, y + 16, t.a2);
+    e = addSquaredDiff(e, y + 24, t.a3);
+    e = addSquaredDiff(e, y + 32, t.a4);
+    e = addSquaredDiff(e, y + 40, t.a5);
+    e = addSquaredDiff(e, y + 48, t.a6);
+    e = addSquaredDiff(e, y + 56, t.a7);
+    _mm256_storeu_ps(sq, e);
+}
+
+/* sparseRunPlain with fused multiply-adds: 64-column tiles, then 8-column tiles, then
+   single columns (fmaf: the same arithmetic in every column). */
+AVX2_FMA static void sparseRunAvx2(const Lists *S, const float *restrict M, int D,
+                                   const Sink *k) {
+    if (k->y)
+        memset(k->sq, 0, (size_t)S->rows * LANES * sizeof(float));
     int c0 = 0;
     for (; c0 + TILE <= D; c0 += TILE) {
         for (int r = 0; r < S->rows; r++) {
-            Tile64 t = rowTile64(S, r, M, D, c0);
-            const float *yr = y + (size_t)r * D + c0;
-            __m256 e = _mm256_loadu_ps(sq + 8 * r);
-            e = addSquaredDiff(e, yr, t.a0);
-            e = addSquaredDiff(e, yr + 8, t.a1);
-            e = addSquaredDiff(e, yr + 16, t.a2);
-            e = addSquaredDiff(e, yr + 24, t.a3);
-            e = addSquaredDiff(e, yr + 32, t.a4);
-            e = addSquaredDiff(e, yr + 40, t.a5);
-            e = addSquaredDiff(e, yr + 48, t.a6);
-            e = addSquaredDiff(e, yr + 56, t.a7);
-            _mm256_storeu_ps(sq + 8 * r, e);
+            float *a = sinkAt(k, r, D, c0);
+            Tile64 t = k->load ? loadTile64(a) : (Tile64){0};
+            t = rowTile64(S, r, M, D, c0, t);
+            if (k->store)
+                storeTile64(a, t);
+            if (k->y)
+                errorTile64(k->y + (size_t)r * D + c0, k->sq + LANES * r, t);
         }
     }
     for (; c0 + 8 <= D; c0 += 8) {
         for (int r = 0; r < S->rows; r++) {
-            __m256 e = _mm256_loadu_ps(sq + 8 * r);
-            e = addSquaredDiff(e, y + (size_t)r * D + c0, rowTile8(S, r, M, D, c0));
-            _mm256_storeu_ps(sq + 8 * r, e);
+            float *a = sinkAt(k, r, D, c0);
+            __m256 t = rowTile8(S, r, M, D, c0, k->load ? _mm256_loadu_ps(a) : _mm256_setzero_ps());
+            if (k->store)
+                _mm256_storeu_ps(a, t);
+            if (k->y)
+                _mm256_storeu_ps(k->sq + LANES * r,
+                                 addSquaredDiff(_mm256_loadu_ps(k->sq + LANES * r),
+                                                k->y + (size_t)r * D + c0, t));
         }
     }
     for (; c0 < D; c0++) {
         for (int r = 0; r < S->rows; r++) {
-            float d = y[(size_t)r * D + c0] - rowColumn(S, r, M, D, c0);
-            sq[r * 8 + c0 % 8] = __builtin_fmaf(d, d, sq[r * 8 + c0 % 8]);
+            float *a = sinkAt(k, r, D, c0);
+            float t = rowColumn(S, r, M, D, c0, k->load ? *a : 0.0f);
+            if (k->store)
+                *a = t;
+            if (k->y) {
+                float d = k->y[(size_t)r * D + c0] - t;
+                float *e = &k->sq[r * LANES + c0 % LANES];
+                *e = __builtin_fmaf(d, d, *e);
+            }
         }
     }
 }
 #endif
 
-static void sparseError(const SparseRows *S, const float *M, int D, const float *y,
-                        float *sq) {
+static void sparseRun(const Lists *S, const float *M, int D, const Sink *k) {
 #if defined(__GNUC__) && defined(__x86_64__)
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-        sparseErrorAvx2(S, M, D, y, sq);
+        sparseRunAvx2(S, M, D, k);
         return;
     }
 #endif
-    sparseErrorPlain(S, M, D, y, sq);
+    sparseRunPlain(S, M, D, k);
 }
 
 /* The most nonzeros a chunk of c rows of cols columns may have to be multiplied as
@@ -521,31 +584,6 @@ static void reserve(SparseRows *S, long need) {
     S->idx = xReallocArray(S->idx, (size_t)need, sizeof(int));
     S->val = xReallocArray(S->val, (size_t)need, sizeof(float));
     S->cap = need;
-}
-
-/* Whether fewer than SPARSE_MAX of v[0..n) are nonzero. */
-static bool isSparse(const float *v, size_t n) {
-    size_t nonzero = 0;
-    for (size_t i = 0; i < n; i++)
-        nonzero += v[i] != 0.0f;
-    return (double)nonzero < SPARSE_MAX * (double)n;
-}
-
-/* yhat[c][D] += hid[c][g] wT[g][D]: one axpy per nonzero of hid when most of it is zero
-   (ReLU layers: ~10x fewer operations at 90% sparsity), else a matrix product through
-   tmp[c][D]. */
-static void addProduct(const float *hid, int c, int g, const float *wT, int D, float *yhat,
-                       float *tmp) {
-    if (!isSparse(hid, (size_t)c * g)) {
-        Vec_gemmNN(c, D, g, hid, g, wT, D, tmp, D);
-        for (size_t i = 0; i < (size_t)c * D; i++)
-            yhat[i] += tmp[i];
-        return;
-    }
-    for (int r = 0; r < c; r++)
-        for (int i = 0; i < g; i++)
-            if (hid[(size_t)r * g + i] != 0.0f)
-                Vec_axpy(D, hid[(size_t)r * g + i], wT + (size_t)i * D, yhat + (size_t)r * D);
 }
 
 /* h's nonzeros of c rows of N columns as SparseRows on the grouped rows row[j], in neuron
@@ -570,46 +608,44 @@ static bool gatherH(SparseRows *S, const float *h, int c, int N, const int *row)
     return true;
 }
 
-/* The dense output of a chunk of the split's rows and their norms: in sparse chunks the
-   nonzeros of h, in neuron index order, times the partition's grouped w_out columns
-   (row[j] says where neuron j's is, so no other copy of w_out is needed); in dense
-   chunks a matrix product with w_out itself. Neither depends on the partition's
+/* The dense output of a chunk of the split's rows, their norms and h's nonzero counts: in
+   sparse chunks the nonzeros of h, in neuron index order, times the partition's grouped
+   w_out columns (row_of says where neuron j's is, so no other copy of w_out is needed);
+   in dense chunks a matrix product with w_out itself. Neither depends on the partition's
    grouping, so y is the same bits whichever partition it is made under. */
-typedef struct DenseJob {
-    Meo *meo;
-    const int *row; /* [N] grouped row of each neuron */
-} DenseJob;
-
 static void denseChunk(void *ctx, long chunk, int worker) {
-    const DenseJob *job = ctx;
-    Meo *this = job->meo;
+    Meo *this = ctx;
     int D = this->D, N = this->N;
     long t0 = chunk * CHUNK;
     int c = (int)(this->rows - t0 < CHUNK ? this->rows - t0 : CHUNK);
     const float *h = this->L->h + (size_t)(this->row0 + t0) * N;
     float *y = this->y + (size_t)t0 * D;
     SparseRows *S = &this->scratch[worker].nz;
-    if (gatherH(S, h, c, N, job->row))
-        sparseTimes(S, this->w_outT, D, y);
-    else
+    for (int r = 0; r < c; r++) {
+        int n = 0;
+        for (int j = 0; j < N; j++)
+            n += h[(size_t)r * N + j] != 0.0f;
+        this->h_count[t0 + r] = n;
+    }
+    if (gatherH(S, h, c, N, this->row_of)) {
+        Lists l = listsOf(S);
+        Sink k = {.acc = y, .store = true};
+        sparseRun(&l, this->w_outT, D, &k);
+    } else {
         Vec_gemmNT(c, D, N, h, N, this->w->w_out, N, y, D);
+    }
     for (int r = 0; r < c; r++)
         this->y_norm[t0 + r] = sqrt(Vec_sumSquares(D, y + (size_t)r * D));
 }
 
-/* Fills y and its norms on first use (with the Meo's threads; it needs the partition's
-   grouped w_out but its bits do not depend on the grouping, so it is kept, allocated by
-   Meo_open, until Meo_delete). */
+/* Fills y, its norms and h's counts on first use (with the Meo's threads; it needs the
+   partition's grouped w_out but its bits do not depend on the grouping, so it is kept,
+   allocated by Meo_open, until Meo_delete). */
 static MsStatus ensureDense(Meo *this, const Cancel *cancel) {
     if (this->have_y)
         return MS_OK;
-    int *row = xMallocArray((size_t)this->N, sizeof(int));
-    for (int r = 0; r < this->N; r++)
-        row[this->neuron[r]] = r;
-    DenseJob job = {.meo = this, .row = row};
     MsStatus st = Parallel_run(this->threads, Parallel_chunks(this->rows, CHUNK), denseChunk,
-                               &job, cancel, -1.0, -1.0);
-    free(row);
+                               this, cancel, -1.0, -1.0);
     this->have_y = st == MS_OK;
     return st;
 }
@@ -677,8 +713,9 @@ MsStatus Meo_open(Meo **out, const LayerData *L, Split split, long block_len,
     size_t R = (size_t)this->rows, D = (size_t)this->D;
     this->y = tryMallocArray(R * D, sizeof(float));
     this->y_norm = tryMallocArray(R, sizeof(double));
-    if (!this->y || !this->y_norm) {
-        setCause(cause, "out of memory preparing MEO (%zu bytes)", R * (D + 2) * sizeof(float));
+    this->h_count = tryMallocArray(R, sizeof(int));
+    if (!this->y || !this->y_norm || !this->h_count) {
+        setCause(cause, "out of memory preparing MEO (%zu bytes)", R * (D + 3) * sizeof(float));
         Meo_delete(this);
         return MS_ERR_NOMEM;
     }
@@ -704,6 +741,9 @@ static void freeScratch(Meo *this) {
         free(s->arows);
         free(s->m_outT);
         free(s->used);
+        free(s->nzj);
+        free(s->cursor);
+        free(s->bounds);
         free(s->nz.start);
         free(s->nz.idx);
         free(s->nz.val);
@@ -736,6 +776,10 @@ static void ensureScratch(Meo *this) {
         s->arows = xMallocArray(G, sizeof(float *));
         s->m_outT = xMallocArray(G * D, sizeof(float));
         s->used = xMallocArray(G, 1);
+        s->nzj = xMallocArray((size_t)this->N + 8, sizeof(int)); /* Vec_nonzeros' 8 extra */
+        s->cursor = xMallocArray((size_t)this->E, sizeof(int));
+        s->bounds = NULL; /* grown by selectedLists */
+        s->bounds_cap = 0;
         s->nz.cap = 0; /* grown by the gathers */
         s->nz.start = xMallocArray(CHUNK + 1, sizeof(int));
         s->nz.idx = NULL;
@@ -749,6 +793,26 @@ static void ensureScratch(Meo *this) {
         s->yhat = xMallocArray(D * CHUNK, sizeof(float));
         s->part = xMallocArray((D > 8 ? D : 8) * CHUNK, sizeof(float)); /* or [CHUNK][8] */
     }
+}
+
+/* Frees what ensurePre allocates. */
+static void freePre(Meo *this) {
+    free(this->z);
+    free(this->zg);
+    free(this->zdone);
+    free(this->nz_base);
+    free(this->nz_start);
+    free(this->nz_idx);
+    free(this->nz_val);
+    free(this->nz_made);
+    free(this->sacc);
+    free(this->kept_k);
+    free(this->kept_sel);
+    free(this->kept_gate);
+    this->z = this->zg = this->nz_val = this->sacc = this->kept_gate = NULL;
+    this->zdone = this->nz_made = NULL;
+    this->nz_base = NULL;
+    this->nz_start = this->nz_idx = this->kept_k = this->kept_sel = NULL;
 }
 
 static void freeCache(Meo *this) {
@@ -765,11 +829,7 @@ static void freeCache(Meo *this) {
 
 /* Drops what belongs to the partition (and so to the router): z is in its grouped order. */
 static void clearPartition(Meo *this) {
-    free(this->z);
-    free(this->zg);
-    free(this->zdone);
-    this->z = this->zg = NULL;
-    this->zdone = NULL;
+    freePre(this);
     freeCache(this);
     if (this->align)
         for (int i = 0; i < this->E * this->E; i++)
@@ -779,6 +839,8 @@ static void clearPartition(Meo *this) {
     free(this->s_total);
     free(this->offset);
     free(this->neuron);
+    free(this->row_of);
+    free(this->expert_of);
     free(this->w_outT);
     free(this->khat);
     free(this->pos_map);
@@ -789,7 +851,8 @@ static void clearPartition(Meo *this) {
     this->align = NULL;
     this->s = this->w_outT = this->khat = this->score = this->logit = NULL;
     this->s_total = NULL;
-    this->offset = this->neuron = this->pos_map = this->order = NULL;
+    this->offset = this->neuron = this->row_of = this->expert_of = NULL;
+    this->pos_map = this->order = NULL;
     this->E = 0;
 }
 
@@ -862,6 +925,7 @@ void Meo_delete(Meo *this) {
     free(this->xmean);
     free(this->y);
     free(this->y_norm);
+    free(this->h_count);
     free(this);
 }
 
@@ -939,29 +1003,37 @@ bool Meo_alignment(Meo *this, int a, int b, int *map) {
     return true;
 }
 
-/* Sum over the chunk's tokens [t0, t0 + c) of ||y - S M|| / ||y|| (tokens with ||y|| = 0
-   skipped), the product never stored: sparseError's lane sums, added in double. */
-static double sparseChunkError(const Meo *this, Scratch *sc, const SparseRows *S,
-                               const float *M, long t0, int c) {
-    float *sq = sc->part; /* [c][8] */
-    sparseError(S, M, this->D, this->y + (size_t)t0 * this->D, sq);
+/* Sum over the chunk's tokens [t0, t0 + c) of ||y - yhat|| / ||y|| (tokens with ||y|| = 0
+   skipped) from a sparse product's lane sums sq[c][LANES] of the squared differences,
+   added in double. */
+static double laneError(const Meo *this, const float *sq, long t0, int c) {
     double sum = 0.0;
     for (int r = 0; r < c; r++) {
         double yn = this->y_norm[t0 + r];
         if (yn == 0.0)
             continue;
         double ss = 0.0;
-        for (int l = 0; l < 8; l++)
-            ss += sq[r * 8 + l];
+        for (int l = 0; l < LANES; l++)
+            ss += sq[r * LANES + l];
         sum += sqrt(ss) / yn;
     }
     return sum;
 }
 
+/* The error sum of the chunk's product S M, never stored (the sums go straight into the
+   squared differences). */
+static double sparseChunkError(const Meo *this, Scratch *sc, const SparseRows *S,
+                               const float *M, long t0, int c) {
+    Lists l = listsOf(S);
+    Sink k = {.y = this->y + (size_t)t0 * this->D, .sq = sc->part};
+    sparseRun(&l, M, this->D, &k);
+    return laneError(this, sc->part, t0, c);
+}
+
 /* Sum over the chunk's tokens of ||y - yhat|| / ||y|| (tokens with ||y|| = 0 skipped).
    The difference is taken in float (exact when y and yhat are close, where it matters)
-   so that Vec_sumSquares can vectorize the norm. */
-static double chunkError(const Meo *this, Scratch *sc, long t0, int c) {
+   so that Vec_sumSquares can vectorize the norm. yhat[c][D]. */
+static double chunkError(const Meo *this, Scratch *sc, const float *yhat, long t0, int c) {
     int D = this->D;
     double sum = 0.0;
     float *d = sc->part;
@@ -969,7 +1041,7 @@ static double chunkError(const Meo *this, Scratch *sc, long t0, int c) {
         double yn = this->y_norm[t0 + r];
         if (yn == 0.0)
             continue;
-        const float *yt = this->y + (size_t)(t0 + r) * D, *yh = sc->yhat + (size_t)r * D;
+        const float *yt = this->y + (size_t)(t0 + r) * D, *yh = yhat + (size_t)r * D;
         for (int i = 0; i < D; i++)
             d[i] = yt[i] - yh[i];
         sum += sqrt(Vec_sumSquares(D, d)) / yn;
@@ -977,22 +1049,53 @@ static double chunkError(const Meo *this, Scratch *sc, long t0, int c) {
     return sum;
 }
 
-/* Allocates z (and zg) and marks every block not made, after Meo_setPartition or
-   Meo_releasePartition. */
+/* Where each sequence's lists go (SeqNz: ensureLists), from h's counts: -1 for a sequence
+   with SPARSE_MAX or more nonzeros. Returns the entries the lists need. */
+static long placeLists(Meo *this) {
+    long total = 0;
+    for (long q = 0; q < this->n_seq; q++) {
+        long n = 0, t0 = this->seq[q], t1 = this->seq[q + 1];
+        for (long t = t0; t < t1; t++)
+            n += this->h_count[t];
+        bool dense = (double)n >= SPARSE_MAX * (double)(t1 - t0) * (double)this->N;
+        this->nz_base[q] = dense ? -1 : total;
+        total += dense ? 0 : n;
+    }
+    return total;
+}
+
+/* The bytes ensurePre asks for, for its error message. */
+static size_t preBytes(const Meo *this) {
+    size_t R = (size_t)this->rows;
+    return R * this->N * (this->w->w_gate ? 2 : 1) * sizeof(float) +
+           R * this->D * sizeof(float) + R * (this->E + 1) * sizeof(int);
+}
+
+/* Allocates the partition's pass buffers after Meo_setPartition or Meo_releasePartition:
+   z (and zg) with every block marked not made, the sequences' lists of nonzeros (made
+   on first use) and the unmerged selection's running sums (none kept). */
 static MsStatus ensurePre(Meo *this) {
     if (this->zdone)
         return MS_OK;
-    size_t R = (size_t)this->rows, N = (size_t)this->N;
+    size_t R = (size_t)this->rows, N = (size_t)this->N, S = (size_t)this->n_seq;
+    size_t E = (size_t)this->E;
     this->z = tryMallocArray(R * N, sizeof(float));
     if (this->w->w_gate)
         this->zg = tryMallocArray(R * N, sizeof(float));
-    this->zdone = tryCallocArray((size_t)this->n_seq * this->E, 1);
-    if (!this->z || (this->w->w_gate && !this->zg) || !this->zdone) {
-        free(this->z);
-        free(this->zg);
-        free(this->zdone);
-        this->z = this->zg = NULL;
-        this->zdone = NULL;
+    this->zdone = tryCallocArray(S * E, 1);
+    this->nz_base = xMallocArray(S, sizeof(long));
+    size_t entries = (size_t)placeLists(this);
+    this->nz_start = tryMallocArray(R * (E + 1), sizeof(int));
+    this->nz_idx = tryMallocArray(entries > 0 ? entries : 1, sizeof(int));
+    this->nz_val = tryMallocArray(entries > 0 ? entries : 1, sizeof(float));
+    this->nz_made = xCalloc(S, 1);
+    this->sacc = tryMallocArray(R * this->D, sizeof(float));
+    this->kept_k = xCalloc(S, sizeof(int));
+    this->kept_sel = xMallocArray(S * E, sizeof(int));
+    this->kept_gate = xMallocArray(S * E, sizeof(float));
+    if (!this->z || (this->w->w_gate && !this->zg) || !this->zdone || !this->nz_start ||
+        !this->nz_idx || !this->nz_val || !this->sacc) {
+        freePre(this);
         return MS_ERR_NOMEM;
     }
     return MS_OK;
@@ -1248,8 +1351,10 @@ static void mergeOut(const Meo *this, Scratch *sc, int k, const float *g, const 
         S->start[++r] = n;
     }
     S->rows = r;
+    Lists l = listsOf(S);
+    Sink out = {.acc = sc->m_outT, .out = S->out, .store = true};
     if (r > 0)
-        sparseTimes(S, this->w_outT, this->D, sc->m_outT);
+        sparseRun(&l, this->w_outT, this->D, &out);
 }
 
 /* The error sum of hid[c][G0] times the merged w_out columns on tokens [t0, t0 + c). A
@@ -1267,7 +1372,7 @@ static double mergedOutputError(const Meo *this, Scratch *sc, int k, const float
     if (sparse)
         return sparseChunkError(this, sc, &sc->nz, M, t0, c);
     Vec_gemmNN(c, this->D, G0, sc->hid, G0, M, this->D, sc->yhat, this->D);
-    return chunkError(this, sc, t0, c);
+    return chunkError(this, sc, sc->yhat, t0, c);
 }
 
 /* The merged expert's (G0 slots, gates g, slot maps) error sum on tokens [t0, t0 + c). */
@@ -1277,7 +1382,7 @@ static double runMerged(const Meo *this, Scratch *sc, int k, const float *g,
     size_t N = (size_t)this->N, n = (size_t)c * G0;
     if (G0 == 0) {
         memset(sc->yhat, 0, (size_t)c * this->D * sizeof(float));
-        return chunkError(this, sc, t0, c);
+        return chunkError(this, sc, sc->yhat, t0, c);
     }
     bool relu = w->act == ACTIVATION_RELU;
     if (!w->w_gate) {
@@ -1295,89 +1400,127 @@ static double runMerged(const Meo *this, Scratch *sc, int k, const float *g,
     return mergedOutputError(this, sc, k, g, maps, G0, t0, c);
 }
 
-/* The selected experts' nonzeros of h times their gates as SparseRows on grouped rows,
-   experts in rank order; false when the chunk is too dense. */
-/* out[i] = g h[nr[i]] for i < n. */
-static void gatherScaledPlain(const float *h, const int *nr, int n, float g, float *out) {
-    for (int i = 0; i < n; i++)
-        out[i] = g * h[nr[i]];
-}
-
-#if defined(__GNUC__) && defined(__x86_64__)
-__attribute__((target("avx2"))) static void gatherScaledAvx2(const float *h, const int *nr,
-                                                             int n, float g, float *out) {
-    __m256 gv = _mm256_set1_ps(g);
-    int i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256i idx = _mm256_loadu_si256((const __m256i *)(nr + i));
-        _mm256_storeu_ps(out + i, _mm256_mul_ps(gv, _mm256_i32gather_ps(h, idx, 4)));
-    }
-    for (; i < n; i++)
-        out[i] = g * h[nr[i]];
-}
-#endif
-
-static void gatherScaled(const float *h, const int *nr, int n, float g, float *out) {
-#if defined(__GNUC__) && defined(__x86_64__)
-    if (__builtin_cpu_supports("avx2")) {
-        gatherScaledAvx2(h, nr, n, g, out);
+/* Sequence q's lists of h's nonzeros grouped by expert (SeqNz), made by the worker that
+   first evaluates q: each token's nonzeros in neuron order (Vec_nonzeros), counted per
+   expert, then placed expert by expert as (grouped row, value), so each expert's list
+   keeps neuron order. A sequence with SPARSE_MAX or more nonzeros has none (its blocks
+   all run matrix products). */
+static void ensureLists(const Meo *this, Scratch *sc, long q) {
+    if (this->nz_made[q])
         return;
-    }
-#endif
-    gatherScaledPlain(h, nr, n, g, out);
-}
-
-static bool gatherSelected(const Meo *this, SparseRows *S, int k, const int *sel,
-                           const float *gate, long t0, int c, float *tmp) {
-    int N = this->N;
-    long cols = 0;
-    for (int q = 0; q < k; q++)
-        cols += expertSize(this, sel[q]);
-    long limit = sparseLimit(c, cols, SPARSE_MAX);
-    reserve(S, limit + cols + 9); /* Vec_nonzeros may write 8 past its count */
-    int n = 0;
-    S->rows = c;
-    S->out = NULL;
-    S->start[0] = 0;
-    const float *h = this->L->h + (size_t)(this->row0 + t0) * N;
-    for (int r = 0; r < c; r++, h += N) {
-        for (int q = 0; q < k; q++) {
-            int o = this->offset[sel[q]], g = expertSize(this, sel[q]);
-            gatherScaled(h, this->neuron + o, g, gate[q], tmp);
-            /* the nonzeros' positions land in idx, then become (grouped row, value) */
-            int m = Vec_nonzeros(g, tmp, S->idx + n);
-            for (int j = n; j < n + m; j++) {
-                S->val[j] = tmp[S->idx[j]];
-                S->idx[j] += o;
-            }
-            n += m;
+    this->nz_made[q] = 1;
+    long base = this->nz_base[q];
+    if (base < 0)
+        return;
+    int E = this->E, N = this->N, off = 0;
+    int *idx = this->nz_idx + base;
+    float *val = this->nz_val + base;
+    for (long t = this->seq[q]; t < this->seq[q + 1]; t++) {
+        const float *h = this->L->h + (size_t)(this->row0 + t) * N;
+        int n = Vec_nonzeros(N, h, sc->nzj);
+        int *st = this->nz_start + (size_t)t * (E + 1);
+        memset(st, 0, (size_t)(E + 1) * sizeof(int));
+        for (int i = 0; i < n; i++)
+            st[this->expert_of[sc->nzj[i]] + 1]++;
+        st[0] = off;
+        for (int e = 0; e < E; e++)
+            st[e + 1] += st[e];
+        memcpy(sc->cursor, st, (size_t)E * sizeof(int));
+        for (int i = 0; i < n; i++) {
+            int j = sc->nzj[i], at = sc->cursor[this->expert_of[j]]++;
+            idx[at] = this->row_of[j];
+            val[at] = h[j];
         }
-        S->start[r + 1] = n;
-        if (n > limit)
-            return false;
+        off += n;
     }
-    return true;
 }
 
-/* The error sum of the selected experts kept unmerged (h masked, times gates) on a
-   chunk. */
-static double runSelected(const Meo *this, Scratch *sc, int k, const int *sel,
-                          const float *gate, long t0, int c) {
-    int D = this->D, N = this->N;
-    if (gatherSelected(this, &sc->nz, k, sel, gate, t0, c, sc->up))
-        return sparseChunkError(this, sc, &sc->nz, this->w_outT, t0, c);
-    const float *h = this->L->h + (size_t)(this->row0 + t0) * N;
-    memset(sc->yhat, 0, (size_t)c * D * sizeof(float));
-    for (int q = 0; q < k; q++) {
-        int e = sel[q], o = this->offset[e], g = expertSize(this, e);
-        if (g == 0)
-            continue;
-        for (int r = 0; r < c; r++)
-            for (int i = 0; i < g; i++)
-                sc->hid[(size_t)r * g + i] = gate[q] * h[(size_t)r * N + this->neuron[o + i]];
-        addProduct(sc->hid, c, g, this->w_outT + (size_t)o * D, D, sc->yhat, sc->part);
+/* Whether expert e's block of the chunk [t0, t0 + c) of sequence q goes through the
+   sparse product: its sequence has lists and fewer than SPARSE_MAX of the block is
+   nonzero (an empty expert has nothing to add either way). */
+static bool blockSparse(const Meo *this, long q, long t0, int c, int e) {
+    int g = expertSize(this, e);
+    if (this->nz_base[q] < 0)
+        return false;
+    if (g == 0)
+        return true;
+    long nonzero = 0;
+    for (long t = t0; t < t0 + c; t++) {
+        const int *st = this->nz_start + (size_t)t * (this->E + 1);
+        nonzero += st[e + 1] - st[e];
     }
-    return chunkError(this, sc, t0, c);
+    return (double)nonzero < SPARSE_MAX * (double)c * (double)g;
+}
+
+/* acc[c][D] (+)= gate h_e w_out_e on the chunk by a matrix product (h's block gathered):
+   a dense block. first: acc starts from 0. */
+static void addDenseExpert(const Meo *this, Scratch *sc, int e, float gate, bool first,
+                           long t0, int c) {
+    int D = this->D, N = this->N, o = this->offset[e], g = expertSize(this, e);
+    float *acc = this->sacc + (size_t)t0 * D;
+    if (first)
+        memset(acc, 0, (size_t)c * D * sizeof(float));
+    if (g == 0)
+        return;
+    const float *h = this->L->h + (size_t)(this->row0 + t0) * N;
+    for (int r = 0; r < c; r++)
+        for (int i = 0; i < g; i++)
+            sc->hid[(size_t)r * g + i] = gate * h[(size_t)r * N + this->neuron[o + i]];
+    Vec_gemmNN(c, D, g, sc->hid, g, this->w_outT + (size_t)o * D, D, sc->part, D);
+    for (size_t i = 0; i < (size_t)c * D; i++)
+        acc[i] += sc->part[i];
+}
+
+/* The segments of the selected experts sel[j0..j1) for each token of the chunk, for the
+   sparse product (the bounds relative to the sequence's lists). */
+static Lists selectedLists(const Meo *this, Scratch *sc, long q, const int *sel,
+                           const float *gate, int j0, int j1, long t0, int c) {
+    int segs = j1 - j0, E = this->E;
+    if ((long)c * 2 * segs > sc->bounds_cap) {
+        sc->bounds_cap = (long)CHUNK * 2 * segs;
+        sc->bounds = xReallocArray(sc->bounds, (size_t)sc->bounds_cap, sizeof(int));
+    }
+    for (int r = 0; r < c; r++) {
+        const int *st = this->nz_start + (size_t)(t0 + r) * (E + 1);
+        for (int s = 0; s < segs; s++) {
+            sc->bounds[(r * segs + s) * 2] = st[sel[j0 + s]];
+            sc->bounds[(r * segs + s) * 2 + 1] = st[sel[j0 + s] + 1];
+        }
+    }
+    long base = this->nz_base[q];
+    return (Lists){.rows = c, .segs = segs, .stride = 2 * segs, .bound = sc->bounds,
+                   .idx = this->nz_idx + base, .val = this->nz_val + base, .gate = gate + j0};
+}
+
+/* The unmerged selection's error sum on the chunk [t0, t0 + c) of sequence q: experts
+   from..k-1 added in rank order to the running sums in sacc (which hold experts
+   0..from-1's, or nothing when from = 0) and kept there. Runs of sparse blocks go
+   through one sparse product (the sums stay in registers across their experts); a dense
+   block is a matrix product added to the sums. */
+static double selectedChunk(const Meo *this, Scratch *sc, long q, int from, int k,
+                            const int *sel, const float *gate, long t0, int c) {
+    int D = this->D;
+    float *acc = this->sacc + (size_t)t0 * D;
+    double err = 0.0;
+    for (int j = from; j < k;) {
+        if (!blockSparse(this, q, t0, c, sel[j])) {
+            addDenseExpert(this, sc, sel[j], gate[j], j == 0, t0, c);
+            if (++j == k)
+                err = chunkError(this, sc, acc, t0, c);
+            continue;
+        }
+        int j1 = j + 1;
+        while (j1 < k && blockSparse(this, q, t0, c, sel[j1]))
+            j1++;
+        Lists l = selectedLists(this, sc, q, sel, gate, j, j1, t0, c);
+        Sink sink = {.acc = acc, .load = j > 0, .store = true,
+                     .y = j1 == k ? this->y + (size_t)t0 * D : NULL, .sq = sc->part};
+        sparseRun(&l, this->w_outT, D, &sink);
+        if (j1 == k)
+            err = laneError(this, sc->part, t0, c);
+        j = j1;
+    }
+    return err;
 }
 
 static void softmaxGates(const float *logit, const int *sel, int k, float *g) {
@@ -1434,15 +1577,28 @@ static const int *slotMap(const Meo *this, int s, int a, int b) {
     return this->align[a * this->E + b];
 }
 
-/* Sum of the unmerged selection's token errors over sequence q. */
+/* Sum of the unmerged selection's token errors over sequence q. Its running sums are kept
+   (sacc) with the selection and gates they hold: a later call whose selection and gates
+   start with those (the same router at a larger k) adds only the experts after them,
+   the same float operations as a fresh start. */
 static double selectedError(const Meo *this, Scratch *sc, long q, int k, const int *sel,
                             const float *gate) {
+    int E = this->E, kept = this->kept_k[q];
+    int *ksel = this->kept_sel + (size_t)q * E;
+    float *kgate = this->kept_gate + (size_t)q * E;
+    bool resume = kept < k && memcmp(ksel, sel, (size_t)kept * sizeof(int)) == 0 &&
+                  memcmp(kgate, gate, (size_t)kept * sizeof(float)) == 0;
+    int from = resume ? kept : 0;
+    ensureLists(this, sc, q);
     long t0 = this->seq[q], t1 = this->seq[q + 1];
     double sum = 0.0;
     for (long c0 = t0; c0 < t1; c0 += CHUNK) {
         int c = (int)(t1 - c0 < CHUNK ? t1 - c0 : CHUNK);
-        sum += runSelected(this, sc, k, sel, gate, c0, c);
+        sum += selectedChunk(this, sc, q, from, k, sel, gate, c0, c);
     }
+    this->kept_k[q] = k;
+    memcpy(ksel, sel, (size_t)k * sizeof(int));
+    memcpy(kgate, gate, (size_t)k * sizeof(float));
     return sum;
 }
 
@@ -1610,8 +1766,7 @@ MsStatus Meo_metrics(Meo *this, int k, const Cancel *cancel, MeoMetrics *out, ch
     ensureScratch(this);
     MsStatus st = ensureDense(this, cancel);
     if (st == MS_OK && ensurePre(this) != MS_OK) {
-        setCause(cause, "out of memory for MEO's pre-activations (%zu bytes)",
-                 (size_t)this->rows * this->N * (this->w->w_gate ? 2 : 1) * sizeof(float));
+        setCause(cause, "out of memory for MEO's pre-activations (%zu bytes)", preBytes(this));
         return MS_ERR_NOMEM;
     }
     if (st == MS_OK && aligned)
