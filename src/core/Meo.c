@@ -107,11 +107,13 @@ typedef struct Lists {
 /* What a sparse product does with row r's sums: they start from the sink's row (load) or
    0, are written back to it (store), the row being acc + (out ? out[r] : r) * D, and, when
    y is set, their squared differences from y's row r (rows D apart) are added up in
-   sq[r][0..LANES) (lane = column mod LANES, columns in order). */
+   sq[r][0..LANES) (lane = column mod LANES, columns in order). The order the rows and
+   tiles are visited in (by_row) changes no element's arithmetic. */
 typedef struct Sink {
     float *acc;
     const int *out;
     bool load, store;
+    bool by_row; /* whole rows at a time (else tile by tile over all rows) */
     const float *y;
     float *sq;
 } Sink;
@@ -514,49 +516,78 @@ INLINE_AVX2 void errorTile64(const float *y, float *sq, Tile64 t) {
     _mm256_storeu_ps(sq, e);
 }
 
-/* sparseRunPlain with fused multiply-adds: 64-column tiles, then 8-column tiles, then
-   single columns (fmaf: the same arithmetic in every column). */
+/* Row r's sums over the columns [c0, c0 + 64), [c0, c0 + 8) or c0 with what the sink asks
+   for. */
+INLINE_AVX2 void step64(const Lists *S, int r, const float *restrict M, int D, int c0,
+                        const Sink *k) {
+    float *a = sinkAt(k, r, D, c0);
+    Tile64 t = k->load ? loadTile64(a) : (Tile64){0};
+    t = rowTile64(S, r, M, D, c0, t);
+    if (k->store)
+        storeTile64(a, t);
+    if (k->y)
+        errorTile64(k->y + (size_t)r * D + c0, k->sq + LANES * r, t);
+}
+
+INLINE_AVX2 void step8(const Lists *S, int r, const float *restrict M, int D, int c0,
+                       const Sink *k) {
+    float *a = sinkAt(k, r, D, c0);
+    __m256 t = rowTile8(S, r, M, D, c0, k->load ? _mm256_loadu_ps(a) : _mm256_setzero_ps());
+    if (k->store)
+        _mm256_storeu_ps(a, t);
+    if (k->y)
+        _mm256_storeu_ps(k->sq + LANES * r, addSquaredDiff(_mm256_loadu_ps(k->sq + LANES * r),
+                                                           k->y + (size_t)r * D + c0, t));
+}
+
+INLINE_AVX2 void step1(const Lists *S, int r, const float *restrict M, int D, int c,
+                       const Sink *k) {
+    float *a = sinkAt(k, r, D, c);
+    float t = rowColumn(S, r, M, D, c, k->load ? *a : 0.0f);
+    if (k->store)
+        *a = t;
+    if (k->y) {
+        float d = k->y[(size_t)r * D + c] - t;
+        float *e = &k->sq[r * LANES + c % LANES];
+        *e = __builtin_fmaf(d, d, *e);
+    }
+}
+
+/* Row r's sums over all D columns: 64-column tiles, then 8-column tiles, then single
+   columns (fmaf: the same arithmetic in every column). */
+INLINE_AVX2 void stepRow(const Lists *S, int r, const float *restrict M, int D, const Sink *k) {
+    int c0 = 0;
+    for (; c0 + TILE <= D; c0 += TILE)
+        step64(S, r, M, D, c0, k);
+    for (; c0 + 8 <= D; c0 += 8)
+        step8(S, r, M, D, c0, k);
+    for (; c0 < D; c0++)
+        step1(S, r, M, D, c0, k);
+}
+
+/* sparseRunPlain with fused multiply-adds, tile by tile over all the rows (M's tile rows
+   stay in cache for every row), or row by row when the sink says so (a merge: a few
+   entries per row, whose source rows then stream through whole). Each element's
+   arithmetic is the same either way. */
 AVX2_FMA static void sparseRunAvx2(const Lists *S, const float *restrict M, int D,
                                    const Sink *k) {
     if (k->y)
         memset(k->sq, 0, (size_t)S->rows * LANES * sizeof(float));
+    if (k->by_row) {
+        for (int r = 0; r < S->rows; r++)
+            stepRow(S, r, M, D, k);
+        return;
+    }
     int c0 = 0;
-    for (; c0 + TILE <= D; c0 += TILE) {
-        for (int r = 0; r < S->rows; r++) {
-            float *a = sinkAt(k, r, D, c0);
-            Tile64 t = k->load ? loadTile64(a) : (Tile64){0};
-            t = rowTile64(S, r, M, D, c0, t);
-            if (k->store)
-                storeTile64(a, t);
-            if (k->y)
-                errorTile64(k->y + (size_t)r * D + c0, k->sq + LANES * r, t);
-        }
-    }
-    for (; c0 + 8 <= D; c0 += 8) {
-        for (int r = 0; r < S->rows; r++) {
-            float *a = sinkAt(k, r, D, c0);
-            __m256 t = rowTile8(S, r, M, D, c0, k->load ? _mm256_loadu_ps(a) : _mm256_setzero_ps());
-            if (k->store)
-                _mm256_storeu_ps(a, t);
-            if (k->y)
-                _mm256_storeu_ps(k->sq + LANES * r,
-                                 addSquaredDiff(_mm256_loadu_ps(k->sq + LANES * r),
-                                                k->y + (size_t)r * D + c0, t));
-        }
-    }
-    for (; c0 < D; c0++) {
-        for (int r = 0; r < S->rows; r++) {
-            float *a = sinkAt(k, r, D, c0);
-            float t = rowColumn(S, r, M, D, c0, k->load ? *a : 0.0f);
-            if (k->store)
-                *a = t;
-            if (k->y) {
-                float d = k->y[(size_t)r * D + c0] - t;
-                float *e = &k->sq[r * LANES + c0 % LANES];
-                *e = __builtin_fmaf(d, d, *e);
-            }
-        }
-    }
+    for (; c0 + TILE <= D; c0 += TILE)
+        for (int r = 0; r < S->rows; r++)
+            step64(S, r, M, D, c0, k);
+    for (; c0 + 8 <= D; c0 += 8)
+        for (int r = 0; r < S->rows; r++)
+            step8(S, r, M, D, c0, k);
+    for (; c0 < D; c0++)
+        for (int r = 0; r < S->rows; r++)
+            step1(S, r, M, D, c0, k);
 }
 #endif
 
@@ -1352,7 +1383,7 @@ static void mergeOut(const Meo *this, Scratch *sc, int k, const float *g, const 
     }
     S->rows = r;
     Lists l = listsOf(S);
-    Sink out = {.acc = sc->m_outT, .out = S->out, .store = true};
+    Sink out = {.acc = sc->m_outT, .out = S->out, .store = true, .by_row = true};
     if (r > 0)
         sparseRun(&l, this->w_outT, this->D, &out);
 }
