@@ -149,7 +149,7 @@ typedef struct Scratch {
     int *bounds;                   /* [bounds_cap] the selection's segments (selectedLists) */
     long bounds_cap;
     SparseRows nz;                 /* the nonzeros multiplied by w_out */
-    SparseRows mix;                /* the merge: slot rows as sums of grouped w_out rows */
+    SparseRows mix;                /* the merge: slot rows as sums of w_out's rows */
 } Scratch;
 
 /* A sequence's router-independent sums for one ordered selection at one k: the sum-gate
@@ -187,6 +187,8 @@ struct Meo {
     float *y;             /* [rows][D] dense output, no b_out (filled on first use) */
     double *y_norm;       /* [rows] */
     int *h_count;         /* [rows] nonzeros of each row of h (made with y) */
+    float *w_outT;        /* [N][D] w_out columns as rows, neuron order */
+    float *khat;          /* [N][D] L2-normalized key rows, neuron order */
     bool have_y;
     int threads;
     /* partition-grouped pre-activations, made block by block (sequence x expert) on first
@@ -197,7 +199,7 @@ struct Meo {
     /* h's nonzeros grouped by expert, per sequence (SeqNz: ensureLists); made with z */
     long *nz_base;        /* [n_seq] where sequence q's lists start in nz_idx, -1: none */
     int *nz_start;        /* [rows][E + 1] token t's list of expert e: [st[e], st[e + 1]) */
-    int *nz_idx;          /* grouped rows */
+    int *nz_idx;          /* neurons */
     float *nz_val;
     unsigned char *nz_made; /* [n_seq] */
     /* the unmerged selection's running sums, kept for a larger k (selectedError) */
@@ -213,10 +215,7 @@ struct Meo {
     int max_g;
     int *offset;          /* [E + 1] */
     int *neuron;          /* [N] neurons grouped by expert, ascending within each */
-    int *row_of;          /* [N] grouped row of each neuron */
     int *expert_of;       /* [N] expert of each neuron */
-    float *w_outT;        /* [N][D] w_out columns as rows, grouped order */
-    float *khat;          /* [N][D] normalized key rows in grouped order */
     int **align;          /* [E * E] cached aligned maps (grouped row or -1), or NULL */
     int *pos_map;         /* [E][max_g] position maps (grouped rows or -1) */
     Scratch *scratch;     /* [threads] */
@@ -266,10 +265,9 @@ static void makeSequences(Meo *this, long block_len) {
     this->n_seq = n;
 }
 
-/* Neuron lists, w_out columns and normalized keys grouped by expert. */
+/* Neuron lists grouped by expert. */
 static void gatherExperts(Meo *this, const int32_t *part) {
-    int E = this->E, D = this->D, N = this->N;
-    const FfnWeights *w = this->w;
+    int E = this->E, N = this->N;
     this->offset = xCalloc((size_t)E + 1, sizeof(int));
     for (int j = 0; j < N; j++)
         this->offset[part[j] + 1]++;
@@ -282,41 +280,40 @@ static void gatherExperts(Meo *this, const int32_t *part) {
     int *next = xMallocArray((size_t)E, sizeof(int));
     memcpy(next, this->offset, (size_t)E * sizeof(int));
     this->neuron = xMallocArray((size_t)N, sizeof(int));
-    this->row_of = xMallocArray((size_t)N, sizeof(int));
     this->expert_of = xMallocArray((size_t)N, sizeof(int));
     for (int j = 0; j < N; j++) {
-        this->row_of[j] = next[part[j]]++;
-        this->neuron[this->row_of[j]] = j;
+        this->neuron[next[part[j]]++] = j;
         this->expert_of[j] = part[j];
     }
     free(next);
-    /* w_out's columns into grouped rows, 32 of w_out's rows at a time: each pass reads
-       32 rows in order and writes 128 contiguous bytes per column, where a column at a
-       time would touch a cache line per float */
-    const int *grow = this->row_of;
+}
+
+/* The layer's w_out columns as rows and its L2-normalized key rows, in neuron order (they
+   do not depend on the partition). w_out is read 32 of its rows at a time: each pass
+   reads 32 rows in order and writes 128 contiguous bytes per column, where a column at a
+   time would touch a cache line per float. */
+static void layerRows(Meo *this) {
+    int D = this->D, N = this->N;
+    const FfnWeights *w = this->w;
     for (int d0 = 0; d0 < D; d0 += 32) {
         int nd = D - d0 < 32 ? D - d0 : 32;
         for (int j = 0; j < N; j++) {
-            float *col = this->w_outT + (size_t)grow[j] * D + d0;
+            float *col = this->w_outT + (size_t)j * D + d0;
             const float *src = w->w_out + (size_t)d0 * N + j;
             for (int r = 0; r < nd; r++)
                 col[r] = src[(size_t)r * N];
         }
     }
     const float *keys = FfnWeights_keys(w);
-    for (int e = 0; e < E; e++) {
-        int o = this->offset[e], g = expertSize(this, e);
-        for (int i = 0; i < g; i++) {
-            int j = this->neuron[o + i];
-            const float *kr = keys + (size_t)j * D;
-            float *kh = this->khat + (size_t)(o + i) * D;
-            double ss = 0.0;
-            for (int r = 0; r < D; r++)
-                ss += (double)kr[r] * kr[r];
-            float inv = ss > 0.0 ? (float)(1.0 / sqrt(ss)) : 0.0f;
-            for (int r = 0; r < D; r++)
-                kh[r] = kr[r] * inv;
-        }
+    for (int j = 0; j < N; j++) {
+        const float *kr = keys + (size_t)j * D;
+        float *kh = this->khat + (size_t)j * D;
+        double ss = 0.0;
+        for (int r = 0; r < D; r++)
+            ss += (double)kr[r] * kr[r];
+        float inv = ss > 0.0 ? (float)(1.0 / sqrt(ss)) : 0.0f;
+        for (int r = 0; r < D; r++)
+            kh[r] = kr[r] * inv;
     }
 }
 
@@ -617,9 +614,9 @@ static void reserve(SparseRows *S, long need) {
     S->cap = need;
 }
 
-/* h's nonzeros of c rows of N columns as SparseRows on the grouped rows row[j], in neuron
-   index order; false when the chunk is too dense. */
-static bool gatherH(SparseRows *S, const float *h, int c, int N, const int *row) {
+/* h's nonzeros of c rows of N columns as SparseRows, in neuron index order; false when the
+   chunk is too dense. */
+static bool gatherH(SparseRows *S, const float *h, int c, int N) {
     long limit = sparseLimit(c, N, SPARSE_Y);
     reserve(S, limit + N + 1);
     int n = 0;
@@ -628,7 +625,7 @@ static bool gatherH(SparseRows *S, const float *h, int c, int N, const int *row)
     S->start[0] = 0;
     for (int r = 0; r < c; r++, h += N) {
         for (int j = 0; j < N; j++) { /* branch-free: every entry written, nonzeros kept */
-            S->idx[n] = row[j];
+            S->idx[n] = j;
             S->val[n] = h[j];
             n += h[j] != 0.0f;
         }
@@ -640,10 +637,8 @@ static bool gatherH(SparseRows *S, const float *h, int c, int N, const int *row)
 }
 
 /* The dense output of a chunk of the split's rows, their norms and h's nonzero counts: in
-   sparse chunks the nonzeros of h, in neuron index order, times the partition's grouped
-   w_out columns (row_of says where neuron j's is, so no other copy of w_out is needed);
-   in dense chunks a matrix product with w_out itself. Neither depends on the partition's
-   grouping, so y is the same bits whichever partition it is made under. */
+   sparse chunks the nonzeros of h, in neuron index order, times w_out's columns (w_outT);
+   in dense chunks a matrix product with w_out itself. */
 static void denseChunk(void *ctx, long chunk, int worker) {
     Meo *this = ctx;
     int D = this->D, N = this->N;
@@ -658,7 +653,7 @@ static void denseChunk(void *ctx, long chunk, int worker) {
             n += h[(size_t)r * N + j] != 0.0f;
         this->h_count[t0 + r] = n;
     }
-    if (gatherH(S, h, c, N, this->row_of)) {
+    if (gatherH(S, h, c, N)) {
         Lists l = listsOf(S);
         Sink k = {.acc = y, .store = true};
         sparseRun(&l, this->w_outT, D, &k);
@@ -669,9 +664,8 @@ static void denseChunk(void *ctx, long chunk, int worker) {
         this->y_norm[t0 + r] = sqrt(Vec_sumSquares(D, y + (size_t)r * D));
 }
 
-/* Fills y, its norms and h's counts on first use (with the Meo's threads; it needs the
-   partition's grouped w_out but its bits do not depend on the grouping, so it is kept,
-   allocated by Meo_open, until Meo_delete). */
+/* Fills y, its norms and h's counts on first use (with the Meo's threads; they do not depend
+   on the partition, so they are kept, allocated by Meo_open, until Meo_delete). */
 static MsStatus ensureDense(Meo *this, const Cancel *cancel) {
     if (this->have_y)
         return MS_OK;
@@ -741,15 +735,19 @@ MsStatus Meo_open(Meo **out, const LayerData *L, Split split, long block_len,
     this->rows = row1 - row0;
     this->threads = 1;
     makeSequences(this, block_len);
-    size_t R = (size_t)this->rows, D = (size_t)this->D;
+    size_t R = (size_t)this->rows, D = (size_t)this->D, N = (size_t)this->N;
     this->y = tryMallocArray(R * D, sizeof(float));
     this->y_norm = tryMallocArray(R, sizeof(double));
     this->h_count = tryMallocArray(R, sizeof(int));
-    if (!this->y || !this->y_norm || !this->h_count) {
-        setCause(cause, "out of memory preparing MEO (%zu bytes)", R * (D + 3) * sizeof(float));
+    this->w_outT = tryMallocArray(N * D, sizeof(float));
+    this->khat = tryMallocArray(N * D, sizeof(float));
+    if (!this->y || !this->y_norm || !this->h_count || !this->w_outT || !this->khat) {
+        setCause(cause, "out of memory preparing MEO (%zu bytes)",
+                 (R * (D + 3) + 2 * N * D) * sizeof(float));
         Meo_delete(this);
         return MS_ERR_NOMEM;
     }
+    layerRows(this);
     if (Cancel_requested(cancel)) {
         setCause(cause, "canceled");
         Meo_delete(this);
@@ -870,19 +868,16 @@ static void clearPartition(Meo *this) {
     free(this->s_total);
     free(this->offset);
     free(this->neuron);
-    free(this->row_of);
     free(this->expert_of);
-    free(this->w_outT);
-    free(this->khat);
     free(this->pos_map);
     free(this->score);
     free(this->logit);
     free(this->order);
     freeScratch(this);
     this->align = NULL;
-    this->s = this->w_outT = this->khat = this->score = this->logit = NULL;
+    this->s = this->score = this->logit = NULL;
     this->s_total = NULL;
-    this->offset = this->neuron = this->row_of = this->expert_of = NULL;
+    this->offset = this->neuron = this->expert_of = NULL;
     this->pos_map = this->order = NULL;
     this->E = 0;
 }
@@ -897,14 +892,11 @@ MsStatus Meo_setPartition(Meo *this, const int32_t *part, int E, char **cause) {
         return st;
     clearPartition(this);
     this->E = E;
-    size_t R = (size_t)this->rows, D = (size_t)this->D, N = (size_t)this->N;
+    size_t R = (size_t)this->rows;
     this->s = tryMallocArray(R * E, sizeof(float));
     this->s_total = tryMallocArray(R, sizeof(double));
-    this->w_outT = tryMallocArray(N * D, sizeof(float));
-    this->khat = tryMallocArray(N * D, sizeof(float));
-    if (!this->s || !this->s_total || !this->w_outT || !this->khat) {
-        setCause(cause, "out of memory preparing MEO (%zu bytes)",
-                 R * (E + 2) * sizeof(float) + 2 * N * D * sizeof(float));
+    if (!this->s || !this->s_total) {
+        setCause(cause, "out of memory preparing MEO (%zu bytes)", R * (E + 2) * sizeof(float));
         clearPartition(this);
         return MS_ERR_NOMEM;
     }
@@ -957,6 +949,8 @@ void Meo_delete(Meo *this) {
     free(this->y);
     free(this->y_norm);
     free(this->h_count);
+    free(this->w_outT);
+    free(this->khat);
     free(this);
 }
 
@@ -977,6 +971,15 @@ static void orientPair(const Meo *this, int *a, int *b) {
     }
 }
 
+/* Expert e's rows of R (N rows of D, neuron order) gathered into sc->wrows. */
+static const float *expertRows(const Meo *this, Scratch *sc, const float *R, int e) {
+    int D = this->D, o = this->offset[e];
+    for (int i = 0; i < expertSize(this, e); i++)
+        memcpy(sc->wrows + (size_t)i * D, R + (size_t)this->neuron[o + i] * D,
+               (size_t)D * sizeof(float));
+    return sc->wrows;
+}
+
 static void computeAlignment(Meo *this, Scratch *sc, int a, int b, bool *packed) {
     int E = this->E, D = this->D;
     int ga = expertSize(this, a), gb = expertSize(this, b), n = ga > gb ? ga : gb;
@@ -988,11 +991,10 @@ static void computeAlignment(Meo *this, Scratch *sc, int a, int b, bool *packed)
         mapB[j] = -1;
     if (ga > 0 && gb > 0) {
         if (!*packed) /* b's key rows as the product's right side, once per b */
-            Vec_panelsPutRowsT(D, gb, 0, D, this->khat + (size_t)this->offset[b] * D, D,
-                               sc->panels);
+            Vec_panelsPutRowsT(D, gb, 0, D, expertRows(this, sc, this->khat, b), D, sc->panels);
         *packed = true;
         for (int i = 0; i < ga; i++)
-            sc->arows[i] = this->khat + (size_t)(this->offset[a] + i) * D;
+            sc->arows[i] = this->khat + (size_t)this->neuron[this->offset[a] + i] * D;
         float *cos = xCalloc((size_t)n * n, sizeof(float));
         Vec_gemmGatherPanels(ga, gb, D, sc->arows, sc->panels, cos, n, false);
         int *match = xMallocArray((size_t)n, sizeof(int));
@@ -1141,10 +1143,7 @@ static void fillExpert(const Meo *this, Scratch *sc, const float *W, const float
                        float *z, int e, const long *seqs, long n) {
     int D = this->D, o = this->offset[e], g = expertSize(this, e);
     size_t N = (size_t)this->N;
-    for (int i = 0; i < g; i++)
-        memcpy(sc->wrows + (size_t)i * D, W + (size_t)this->neuron[o + i] * D,
-               (size_t)D * sizeof(float));
-    Vec_panelsPutRowsT(D, g, 0, D, sc->wrows, D, sc->panels);
+    Vec_panelsPutRowsT(D, g, 0, D, expertRows(this, sc, W, e), D, sc->panels);
     for (long s = 0; s < n; s++) {
         long q = seqs[s];
         for (long t0 = this->seq[q]; t0 < this->seq[q + 1]; t0 += CHUNK) {
@@ -1362,7 +1361,8 @@ static bool gatherHidden(SparseRows *S, const float *hid, int c, int G0, unsigne
 }
 
 /* Merges the slots of the merged w_out columns that are wanted (used[i] == 1, or all not
-   yet merged) and not merged yet: row i = sum_q g[q] w_outT[maps[q][i]] in rank order. */
+   yet merged) and not merged yet: row i = sum_q g[q] w_out's column of the neuron in
+   grouped row maps[q][i], in rank order. */
 static void mergeOut(const Meo *this, Scratch *sc, int k, const float *g, const int *const *maps,
                      int G0, bool all) {
     SparseRows *S = &sc->mix;
@@ -1376,7 +1376,7 @@ static void mergeOut(const Meo *this, Scratch *sc, int k, const float *g, const 
         for (int q = 0; q < k; q++) {
             if (maps[q][i] < 0)
                 continue;
-            S->idx[n] = maps[q][i];
+            S->idx[n] = this->neuron[maps[q][i]];
             S->val[n++] = g[q];
         }
         S->start[++r] = n;
@@ -1395,14 +1395,16 @@ static void mergeOut(const Meo *this, Scratch *sc, int k, const float *g, const 
 static double mergedOutputError(const Meo *this, Scratch *sc, int k, const float *g,
                                 const int *const *maps, int G0, long t0, int c) {
     bool sparse = gatherHidden(&sc->nz, sc->hid, c, G0, sc->used);
-    const float *M = sc->m_outT;
-    if (k == 1 && g[0] == 1.0f) /* one expert, gate 1: its own rows are the merge's bits */
-        M = this->w_outT + (size_t)maps[0][0] * this->D;
-    else
-        mergeOut(this, sc, k, g, maps, G0, !sparse);
+    if (sparse && k == 1 && g[0] == 1.0f) {
+        /* one expert, gate 1: its own w_out rows are the merge's bits (1 w = w) */
+        for (int n = 0; n < sc->nz.start[c]; n++)
+            sc->nz.idx[n] = this->neuron[maps[0][sc->nz.idx[n]]];
+        return sparseChunkError(this, sc, &sc->nz, this->w_outT, t0, c);
+    }
+    mergeOut(this, sc, k, g, maps, G0, !sparse);
     if (sparse)
-        return sparseChunkError(this, sc, &sc->nz, M, t0, c);
-    Vec_gemmNN(c, this->D, G0, sc->hid, G0, M, this->D, sc->yhat, this->D);
+        return sparseChunkError(this, sc, &sc->nz, sc->m_outT, t0, c);
+    Vec_gemmNN(c, this->D, G0, sc->hid, G0, sc->m_outT, this->D, sc->yhat, this->D);
     return chunkError(this, sc, sc->yhat, t0, c);
 }
 
@@ -1433,7 +1435,7 @@ static double runMerged(const Meo *this, Scratch *sc, int k, const float *g,
 
 /* Sequence q's lists of h's nonzeros grouped by expert (SeqNz), made by the worker that
    first evaluates q: each token's nonzeros in neuron order (Vec_nonzeros), counted per
-   expert, then placed expert by expert as (grouped row, value), so each expert's list
+   expert, then placed expert by expert as (neuron, value), so each expert's list
    keeps neuron order. A sequence with SPARSE_MAX or more nonzeros has none (its blocks
    all run matrix products). */
 static void ensureLists(const Meo *this, Scratch *sc, long q) {
@@ -1459,7 +1461,7 @@ static void ensureLists(const Meo *this, Scratch *sc, long q) {
         memcpy(sc->cursor, st, (size_t)E * sizeof(int));
         for (int i = 0; i < n; i++) {
             int j = sc->nzj[i], at = sc->cursor[this->expert_of[j]]++;
-            idx[at] = this->row_of[j];
+            idx[at] = j;
             val[at] = h[j];
         }
         off += n;
@@ -1497,7 +1499,7 @@ static void addDenseExpert(const Meo *this, Scratch *sc, int e, float gate, bool
     for (int r = 0; r < c; r++)
         for (int i = 0; i < g; i++)
             sc->hid[(size_t)r * g + i] = gate * h[(size_t)r * N + this->neuron[o + i]];
-    Vec_gemmNN(c, D, g, sc->hid, g, this->w_outT + (size_t)o * D, D, sc->part, D);
+    Vec_gemmNN(c, D, g, sc->hid, g, expertRows(this, sc, this->w_outT, e), D, sc->part, D);
     for (size_t i = 0; i < (size_t)c * D; i++)
         acc[i] += sc->part[i];
 }
