@@ -93,6 +93,36 @@ SPDX-License-Identifier: MIT
    nonzeros set the scratch's usual size. */
 #define SPARSE_Y 0.25
 
+#define TILE 64 /* output columns held in registers by the sparse products (8 AVX registers) */
+
+/* A matrix of D columns stored in panels of TILE columns: element (i, c) is at
+   p[(c / TILE) * panel + i * ld + c % TILE]. Row-major rows D apart are panel = TILE,
+   ld = D. Tiled storage of R rows (tiledMat: each panel's rows contiguous, TILE floats
+   each, the last panel padded) is what the sparse products read: a tile of the rows in
+   use is one contiguous block that stays in L1 for all the tokens, where rows 3 KB apart
+   (d_model 768) crowd a few L1 sets and go to L2. */
+typedef struct Mat {
+    const float *p;
+    long panel, ld;
+} Mat;
+
+static inline Mat rowMajorMat(const float *p, int D) {
+    return (Mat){p, TILE, D};
+}
+
+static inline Mat tiledMat(const float *p, long R) {
+    return (Mat){p, TILE * R, TILE};
+}
+
+/* Columns rounded up to whole panels: a tiled matrix of R rows holds R * paddedCols(D). */
+static inline long paddedCols(int D) {
+    return (D + TILE - 1) / TILE * TILE;
+}
+
+static inline const float *matAt(Mat m, long i, int c) {
+    return m.p + (c / TILE) * m.panel + i * m.ld + c % TILE;
+}
+
 /* Lists of nonzeros for the sparse products: row r's entries are (idx[n], val[n]) for n in
    its segments [bound[r * stride + 2 s], bound[r * stride + 2 s + 1]), s < segs, in that
    order, each value times gate[s] (gate NULL: as is). A SparseRows' rows are one segment
@@ -105,12 +135,14 @@ typedef struct Lists {
 } Lists;
 
 /* What a sparse product does with row r's sums: they start from the sink's row (load) or
-   0, are written back to it (store), the row being acc + (out ? out[r] : r) * D, and, when
-   y is set, their squared differences from y's row r (rows D apart) are added up in
-   sq[r][0..LANES) (lane = column mod LANES, columns in order). The order the rows and
-   tiles are visited in (by_row) changes no element's arithmetic. */
+   0, are written back to it (store), the row being row out[r] (or r when out is NULL) of
+   acc (laid out as a Mat: panel, ld), and, when y is set, their squared differences from
+   y's row r (rows D apart) are added up in sq[r][0..LANES) (lane = column mod LANES,
+   columns in order). The order the rows and tiles are visited in (by_row) changes no
+   element's arithmetic. */
 typedef struct Sink {
     float *acc;
+    long panel, ld;
     const int *out;
     bool load, store;
     bool by_row; /* whole rows at a time (else tile by tile over all rows) */
@@ -118,8 +150,9 @@ typedef struct Sink {
     float *sq;
 } Sink;
 
-static inline float *sinkAt(const Sink *k, int r, int D, int c0) {
-    return k->acc ? k->acc + (size_t)(k->out ? k->out[r] : r) * D + c0 : NULL;
+static inline float *sinkAt(const Sink *k, int r, int c) {
+    long i = k->out ? k->out[r] : r;
+    return k->acc ? k->acc + (c / TILE) * k->panel + i * k->ld + c % TILE : NULL;
 }
 
 /* Rows of a sparse matrix built in scratch: row r's nonzeros are (idx[n], val[n]) for n in
@@ -138,11 +171,11 @@ static inline Lists listsOf(const SparseRows *S) {
 
 /* One worker's scratch for Meo_metrics. */
 typedef struct Scratch {
-    float *wrows;                  /* [G][D] one expert's gathered w_in or w_gate rows */
+    float *wrows;                  /* [G][D] an expert's rows gathered for a matrix product */
     float *panels;                 /* the same as Vec panels (Vec_panelsSize(D, G)) */
     const float **xrows;           /* [CHUNK] rows of x */
     const float **arows;           /* [G] key rows of an expert */
-    float *m_outT;                 /* [G][D] merged w_out columns (the rows in use) */
+    float *m_outT;                 /* [G][D] merged w_out columns (the rows in use), tiled */
     unsigned char *used;           /* [G] slots with a nonzero in the chunk */
     float *hid, *up, *yhat, *part; /* [CHUNK][G] x2, [CHUNK][D] x2 (part: at least 8) */
     int *nzj, *cursor;             /* [N + 8] a token's nonzeros, [E] where each expert's go */
@@ -369,21 +402,19 @@ static void scoreSequences(Meo *this) {
         TopK_order(this->score + q * E, E, this->order + q * E);
 }
 
-#define TILE 64 /* output columns held in registers by the sparse products (8 AVX registers) */
-
 /* One lane per column mod 8: the error kernels' squared differences, summed in column
    order within each lane. */
 #define LANES 8
 
 /* The plain sparse product over one tile of w <= TILE columns from c0: row r's sums start
    from acc (a row of its sink, or zeros) and run over its segments' entries in order. */
-static void rowTilePlain(const Lists *S, int r, const float *restrict M, int D, int c0, int w,
-                         float *restrict acc) {
+static void rowTilePlain(const Lists *S, int r, Mat M, int c0, int w, float *restrict acc) {
+    const float *Mc = matAt(M, 0, c0);
     for (int s = 0; s < S->segs; s++) {
         const int *b = S->bound + (size_t)r * S->stride + 2 * s;
         float g = S->gate ? S->gate[s] : 1.0f;
         for (int n = b[0]; n < b[1]; n++) {
-            const float *m = M + (size_t)S->idx[n] * D + c0;
+            const float *m = Mc + S->idx[n] * M.ld;
             float v = g * S->val[n];
             for (int j = 0; j < w; j++)
                 acc[j] += v * m[j];
@@ -396,17 +427,17 @@ static void rowTilePlain(const Lists *S, int r, const float *restrict M, int D, 
    calls on the starting row would make it), held in registers over a tile of TILE
    columns, so a sink row is read and written once per tile and M's tile rows come from
    cache for all the rows. */
-static void sparseRunPlain(const Lists *S, const float *restrict M, int D, const Sink *k) {
+static void sparseRunPlain(const Lists *S, Mat M, int D, const Sink *k) {
     if (k->y)
         memset(k->sq, 0, (size_t)S->rows * LANES * sizeof(float));
     for (int c0 = 0; c0 < D; c0 += TILE) {
         int w = D - c0 < TILE ? D - c0 : TILE;
         for (int r = 0; r < S->rows; r++) {
             float acc[TILE] = {0};
-            float *a = sinkAt(k, r, D, c0);
+            float *a = sinkAt(k, r, c0);
             if (k->load)
                 memcpy(acc, a, (size_t)w * sizeof(float));
-            rowTilePlain(S, r, M, D, c0, w, acc);
+            rowTilePlain(S, r, M, c0, w, acc);
             if (k->store)
                 memcpy(a, acc, (size_t)w * sizeof(float));
             if (!k->y)
@@ -433,13 +464,13 @@ typedef struct Tile64 {
 
 #define FMA8(i) t.a##i = _mm256_fmadd_ps(v, _mm256_loadu_ps(m + 8 * (i)), t.a##i)
 
-INLINE_AVX2 Tile64 rowTile64(const Lists *S, int r, const float *restrict M, int D, int c0,
-                             Tile64 t) {
+/* Mc: row 0 at the tile's first column; row i is ld floats further on per row. */
+INLINE_AVX2 Tile64 rowTile64(const Lists *S, int r, const float *restrict Mc, long ld, Tile64 t) {
     for (int s = 0; s < S->segs; s++) {
         const int *b = S->bound + (size_t)r * S->stride + 2 * s;
         float g = S->gate ? S->gate[s] : 1.0f;
         for (int n = b[0]; n < b[1]; n++) {
-            const float *m = M + (size_t)S->idx[n] * D + c0;
+            const float *m = Mc + S->idx[n] * ld;
             __m256 v = _mm256_set1_ps(g * S->val[n]);
             FMA8(0);
             FMA8(1);
@@ -454,25 +485,23 @@ INLINE_AVX2 Tile64 rowTile64(const Lists *S, int r, const float *restrict M, int
     return t;
 }
 
-INLINE_AVX2 __m256 rowTile8(const Lists *S, int r, const float *restrict M, int D, int c0,
-                            __m256 a) {
+INLINE_AVX2 __m256 rowTile8(const Lists *S, int r, const float *restrict Mc, long ld, __m256 a) {
     for (int s = 0; s < S->segs; s++) {
         const int *b = S->bound + (size_t)r * S->stride + 2 * s;
         float g = S->gate ? S->gate[s] : 1.0f;
         for (int n = b[0]; n < b[1]; n++)
             a = _mm256_fmadd_ps(_mm256_set1_ps(g * S->val[n]),
-                                _mm256_loadu_ps(M + (size_t)S->idx[n] * D + c0), a);
+                                _mm256_loadu_ps(Mc + S->idx[n] * ld), a);
     }
     return a;
 }
 
-INLINE_AVX2 float rowColumn(const Lists *S, int r, const float *restrict M, int D, int c,
-                            float a) {
+INLINE_AVX2 float rowColumn(const Lists *S, int r, const float *restrict Mc, long ld, float a) {
     for (int s = 0; s < S->segs; s++) {
         const int *b = S->bound + (size_t)r * S->stride + 2 * s;
         float g = S->gate ? S->gate[s] : 1.0f;
         for (int n = b[0]; n < b[1]; n++)
-            a = __builtin_fmaf(g * S->val[n], M[(size_t)S->idx[n] * D + c], a);
+            a = __builtin_fmaf(g * S->val[n], Mc[S->idx[n] * ld], a);
     }
     return a;
 }
@@ -515,21 +544,20 @@ INLINE_AVX2 void errorTile64(const float *y, float *sq, Tile64 t) {
 
 /* Row r's sums over the columns [c0, c0 + 64), [c0, c0 + 8) or c0 with what the sink asks
    for. */
-INLINE_AVX2 void step64(const Lists *S, int r, const float *restrict M, int D, int c0,
-                        const Sink *k) {
-    float *a = sinkAt(k, r, D, c0);
+INLINE_AVX2 void step64(const Lists *S, int r, Mat M, int D, int c0, const Sink *k) {
+    float *a = sinkAt(k, r, c0);
     Tile64 t = k->load ? loadTile64(a) : (Tile64){0};
-    t = rowTile64(S, r, M, D, c0, t);
+    t = rowTile64(S, r, matAt(M, 0, c0), M.ld, t);
     if (k->store)
         storeTile64(a, t);
     if (k->y)
         errorTile64(k->y + (size_t)r * D + c0, k->sq + LANES * r, t);
 }
 
-INLINE_AVX2 void step8(const Lists *S, int r, const float *restrict M, int D, int c0,
-                       const Sink *k) {
-    float *a = sinkAt(k, r, D, c0);
-    __m256 t = rowTile8(S, r, M, D, c0, k->load ? _mm256_loadu_ps(a) : _mm256_setzero_ps());
+INLINE_AVX2 void step8(const Lists *S, int r, Mat M, int D, int c0, const Sink *k) {
+    float *a = sinkAt(k, r, c0);
+    __m256 t = rowTile8(S, r, matAt(M, 0, c0), M.ld,
+                        k->load ? _mm256_loadu_ps(a) : _mm256_setzero_ps());
     if (k->store)
         _mm256_storeu_ps(a, t);
     if (k->y)
@@ -537,10 +565,9 @@ INLINE_AVX2 void step8(const Lists *S, int r, const float *restrict M, int D, in
                                                            k->y + (size_t)r * D + c0, t));
 }
 
-INLINE_AVX2 void step1(const Lists *S, int r, const float *restrict M, int D, int c,
-                       const Sink *k) {
-    float *a = sinkAt(k, r, D, c);
-    float t = rowColumn(S, r, M, D, c, k->load ? *a : 0.0f);
+INLINE_AVX2 void step1(const Lists *S, int r, Mat M, int D, int c, const Sink *k) {
+    float *a = sinkAt(k, r, c);
+    float t = rowColumn(S, r, matAt(M, 0, c), M.ld, k->load ? *a : 0.0f);
     if (k->store)
         *a = t;
     if (k->y) {
@@ -552,7 +579,7 @@ INLINE_AVX2 void step1(const Lists *S, int r, const float *restrict M, int D, in
 
 /* Row r's sums over all D columns: 64-column tiles, then 8-column tiles, then single
    columns (fmaf: the same arithmetic in every column). */
-INLINE_AVX2 void stepRow(const Lists *S, int r, const float *restrict M, int D, const Sink *k) {
+INLINE_AVX2 void stepRow(const Lists *S, int r, Mat M, int D, const Sink *k) {
     int c0 = 0;
     for (; c0 + TILE <= D; c0 += TILE)
         step64(S, r, M, D, c0, k);
@@ -566,8 +593,7 @@ INLINE_AVX2 void stepRow(const Lists *S, int r, const float *restrict M, int D, 
    stay in cache for every row), or row by row when the sink says so (a merge: a few
    entries per row, whose source rows then stream through whole). Each element's
    arithmetic is the same either way. */
-AVX2_FMA static void sparseRunAvx2(const Lists *S, const float *restrict M, int D,
-                                   const Sink *k) {
+AVX2_FMA static void sparseRunAvx2(const Lists *S, Mat M, int D, const Sink *k) {
     if (k->y)
         memset(k->sq, 0, (size_t)S->rows * LANES * sizeof(float));
     if (k->by_row) {
@@ -588,7 +614,7 @@ AVX2_FMA static void sparseRunAvx2(const Lists *S, const float *restrict M, int 
 }
 #endif
 
-static void sparseRun(const Lists *S, const float *M, int D, const Sink *k) {
+static void sparseRun(const Lists *S, Mat M, int D, const Sink *k) {
 #if defined(__GNUC__) && defined(__x86_64__)
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
         sparseRunAvx2(S, M, D, k);
@@ -655,8 +681,8 @@ static void denseChunk(void *ctx, long chunk, int worker) {
     }
     if (gatherH(S, h, c, N)) {
         Lists l = listsOf(S);
-        Sink k = {.acc = y, .store = true};
-        sparseRun(&l, this->w_outT, D, &k);
+        Sink k = {.acc = y, .panel = TILE, .ld = D, .store = true};
+        sparseRun(&l, rowMajorMat(this->w_outT, D), D, &k);
     } else {
         Vec_gemmNT(c, D, N, h, N, this->w->w_out, N, y, D);
     }
@@ -803,7 +829,7 @@ static void ensureScratch(Meo *this) {
         s->panels = xMallocArray((size_t)Vec_panelsSize(this->D, this->max_g), sizeof(float));
         s->xrows = xMallocArray(CHUNK, sizeof(float *));
         s->arows = xMallocArray(G, sizeof(float *));
-        s->m_outT = xMallocArray(G * D, sizeof(float));
+        s->m_outT = xMallocArray(G * paddedCols(this->D), sizeof(float));
         s->used = xMallocArray(G, 1);
         s->nzj = xMallocArray((size_t)this->N + 8, sizeof(int)); /* Vec_nonzeros' 8 extra */
         s->cursor = xMallocArray((size_t)this->E, sizeof(int));
@@ -971,6 +997,15 @@ static void orientPair(const Meo *this, int *a, int *b) {
     }
 }
 
+/* Rows rows[0..R) of M (D columns; rows NULL: 0..R-1) as rows D apart in out, for the
+   matrix products. */
+static void untile(Mat M, const int *rows, int R, int D, float *out) {
+    for (int i = 0; i < R; i++)
+        for (int c0 = 0; c0 < D; c0 += TILE)
+            memcpy(out + (size_t)i * D + c0, matAt(M, rows ? rows[i] : i, c0),
+                   (size_t)(D - c0 < TILE ? D - c0 : TILE) * sizeof(float));
+}
+
 /* Expert e's rows of R (N rows of D, neuron order) gathered into sc->wrows. */
 static const float *expertRows(const Meo *this, Scratch *sc, const float *R, int e) {
     int D = this->D, o = this->offset[e];
@@ -1055,8 +1090,8 @@ static double laneError(const Meo *this, const float *sq, long t0, int c) {
 
 /* The error sum of the chunk's product S M, never stored (the sums go straight into the
    squared differences). */
-static double sparseChunkError(const Meo *this, Scratch *sc, const SparseRows *S,
-                               const float *M, long t0, int c) {
+static double sparseChunkError(const Meo *this, Scratch *sc, const SparseRows *S, Mat M,
+                               long t0, int c) {
     Lists l = listsOf(S);
     Sink k = {.y = this->y + (size_t)t0 * this->D, .sq = sc->part};
     sparseRun(&l, M, this->D, &k);
@@ -1383,9 +1418,10 @@ static void mergeOut(const Meo *this, Scratch *sc, int k, const float *g, const 
     }
     S->rows = r;
     Lists l = listsOf(S);
-    Sink out = {.acc = sc->m_outT, .out = S->out, .store = true, .by_row = true};
+    Sink out = {.acc = sc->m_outT, .panel = TILE * this->max_g, .ld = TILE, .out = S->out,
+                .store = true, .by_row = true};
     if (r > 0)
-        sparseRun(&l, this->w_outT, this->D, &out);
+        sparseRun(&l, rowMajorMat(this->w_outT, this->D), this->D, &out);
 }
 
 /* The error sum of hid[c][G0] times the merged w_out columns on tokens [t0, t0 + c). A
@@ -1395,16 +1431,12 @@ static void mergeOut(const Meo *this, Scratch *sc, int k, const float *g, const 
 static double mergedOutputError(const Meo *this, Scratch *sc, int k, const float *g,
                                 const int *const *maps, int G0, long t0, int c) {
     bool sparse = gatherHidden(&sc->nz, sc->hid, c, G0, sc->used);
-    if (sparse && k == 1 && g[0] == 1.0f) {
-        /* one expert, gate 1: its own w_out rows are the merge's bits (1 w = w) */
-        for (int n = 0; n < sc->nz.start[c]; n++)
-            sc->nz.idx[n] = this->neuron[maps[0][sc->nz.idx[n]]];
-        return sparseChunkError(this, sc, &sc->nz, this->w_outT, t0, c);
-    }
     mergeOut(this, sc, k, g, maps, G0, !sparse);
+    Mat M = tiledMat(sc->m_outT, this->max_g);
     if (sparse)
-        return sparseChunkError(this, sc, &sc->nz, sc->m_outT, t0, c);
-    Vec_gemmNN(c, this->D, G0, sc->hid, G0, sc->m_outT, this->D, sc->yhat, this->D);
+        return sparseChunkError(this, sc, &sc->nz, M, t0, c);
+    untile(M, NULL, G0, this->D, sc->wrows);
+    Vec_gemmNN(c, this->D, G0, sc->hid, G0, sc->wrows, this->D, sc->yhat, this->D);
     return chunkError(this, sc, sc->yhat, t0, c);
 }
 
@@ -1499,7 +1531,8 @@ static void addDenseExpert(const Meo *this, Scratch *sc, int e, float gate, bool
     for (int r = 0; r < c; r++)
         for (int i = 0; i < g; i++)
             sc->hid[(size_t)r * g + i] = gate * h[(size_t)r * N + this->neuron[o + i]];
-    Vec_gemmNN(c, D, g, sc->hid, g, expertRows(this, sc, this->w_outT, e), D, sc->part, D);
+    untile(rowMajorMat(this->w_outT, D), this->neuron + o, g, D, sc->wrows);
+    Vec_gemmNN(c, D, g, sc->hid, g, sc->wrows, D, sc->part, D);
     for (size_t i = 0; i < (size_t)c * D; i++)
         acc[i] += sc->part[i];
 }
@@ -1546,9 +1579,9 @@ static double selectedChunk(const Meo *this, Scratch *sc, long q, int from, int 
         while (j1 < k && blockSparse(this, q, t0, c, sel[j1]))
             j1++;
         Lists l = selectedLists(this, sc, q, sel, gate, j, j1, t0, c);
-        Sink sink = {.acc = acc, .load = j > 0, .store = true,
+        Sink sink = {.acc = acc, .panel = TILE, .ld = D, .load = j > 0, .store = true,
                      .y = j1 == k ? this->y + (size_t)t0 * D : NULL, .sq = sc->part};
-        sparseRun(&l, this->w_outT, D, &sink);
+        sparseRun(&l, rowMajorMat(this->w_outT, D), D, &sink);
         if (j1 == k)
             err = laneError(this, sc->part, t0, c);
         j = j1;
