@@ -2,62 +2,68 @@
 moescope - core/Meo.c
 Sequence-level MEO metrics (SPEC §5).
 
-DESIGN: the work is staged by what it depends on. Meo_open: the split's sequences. The first
-Meo_metrics after Meo_open makes the dense y = w_out h (no b_out) with its row norms on the
-Meo's threads, from h's nonzeros in neuron order (or a matrix product with w_out for dense
-chunks), so its bits do not depend on the partition it is made under; it is kept until
-Meo_delete. Meo_setPartition: the token oracle scores s[t,e] and their totals, the
-experts' neuron lists, their w_out columns as contiguous rows (for the merge and the
-unmerged sequence-selection output) and their L2-normalized key rows (for aligned slots),
-and empty caches of aligned slot maps, of pre-activation blocks and of router-independent
-sums. Meo_setRouter: each sequence's router scores (its mean x through Router_score, or the
-mean of s for the oracle), softmax logits (Router_logits) and expert order (TopK_order,
-ties to the lower index). The batch so pays for y once per layer and for the alignments
+DESIGN: the work is staged by what it depends on. Meo_open: the split's sequences, and the
+layer's w_out columns as rows and L2-normalized key rows (neuron order). The first
+Meo_metrics after Meo_open makes the dense y = w_out h (no b_out) with its row norms and
+h's nonzero counts on the Meo's threads, from h's nonzeros in neuron order (or a matrix
+product with w_out for dense chunks); it is kept until Meo_delete. The sequences' mean x
+is made once too. Meo_setPartition: the token oracle scores s[t,e] and their totals, the
+experts' neuron lists, and empty caches of aligned slot maps, of pre-activation blocks,
+of per-sequence lists of h's nonzeros and of router-independent sums. Meo_setRouter: each
+sequence's router scores (all the mean rows in one Router_score call, or the mean of s
+for the oracle), softmax logits (Router_logits) and expert order (TopK_order, ties to the
+lower index). The batch so pays for y once per layer and for the alignments, the lists
 and the pre-activations once per partition (it releases their memory in between), not
 once per router or k.
 
-Sharing between routers: a sequence's sum-gate merged errors (position and aligned slots)
-depend only on its ordered selection, and so does the unmerged selection's error when
-every gate is 1 (all routers but sigmoid). Each sequence keeps them per (k, selection) seen
-since Meo_setPartition (SelCache, a few entries: the batch asks 4 routers x 3 k), so a
-router that selects what an earlier one did (about a third of the sequences at k = 1 on
-clustered partitions) reuses the bits instead of recomputing them. k = 1 makes one merged
-error for all four variants (softmax gate 1, aligned map the identity).
+Sharing between routers and k: a sequence's sum-gate merged errors (position and aligned
+slots) depend only on its ordered selection, and so does the unmerged selection's error
+when every gate is 1 (all routers but sigmoid). Each sequence keeps them per (k,
+selection) seen since Meo_setPartition (SelCache, a few entries: the batch asks 4 routers
+x 3 k), so a router that selects what an earlier one did reuses the bits instead of
+recomputing them. k = 1 makes one merged error for all four variants (softmax gate 1,
+aligned map the identity). The unmerged selection's product is a running sum per token
+and column over the selected experts in rank order; its sums are kept per sequence (sacc)
+with the experts and gates they hold, so the same router at a larger k only adds the new
+experts (k = 1, 2, 4 cost 4 experts' products, not 7).
 
 The merged expert's input side is linear in the merged weights: slot i's pre-activation on
 token t is sum_q g_q z[t, map_q(i)] with z = x w_in^T + b_in (and zg = x w_gate^T for
-gated layers), so no merged w_in is made. z is kept in the partition's grouped column
-order and made block by block, (sequence, expert) when a pass's selections first need it:
-before the pass, expert by expert (in parallel), the expert's rows laid out once in Vec
-panels and multiplied with each such sequence's rows of x in place (Vec_gemmGatherPanels,
-whose elements are the same bits wherever they sit). A (router, k, gates, slots) variant
-so costs k G additions per token on the input side (mergedPre: 8 slots at a time,
-contiguous position maps loaded directly, ReLU fused). The output side merges only the
-w_out rows a sequence's nonzero hidden values multiply (a single expert with gate 1 uses
-its own rows). Products with w_out (y, the unmerged selection, the merged expert) list
-each token's nonzeros (branch-free gathers) and multiply them 64 columns at a time in AVX
-registers (sparseTimes: the same running sums as one axpy per nonzero); for the selection
-and the merged expert the product is never stored: sparseError subtracts it from y in
-registers and sums the squares. Chunks denser than SPARSE_MAX run a matrix product and
-an error pass instead. An aligned map comes from one assignment per expert pair
-(Assign_maxWeight, Jonker-Volgenant), which serves both directions. Slot maps hold rows of
-the grouped order.
+gated layers), so no merged w_in is made. z is made block by block, one contiguous
+[tokens][G] block per (sequence, expert) a pass's selections first need (only those are
+allocated): before the pass, expert by expert (in parallel), the expert's rows laid out
+once in Vec panels and multiplied with each such sequence's rows of x in place
+(Vec_gemmGatherPanels, whose elements are the same bits wherever they sit). A (router, k,
+gates, slots) variant so costs k G additions per token on the input side (mergedPre: 8
+slots at a time, identity maps loaded directly, ReLU fused). The output side merges only
+the w_out rows a sequence's nonzero hidden values multiply, a whole row at a time, into a
+tiled copy (Mat) that the product then reads from L1. Products with w_out (y, the
+unmerged selection, the merged expert) take lists of each token's nonzeros (Lists: per
+token one segment, or one per selected expert from the sequence's lists of h grouped by
+expert) and multiply them 64 columns at a time in AVX registers (sparseRun: the same
+running sums as one axpy per nonzero), starting from zero or kept sums and storing the
+sums or, for the errors, subtracting them from y in registers and summing the squares.
+Blocks denser than SPARSE_MAX run a matrix product and an error pass instead. An aligned
+map comes from one assignment per expert pair (Assign_maxWeight, Jonker-Volgenant), which
+serves both directions. Slot maps hold places among an expert's neurons.
 
 Meo_metrics first makes the aligned maps the selections need (in parallel) and their
 pre-activation blocks, then evaluates the sequences in parallel, one worker's scratch each:
 the first k experts of the order are the selection; tokens are processed in chunks of
 CHUNK rows so scratch stays small for long sequences. Each sequence keeps its own sums
-(and its own cache), added in sequence order afterwards, and the products run through Vec
-or the kernels here (not OpenBLAS), so the numbers do not depend on the thread count. A
-cached sum is the bits a recomputation would give (the same function of the same
-inputs), so sharing does not change them either. Merged values are summed over the
-selection in rank order and an assignment's orientation follows neuron indices, so
+(and its own caches), added in sequence order afterwards, and the products run through
+Vec or the kernels here (not OpenBLAS), so the numbers do not depend on the thread count.
+A cached or kept sum is the bits a recomputation would give (the same float operations on
+the same inputs), so sharing does not change them either. Merged values are summed over
+the selection in rank order and an assignment's orientation follows neuron indices, so
 relabelling experts does not change a single float operation.
 
-Memory: z (and zg) hold rows x d_ff floats each and are freed by Meo_releasePartition; y
-(rows x d_model floats) lives until Meo_delete; each worker's scratch holds a list of
-about SPARSE_Y x CHUNK x d_ff nonzeros (1.6 MB at d_ff 3072, grown for wide selections)
-and one expert's panels.
+Memory: y, w_out's rows and the keys (rows x d_model and 2 d_ff x d_model floats) live
+until Meo_delete; the partition's z blocks (tokens x G floats, twice when gated, for each
+(sequence, expert) pair a selection used: about a quarter of rows x d_ff at E = 32), the
+lists of h's nonzeros (8 bytes each) and sacc (rows x d_model floats) are freed by
+Meo_releasePartition; each worker's scratch holds a list of about SPARSE_Y x CHUNK x d_ff
+nonzeros (1.6 MB at d_ff 3072, grown for wide selections) and one expert's panels.
 
 Cost (SPEC §5): L in the merge and router terms is the mean length of the sequences
 actually used (split tokens / sequences), so a short last block raises the cost a little.
@@ -224,12 +230,11 @@ struct Meo {
     float *khat;          /* [N][D] L2-normalized key rows, neuron order */
     bool have_y;
     int threads;
-    /* partition-grouped pre-activations, made block by block (sequence x expert) on first
-       use, freed with y */
-    float *z;             /* [rows][N] x w_in^T + b_in, columns in grouped order */
-    float *zg;            /* [rows][N] x w_gate^T (gated layers) */
-    unsigned char *zdone; /* [n_seq][E] which blocks of z (and zg) are made */
-    /* h's nonzeros grouped by expert, per sequence (SeqNz: ensureLists); made with z */
+    /* the pre-activations, a block per (sequence, expert) a selection uses, made on first
+       use: [L][G] of z = x w_in^T + b_in for the sequence's L tokens and the expert's G
+       neurons (in their order), then [L][G] of zg = x w_gate^T for gated layers */
+    float **zblk;         /* [n_seq][E], NULL: not made */
+    /* h's nonzeros grouped by expert, per sequence (SeqNz: ensureLists) */
     long *nz_base;        /* [n_seq] where sequence q's lists start in nz_idx, -1: none */
     int *nz_start;        /* [rows][E + 1] token t's list of expert e: [st[e], st[e + 1]) */
     int *nz_idx;          /* neurons */
@@ -249,8 +254,8 @@ struct Meo {
     int *offset;          /* [E + 1] */
     int *neuron;          /* [N] neurons grouped by expert, ascending within each */
     int *expert_of;       /* [N] expert of each neuron */
-    int **align;          /* [E * E] cached aligned maps (grouped row or -1), or NULL */
-    int *pos_map;         /* [E][max_g] position maps (grouped rows or -1) */
+    int **align;          /* [E * E] cached aligned maps (slots or -1), or NULL */
+    int *pos_map;         /* [E][max_g] position maps (slots or -1) */
     Scratch *scratch;     /* [threads] */
     int n_scratch;
     /* router (Meo_setRouter) */
@@ -852,9 +857,9 @@ static void ensureScratch(Meo *this) {
 
 /* Frees what ensurePre allocates. */
 static void freePre(Meo *this) {
-    free(this->z);
-    free(this->zg);
-    free(this->zdone);
+    for (long i = 0; this->zblk && i < this->n_seq * this->E; i++)
+        free(this->zblk[i]);
+    free(this->zblk);
     free(this->nz_base);
     free(this->nz_start);
     free(this->nz_idx);
@@ -864,8 +869,9 @@ static void freePre(Meo *this) {
     free(this->kept_k);
     free(this->kept_sel);
     free(this->kept_gate);
-    this->z = this->zg = this->nz_val = this->sacc = this->kept_gate = NULL;
-    this->zdone = this->nz_made = NULL;
+    this->zblk = NULL;
+    this->nz_val = this->sacc = this->kept_gate = NULL;
+    this->nz_made = NULL;
     this->nz_base = NULL;
     this->nz_start = this->nz_idx = this->kept_k = this->kept_sel = NULL;
 }
@@ -937,7 +943,7 @@ MsStatus Meo_setPartition(Meo *this, const int32_t *part, int E, char **cause) {
     this->pos_map = xMallocArray(G * E, sizeof(int));
     for (int e = 0; e < E; e++)
         for (size_t i = 0; i < G; i++)
-            this->pos_map[e * G + i] = (int)i < expertSize(this, e) ? this->offset[e] + (int)i : -1;
+            this->pos_map[e * G + i] = (int)i < expertSize(this, e) ? (int)i : -1;
     Meo_setRouter(this, NULL);
     return MS_OK;
 }
@@ -1036,8 +1042,8 @@ static void computeAlignment(Meo *this, Scratch *sc, int a, int b, bool *packed)
         Assign_maxWeight(cos, n, match);
         for (int i = 0; i < ga; i++) {
             if (match[i] < gb) {
-                mapA[i] = this->offset[b] + match[i];
-                mapB[match[i]] = this->offset[a] + i;
+                mapA[i] = match[i];
+                mapB[match[i]] = i;
             }
         }
         free(match);
@@ -1047,7 +1053,7 @@ static void computeAlignment(Meo *this, Scratch *sc, int a, int b, bool *packed)
     this->align[b * E + a] = mapB;
 }
 
-/* The cached slot map of b into a (grouped rows or -1, G_a entries); computed here when
+/* The cached slot map of b into a (b's slots or -1, G_a entries); computed here when
    missing, so only single-threaded callers may ask for a map not yet made. */
 static const int *alignedMap(Meo *this, int a, int b) {
     if (a == b)
@@ -1067,7 +1073,7 @@ bool Meo_alignment(Meo *this, int a, int b, int *map) {
         return false;
     const int *m = alignedMap(this, a, b);
     for (int i = 0; i < expertSize(this, a); i++)
-        map[i] = m[i] < 0 ? -1 : this->neuron[m[i]];
+        map[i] = m[i] < 0 ? -1 : this->neuron[this->offset[b] + m[i]];
     return true;
 }
 
@@ -1132,25 +1138,14 @@ static long placeLists(Meo *this) {
     return total;
 }
 
-/* The bytes ensurePre asks for, for its error message. */
-static size_t preBytes(const Meo *this) {
-    size_t R = (size_t)this->rows;
-    return R * this->N * (this->w->w_gate ? 2 : 1) * sizeof(float) +
-           R * this->D * sizeof(float) + R * (this->E + 1) * sizeof(int);
-}
-
 /* Allocates the partition's pass buffers after Meo_setPartition or Meo_releasePartition:
-   z (and zg) with every block marked not made, the sequences' lists of nonzeros (made
-   on first use) and the unmerged selection's running sums (none kept). */
-static MsStatus ensurePre(Meo *this) {
-    if (this->zdone)
+   the table of z's blocks (none made), the sequences' lists of nonzeros (made on first
+   use) and the unmerged selection's running sums (none kept). */
+static MsStatus ensurePre(Meo *this, char **cause) {
+    if (this->zblk)
         return MS_OK;
-    size_t R = (size_t)this->rows, N = (size_t)this->N, S = (size_t)this->n_seq;
-    size_t E = (size_t)this->E;
-    this->z = tryMallocArray(R * N, sizeof(float));
-    if (this->w->w_gate)
-        this->zg = tryMallocArray(R * N, sizeof(float));
-    this->zdone = tryCallocArray(S * E, 1);
+    size_t R = (size_t)this->rows, S = (size_t)this->n_seq, E = (size_t)this->E;
+    this->zblk = xCalloc(S * E, sizeof(float *));
     this->nz_base = xMallocArray(S, sizeof(long));
     size_t entries = (size_t)placeLists(this);
     this->nz_start = tryMallocArray(R * (E + 1), sizeof(int));
@@ -1161,36 +1156,40 @@ static MsStatus ensurePre(Meo *this) {
     this->kept_k = xCalloc(S, sizeof(int));
     this->kept_sel = xMallocArray(S * E, sizeof(int));
     this->kept_gate = xMallocArray(S * E, sizeof(float));
-    if (!this->z || (this->w->w_gate && !this->zg) || !this->zdone || !this->nz_start ||
-        !this->nz_idx || !this->nz_val || !this->sacc) {
+    if (!this->nz_start || !this->nz_idx || !this->nz_val || !this->sacc) {
         freePre(this);
+        setCause(cause, "out of memory for MEO's sums (%zu bytes)",
+                 (R * (this->D + E + 1) + 2 * entries) * sizeof(float));
         return MS_ERR_NOMEM;
     }
     return MS_OK;
 }
 
-/* The blocks of z (and zg) on expert e's columns for the sequences seqs[0..n): e's rows
-   of W laid out in panels once (Vec_panelsPutRowsT), then for each sequence its rows of
-   x read in place (Vec_gemmGatherPanels: every element one running sum in d_model order,
-   the same bits wherever it sits, so a block does not depend on which pass, thread or
-   set of sequences makes it), plus the bias. */
+/* The blocks of z (or zg, W's rows) of expert e for the sequences seqs[0..n) (z: at the
+   block's start; zg: after z's rows): e's rows of W laid out in panels once
+   (Vec_panelsPutRowsT), then for each sequence its rows of x read in place
+   (Vec_gemmGatherPanels: every element one running sum in d_model order, the same bits
+   wherever it sits, so a block does not depend on which pass, thread or set of sequences
+   makes it), plus the bias. */
 static void fillExpert(const Meo *this, Scratch *sc, const float *W, const float *bias,
-                       float *z, int e, const long *seqs, long n) {
+                       bool gate, int e, const long *seqs, long n) {
     int D = this->D, o = this->offset[e], g = expertSize(this, e);
-    size_t N = (size_t)this->N;
     Vec_panelsPutRowsT(D, g, 0, D, expertRows(this, sc, W, e), D, sc->panels);
     for (long s = 0; s < n; s++) {
-        long q = seqs[s];
-        for (long t0 = this->seq[q]; t0 < this->seq[q + 1]; t0 += CHUNK) {
-            int c = (int)(this->seq[q + 1] - t0 < CHUNK ? this->seq[q + 1] - t0 : CHUNK);
+        long q = seqs[s], t1 = this->seq[q + 1];
+        float *blk = this->zblk[q * this->E + e];
+        if (gate)
+            blk += (t1 - this->seq[q]) * g;
+        for (long t0 = this->seq[q]; t0 < t1; t0 += CHUNK) {
+            int c = (int)(t1 - t0 < CHUNK ? t1 - t0 : CHUNK);
+            float *z = blk + (t0 - this->seq[q]) * g;
             for (int r = 0; r < c; r++)
                 sc->xrows[r] = this->L->x + (size_t)(this->row0 + t0 + r) * D;
-            Vec_gemmGatherPanels(c, g, D, sc->xrows, sc->panels, z + (size_t)t0 * N + o,
-                                 (long)N, false);
+            Vec_gemmGatherPanels(c, g, D, sc->xrows, sc->panels, z, g, false);
             if (bias)
                 for (int r = 0; r < c; r++)
                     for (int i = 0; i < g; i++)
-                        z[(size_t)(t0 + r) * N + o + i] += bias[this->neuron[o + i]];
+                        z[(size_t)r * g + i] += bias[this->neuron[o + i]];
         }
     }
 }
@@ -1210,20 +1209,28 @@ static void blockExpert(void *ctx, long i, int worker) {
     int e = job->experts[i];
     const long *seqs = job->seqs + job->start[i];
     long n = job->start[i + 1] - job->start[i];
-    fillExpert(this, sc, this->w->w_in, this->w->b_in, this->z, e, seqs, n);
+    fillExpert(this, sc, this->w->w_in, this->w->b_in, false, e, seqs, n);
     if (this->w->w_gate)
-        fillExpert(this, sc, this->w->w_gate, NULL, this->zg, e, seqs, n);
+        fillExpert(this, sc, this->w->w_gate, NULL, true, e, seqs, n);
+}
+
+/* Allocates the block of sequence q and expert e (z and, gated, zg); false: no memory. */
+static bool newBlock(Meo *this, long q, int e) {
+    size_t L = (size_t)(this->seq[q + 1] - this->seq[q]), g = (size_t)expertSize(this, e);
+    this->zblk[q * this->E + e] = tryMallocArray(L * g * (this->w->w_gate ? 2 : 1), sizeof(float));
+    return this->zblk[q * this->E + e] != NULL;
 }
 
 /* Makes, in parallel over experts, the blocks of z the pass's selections (the first k
-   experts of every sequence's order) need and that are not made yet. */
-static MsStatus prepareBlocks(Meo *this, int k, const Cancel *cancel) {
+   experts of every sequence's order) need and that are not made yet. MS_ERR_NOMEM,
+   MS_ERR_CANCELED (the pass's blocks are dropped: made again next time). */
+static MsStatus prepareBlocks(Meo *this, int k, const Cancel *cancel, char **cause) {
     int E = this->E;
     long *count = xCalloc((size_t)E + 1, sizeof(long));
     for (long q = 0; q < this->n_seq; q++) {
         const int *sel = this->order + q * E;
         for (int j = 0; j < k; j++)
-            if (!this->zdone[q * E + sel[j]] && expertSize(this, sel[j]) > 0)
+            if (!this->zblk[q * E + sel[j]] && expertSize(this, sel[j]) > 0)
                 count[sel[j] + 1]++;
     }
     BlockJob job = {.meo = this};
@@ -1241,19 +1248,30 @@ static MsStatus prepareBlocks(Meo *this, int k, const Cancel *cancel) {
         job.start[n] = total;
     }
     job.seqs = xMallocArray((size_t)(total > 0 ? total : 1), sizeof(long));
+    MsStatus st = MS_OK;
     for (long q = 0; q < this->n_seq; q++) { /* ascending q within each expert */
         const int *sel = this->order + q * E;
-        for (int j = 0; j < k; j++) {
-            unsigned char *done = &this->zdone[q * E + sel[j]];
-            if (!*done && expertSize(this, sel[j]) > 0)
-                job.seqs[count[sel[j]]++] = q;
-            *done = 1;
+        for (int j = 0; j < k && st == MS_OK; j++) {
+            if (this->zblk[q * E + sel[j]] || expertSize(this, sel[j]) == 0)
+                continue;
+            job.seqs[count[sel[j]]++] = q;
+            if (!newBlock(this, q, sel[j])) {
+                setCause(cause, "out of memory for MEO's pre-activations");
+                st = MS_ERR_NOMEM;
+            }
         }
     }
-    MsStatus st = n > 0 ? Parallel_run(this->threads, n, blockExpert, &job, cancel, -1.0, -1.0)
-                        : MS_OK;
-    if (st != MS_OK) /* blocks may be half made: make them all again next time */
-        memset(this->zdone, 0, (size_t)this->n_seq * E);
+    if (st == MS_OK && n > 0)
+        st = Parallel_run(this->threads, n, blockExpert, &job, cancel, -1.0, -1.0);
+    if (st != MS_OK) { /* the pass's blocks may be half made */
+        for (int i = 0; i < n; i++) {
+            for (long p = job.start[i]; p < job.start[i + 1]; p++) {
+                float **blk = &this->zblk[job.seqs[p] * E + job.experts[i]];
+                free(*blk);
+                *blk = NULL;
+            }
+        }
+    }
     free(count);
     free(job.experts);
     free(job.start);
@@ -1261,21 +1279,24 @@ static MsStatus prepareBlocks(Meo *this, int k, const Cancel *cancel) {
     return st;
 }
 
-/* The merged expert's pre-activations on c tokens from z's row pointer zr: slot i is
-   sum_q g[q] z[maps[q][i]] in rank order (maps[0] is the first expert's own, never -1),
-   then max(v, 0) when relu (ReLU's v > 0 ? v : 0, fused). Plain version. */
-static void mergedPrePlain(const float *zr, size_t N, int k, const float *g,
+/* The merged expert's pre-activations on c tokens: slot i is sum_q g[q] zq[maps[q][i]] in
+   rank order, zq being row r of the selected expert q's block (zb[q] + r * ld[q]; maps[0]
+   is the first expert's own, never -1), then max(v, 0) when relu (ReLU's v > 0 ? v : 0,
+   fused). Plain version. */
+static void mergedPrePlain(const float *const *zb, const int *ld, int k, const float *g,
                            const int *const *maps, int G0, int c, bool relu, float *out) {
-    for (int r = 0; r < c; r++, zr += N, out += G0) {
+    for (int r = 0; r < c; r++, out += G0) {
         const int *m0 = maps[0];
+        const float *z0 = zb[0] + (size_t)r * ld[0];
         for (int i = 0; i < G0; i++)
-            out[i] = g[0] * zr[m0[i]];
+            out[i] = g[0] * z0[m0[i]];
         for (int q = 1; q < k; q++) {
             const int *m = maps[q];
+            const float *zq = zb[q] + (size_t)r * ld[q];
             float gq = g[q];
             for (int i = 0; i < G0; i++)
                 if (m[i] >= 0)
-                    out[i] += gq * zr[m[i]];
+                    out[i] += gq * zq[m[i]];
         }
         if (relu)
             for (int i = 0; i < G0; i++)
@@ -1283,11 +1304,11 @@ static void mergedPrePlain(const float *zr, size_t N, int k, const float *g,
     }
 }
 
-/* How many leading entries of map (of G0) are the run map[0], map[0] + 1, ..., when every
-   later one is -1 (position maps and the first expert's own); 0 otherwise. */
-static int contiguousRun(const int *map, int G0) {
+/* How many leading entries of map (of G0) are 0, 1, 2, ..., when every later one is -1
+   (position maps and the first expert's own); 0 otherwise. */
+static int identityRun(const int *map, int G0) {
     int len = 0;
-    while (len < G0 && map[len] == map[0] + len)
+    while (len < G0 && map[len] == len)
         len++;
     for (int i = len; i < G0; i++)
         if (map[i] >= 0)
@@ -1296,39 +1317,40 @@ static int contiguousRun(const int *map, int G0) {
 }
 
 #if defined(__GNUC__) && defined(__x86_64__)
-/* mergedPrePlain with 8 slots at a time: contiguous maps load z directly, others gather;
-   a product then a sum (no fused multiply-add), so the floats are the plain version's. */
-__attribute__((target("avx2"))) static void mergedPreAvx2(const float *zr, size_t N, int k,
+/* mergedPrePlain with 8 slots at a time: identity maps load z directly, others gather; a
+   product then a sum (no fused multiply-add), so the floats are the plain version's. */
+__attribute__((target("avx2"))) static void mergedPreAvx2(const float *const *zb,
+                                                          const int *ld, int k,
                                                           const float *g,
                                                           const int *const *maps, int G0,
                                                           int c, bool relu, float *out) {
     int run[k];
     for (int q = 0; q < k; q++)
-        run[q] = contiguousRun(maps[q], G0);
+        run[q] = identityRun(maps[q], G0);
     const __m256 zero = _mm256_setzero_ps();
-    for (int r = 0; r < c; r++, zr += N, out += G0) {
+    for (int r = 0; r < c; r++, out += G0) {
         int i = 0;
         __m256 g0 = _mm256_set1_ps(g[0]);
         const int *m0 = maps[0];
+        const float *z0 = zb[0] + (size_t)r * ld[0];
         if (run[0] == G0) {
-            const float *z0 = zr + m0[0];
             for (; i + 8 <= G0; i += 8)
                 _mm256_storeu_ps(out + i, _mm256_mul_ps(g0, _mm256_loadu_ps(z0 + i)));
         } else {
             for (; i + 8 <= G0; i += 8) {
                 __m256i idx = _mm256_loadu_si256((const __m256i *)(m0 + i));
-                _mm256_storeu_ps(out + i, _mm256_mul_ps(g0, _mm256_i32gather_ps(zr, idx, 4)));
+                _mm256_storeu_ps(out + i, _mm256_mul_ps(g0, _mm256_i32gather_ps(z0, idx, 4)));
             }
         }
         for (; i < G0; i++)
-            out[i] = g[0] * zr[m0[i]];
+            out[i] = g[0] * z0[m0[i]];
         for (int q = 1; q < k; q++) {
             const int *m = maps[q];
+            const float *zq = zb[q] + (size_t)r * ld[q];
             float gq = g[q];
             __m256 gv = _mm256_set1_ps(gq);
             i = 0;
             if (run[q] > 0) {
-                const float *zq = zr + m[0];
                 for (; i + 8 <= run[q]; i += 8) {
                     __m256 p = _mm256_mul_ps(gv, _mm256_loadu_ps(zq + i));
                     _mm256_storeu_ps(out + i, _mm256_add_ps(_mm256_loadu_ps(out + i), p));
@@ -1341,14 +1363,14 @@ __attribute__((target("avx2"))) static void mergedPreAvx2(const float *zr, size_
                 __m256i idx = _mm256_loadu_si256((const __m256i *)(m + i));
                 __m256 keep = _mm256_castsi256_ps(
                     _mm256_cmpgt_epi32(idx, _mm256_set1_epi32(-1)));
-                __m256 v = _mm256_mask_i32gather_ps(zero, zr, idx, keep, 4);
+                __m256 v = _mm256_mask_i32gather_ps(zero, zq, idx, keep, 4);
                 __m256 o = _mm256_loadu_ps(out + i);
                 __m256 s = _mm256_add_ps(o, _mm256_mul_ps(gv, v));
                 _mm256_storeu_ps(out + i, _mm256_blendv_ps(o, s, keep));
             }
             for (; i < G0; i++)
                 if (m[i] >= 0)
-                    out[i] += gq * zr[m[i]];
+                    out[i] += gq * zq[m[i]];
         }
         if (relu) {
             for (i = 0; i + 8 <= G0; i += 8) /* maxps(v, 0) = v > 0 ? v : 0 */
@@ -1360,15 +1382,15 @@ __attribute__((target("avx2"))) static void mergedPreAvx2(const float *zr, size_
 }
 #endif
 
-static void mergedPre(const float *zr, size_t N, int k, const float *g, const int *const *maps,
-                      int G0, int c, bool relu, float *out) {
+static void mergedPre(const float *const *zb, const int *ld, int k, const float *g,
+                      const int *const *maps, int G0, int c, bool relu, float *out) {
 #if defined(__GNUC__) && defined(__x86_64__)
     if (__builtin_cpu_supports("avx2")) {
-        mergedPreAvx2(zr, N, k, g, maps, G0, c, relu, out);
+        mergedPreAvx2(zb, ld, k, g, maps, G0, c, relu, out);
         return;
     }
 #endif
-    mergedPrePlain(zr, N, k, g, maps, G0, c, relu, out);
+    mergedPrePlain(zb, ld, k, g, maps, G0, c, relu, out);
 }
 
 /* The merged hidden's nonzeros as SparseRows on slots, marking the slots they use
@@ -1396,10 +1418,10 @@ static bool gatherHidden(SparseRows *S, const float *hid, int c, int G0, unsigne
 }
 
 /* Merges the slots of the merged w_out columns that are wanted (used[i] == 1, or all not
-   yet merged) and not merged yet: row i = sum_q g[q] w_out's column of the neuron in
-   grouped row maps[q][i], in rank order. */
-static void mergeOut(const Meo *this, Scratch *sc, int k, const float *g, const int *const *maps,
-                     int G0, bool all) {
+   yet merged) and not merged yet: row i = sum_q g[q] w_out's column of sel[q]'s neuron in
+   slot maps[q][i], in rank order. */
+static void mergeOut(const Meo *this, Scratch *sc, int k, const int *sel, const float *g,
+                     const int *const *maps, int G0, bool all) {
     SparseRows *S = &sc->mix;
     int n = 0, r = 0;
     S->start[0] = 0;
@@ -1411,7 +1433,7 @@ static void mergeOut(const Meo *this, Scratch *sc, int k, const float *g, const 
         for (int q = 0; q < k; q++) {
             if (maps[q][i] < 0)
                 continue;
-            S->idx[n] = this->neuron[maps[q][i]];
+            S->idx[n] = this->neuron[this->offset[sel[q]] + maps[q][i]];
             S->val[n++] = g[q];
         }
         S->start[++r] = n;
@@ -1428,10 +1450,11 @@ static void mergeOut(const Meo *this, Scratch *sc, int k, const float *g, const 
    sparse chunk merges only the slots its nonzeros multiply (a slot no token of the
    sequence uses is never merged) and multiplies its nonzeros inside the error; a dense
    chunk merges every slot and runs a matrix product. */
-static double mergedOutputError(const Meo *this, Scratch *sc, int k, const float *g,
-                                const int *const *maps, int G0, long t0, int c) {
+static double mergedOutputError(const Meo *this, Scratch *sc, int k, const int *sel,
+                                const float *g, const int *const *maps, int G0, long t0,
+                                int c) {
     bool sparse = gatherHidden(&sc->nz, sc->hid, c, G0, sc->used);
-    mergeOut(this, sc, k, g, maps, G0, !sparse);
+    mergeOut(this, sc, k, sel, g, maps, G0, !sparse);
     Mat M = tiledMat(sc->m_outT, this->max_g);
     if (sparse)
         return sparseChunkError(this, sc, &sc->nz, M, t0, c);
@@ -1440,29 +1463,40 @@ static double mergedOutputError(const Meo *this, Scratch *sc, int k, const float
     return chunkError(this, sc, sc->yhat, t0, c);
 }
 
-/* The merged expert's (G0 slots, gates g, slot maps) error sum on tokens [t0, t0 + c). */
-static double runMerged(const Meo *this, Scratch *sc, int k, const float *g,
-                        const int *const *maps, int G0, long t0, int c) {
+/* The merged expert's (G0 slots, gates g, slot maps) error sum on the tokens [t0, t0 + c)
+   of sequence q: its pre-activations from the selected experts' blocks of z (and zg). */
+static double runMerged(const Meo *this, Scratch *sc, long q, int k, const int *sel,
+                        const float *g, const int *const *maps, int G0, long t0, int c) {
+    static const float none[1]; /* an empty expert's block: its maps are all -1 */
     const FfnWeights *w = this->w;
-    size_t N = (size_t)this->N, n = (size_t)c * G0;
+    size_t n = (size_t)c * G0;
     if (G0 == 0) {
         memset(sc->yhat, 0, (size_t)c * this->D * sizeof(float));
         return chunkError(this, sc, sc->yhat, t0, c);
     }
+    const float *zb[k], *gb[k];
+    int ld[k];
+    long rows = this->seq[q + 1] - this->seq[q], r0 = t0 - this->seq[q];
+    for (int j = 0; j < k; j++) {
+        const float *blk = this->zblk[q * this->E + sel[j]];
+        ld[j] = expertSize(this, sel[j]);
+        zb[j] = blk ? blk + r0 * ld[j] : none;
+        gb[j] = blk ? blk + (rows + r0) * ld[j] : none; /* zg follows z in a block */
+    }
     bool relu = w->act == ACTIVATION_RELU;
     if (!w->w_gate) {
-        mergedPre(this->z + (size_t)t0 * N, N, k, g, maps, G0, c, relu, sc->hid);
+        mergedPre(zb, ld, k, g, maps, G0, c, relu, sc->hid);
         if (!relu)
             Activation_applyArray(w->act, sc->hid, (long)n);
     } else {
-        mergedPre(this->zg + (size_t)t0 * N, N, k, g, maps, G0, c, relu, sc->hid);
+        mergedPre(gb, ld, k, g, maps, G0, c, relu, sc->hid);
         if (!relu)
             Activation_applyArray(w->act, sc->hid, (long)n);
-        mergedPre(this->z + (size_t)t0 * N, N, k, g, maps, G0, c, false, sc->up);
+        mergedPre(zb, ld, k, g, maps, G0, c, false, sc->up);
         for (size_t i = 0; i < n; i++)
             sc->hid[i] *= sc->up[i];
     }
-    return mergedOutputError(this, sc, k, g, maps, G0, t0, c);
+    return mergedOutputError(this, sc, k, sel, g, maps, G0, t0, c);
 }
 
 /* Sequence q's lists of h's nonzeros grouped by expert (SeqNz), made by the worker that
@@ -1616,14 +1650,14 @@ static void addRecall(const Meo *this, long q, int k, SeqSums *acc) {
 }
 
 /* Sum of the merged expert's token errors over sequence q. */
-static double mergedError(const Meo *this, Scratch *sc, long q, int k, const float *g,
-                          const int *const *maps, int G0) {
+static double mergedError(const Meo *this, Scratch *sc, long q, int k, const int *sel,
+                          const float *g, const int *const *maps, int G0) {
     long t0 = this->seq[q], t1 = this->seq[q + 1];
     double sum = 0.0;
     memset(sc->used, 0, (size_t)G0);
     for (long c0 = t0; c0 < t1; c0 += CHUNK) {
         int c = (int)(t1 - c0 < CHUNK ? t1 - c0 : CHUNK);
-        sum += runMerged(this, sc, k, g, maps, G0, c0, c);
+        sum += runMerged(this, sc, q, k, sel, g, maps, G0, c0, c);
     }
     return sum;
 }
@@ -1735,10 +1769,10 @@ static void evalSequence(void *ctx, long q, int worker) {
             continue;
         }
         if (!found)
-            ent->merged[s] = mergedError(this, sc, q, k, ones, maps, G0);
+            ent->merged[s] = mergedError(this, sc, q, k, sel, ones, maps, G0);
         acc->merged[MEO_GATES_SUM][s] = ent->merged[s];
         acc->merged[MEO_GATES_SOFTMAX][s] =
-            k == 1 ? ent->merged[s] : mergedError(this, sc, q, k, soft, maps, G0);
+            k == 1 ? ent->merged[s] : mergedError(this, sc, q, k, sel, soft, maps, G0);
     }
 }
 
@@ -1831,21 +1865,20 @@ MsStatus Meo_metrics(Meo *this, int k, const Cancel *cancel, MeoMetrics *out, ch
     bool aligned = this->max_g <= MEO_ALIGN_MAX_G || k == 1;
     ensureScratch(this);
     MsStatus st = ensureDense(this, cancel);
-    if (st == MS_OK && ensurePre(this) != MS_OK) {
-        setCause(cause, "out of memory for MEO's pre-activations (%zu bytes)", preBytes(this));
-        return MS_ERR_NOMEM;
-    }
+    if (st == MS_OK && (st = ensurePre(this, cause)) != MS_OK)
+        return st;
     if (st == MS_OK && aligned)
         st = prepareAlignment(this, k, cancel);
     if (st == MS_OK)
-        st = prepareBlocks(this, k, cancel);
+        st = prepareBlocks(this, k, cancel, cause);
     Pass pass = {.meo = this, .k = k, .aligned = aligned};
     pass.sums = xCalloc((size_t)this->n_seq, sizeof(SeqSums));
     if (st == MS_OK)
         st = Parallel_run(this->threads, this->n_seq, evalSequence, &pass, cancel, 0.0, 1.0);
     if (st != MS_OK) {
         free(pass.sums);
-        setCause(cause, "canceled");
+        if (st == MS_ERR_CANCELED)
+            setCause(cause, "canceled");
         return st;
     }
     SeqSums acc = {0};
