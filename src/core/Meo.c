@@ -99,6 +99,10 @@ SPDX-License-Identifier: MIT
    nonzeros set the scratch's usual size. */
 #define SPARSE_Y 0.25
 
+/* Merged experts evaluated together: the sum and softmax gates of one slot kind merge the
+   same w_out rows, so one pass over those rows merges both. */
+#define MERGED 2
+
 #define TILE 64 /* output columns held in registers by the sparse products (8 AVX registers) */
 
 /* A matrix of D columns stored in panels of TILE columns: element (i, c) is at
@@ -181,13 +185,15 @@ typedef struct Scratch {
     float *panels;                 /* the same as Vec panels (Vec_panelsSize(D, G)) */
     const float **xrows;           /* [CHUNK] rows of x */
     const float **arows;           /* [G] key rows of an expert */
-    float *m_outT;                 /* [G][D] merged w_out columns (the rows in use), tiled */
-    unsigned char *used;           /* [G] slots with a nonzero in the chunk */
-    float *hid, *up, *yhat, *part; /* [CHUNK][G] x2, [CHUNK][D] x2 (part: at least 8) */
+    float *m_outT;                 /* [MERGED][G][D] merged experts' w_out rows in use, tiled
+                                      (Mat of MERGED * G rows, variant v's from v * G) */
+    unsigned char *used[MERGED];   /* [G] slots with a nonzero in the chunk */
+    float *hid[MERGED], *up;       /* [CHUNK][G] merged hidden values, up-projection */
+    float *yhat, *part;            /* [CHUNK][D] x2 (part: at least 8) */
     int *nzj, *cursor;             /* [N + 8] a token's nonzeros, [E] where each expert's go */
     int *bounds;                   /* [bounds_cap] the selection's segments (selectedLists) */
     long bounds_cap;
-    SparseRows nz;                 /* the nonzeros multiplied by w_out */
+    SparseRows nz[MERGED];         /* the nonzeros multiplied by w_out (y: nz[0]) */
     SparseRows mix;                /* the merge: slot rows as sums of w_out's rows */
 } Scratch;
 
@@ -677,7 +683,7 @@ static void denseChunk(void *ctx, long chunk, int worker) {
     int c = (int)(this->rows - t0 < CHUNK ? this->rows - t0 : CHUNK);
     const float *h = this->L->h + (size_t)(this->row0 + t0) * N;
     float *y = this->y + (size_t)t0 * D;
-    SparseRows *S = &this->scratch[worker].nz;
+    SparseRows *S = &this->scratch[worker].nz[0];
     for (int r = 0; r < c; r++) {
         int n = 0;
         for (int j = 0; j < N; j++)
@@ -800,18 +806,20 @@ static void freeScratch(Meo *this) {
         free(s->xrows);
         free(s->arows);
         free(s->m_outT);
-        free(s->used);
+        for (int v = 0; v < MERGED; v++) {
+            free(s->used[v]);
+            free(s->hid[v]);
+            free(s->nz[v].start);
+            free(s->nz[v].idx);
+            free(s->nz[v].val);
+        }
         free(s->nzj);
         free(s->cursor);
         free(s->bounds);
-        free(s->nz.start);
-        free(s->nz.idx);
-        free(s->nz.val);
         free(s->mix.start);
         free(s->mix.idx);
         free(s->mix.val);
         free(s->mix.out);
-        free(s->hid);
         free(s->up);
         free(s->yhat);
         free(s->part);
@@ -834,21 +842,23 @@ static void ensureScratch(Meo *this) {
         s->panels = xMallocArray((size_t)Vec_panelsSize(this->D, this->max_g), sizeof(float));
         s->xrows = xMallocArray(CHUNK, sizeof(float *));
         s->arows = xMallocArray(G, sizeof(float *));
-        s->m_outT = xMallocArray(G * paddedCols(this->D), sizeof(float));
-        s->used = xMallocArray(G, 1);
+        s->m_outT = xMallocArray(MERGED * G * paddedCols(this->D), sizeof(float));
+        for (int v = 0; v < MERGED; v++) {
+            s->used[v] = xMallocArray(G, 1);
+            s->hid[v] = xMallocArray(G * CHUNK, sizeof(float));
+            s->nz[v].cap = 0; /* grown by the gathers */
+            s->nz[v].start = xMallocArray(CHUNK + 1, sizeof(int));
+            s->nz[v].idx = NULL;
+            s->nz[v].val = NULL;
+        }
         s->nzj = xMallocArray((size_t)this->N + 8, sizeof(int)); /* Vec_nonzeros' 8 extra */
         s->cursor = xMallocArray((size_t)this->E, sizeof(int));
         s->bounds = NULL; /* grown by selectedLists */
         s->bounds_cap = 0;
-        s->nz.cap = 0; /* grown by the gathers */
-        s->nz.start = xMallocArray(CHUNK + 1, sizeof(int));
-        s->nz.idx = NULL;
-        s->nz.val = NULL;
-        s->mix.start = xMallocArray(G + 1, sizeof(int));
-        s->mix.out = xMallocArray(G, sizeof(int));
-        s->mix.idx = xMallocArray((size_t)this->N, sizeof(int));
-        s->mix.val = xMallocArray((size_t)this->N, sizeof(float));
-        s->hid = xMallocArray(G * CHUNK, sizeof(float));
+        s->mix.start = xMallocArray(MERGED * G + 1, sizeof(int));
+        s->mix.out = xMallocArray(MERGED * G, sizeof(int));
+        s->mix.idx = xMallocArray(MERGED * (size_t)this->N, sizeof(int));
+        s->mix.val = xMallocArray(MERGED * (size_t)this->N, sizeof(float));
         s->up = xMallocArray(G * CHUNK, sizeof(float));
         s->yhat = xMallocArray(D * CHUNK, sizeof(float));
         s->part = xMallocArray((D > 8 ? D : 8) * CHUNK, sizeof(float)); /* or [CHUNK][8] */
@@ -1417,86 +1427,111 @@ static bool gatherHidden(SparseRows *S, const float *hid, int c, int G0, unsigne
     return true;
 }
 
-/* Merges the slots of the merged w_out columns that are wanted (used[i] == 1, or all not
-   yet merged) and not merged yet: row i = sum_q g[q] w_out's column of sel[q]'s neuron in
-   slot maps[q][i], in rank order. */
-static void mergeOut(const Meo *this, Scratch *sc, int k, const int *sel, const float *g,
-                     const int *const *maps, int G0, bool all) {
+/* The merged experts being evaluated together on a sequence: V variants with gates g[v]
+   (the same selection and slot maps), variant v's scratch at index v. */
+typedef struct Merged {
+    int V, k, G0;
+    const int *sel;
+    const float *const *g;
+    const int *const *maps;
+} Merged;
+
+/* Variant v's merged w_out rows in sc->m_outT. */
+static Mat mergedRows(const Meo *this, const Scratch *sc, int v) {
+    return (Mat){sc->m_outT + (size_t)v * this->max_g * TILE, TILE * MERGED * this->max_g, TILE};
+}
+
+/* Merges the merged w_out rows the chunk wants and that are not merged yet (variant v: its
+   used[i] == 1, or every slot not merged when its chunk is dense): row i of variant v =
+   sum_q g[v][q] w_out's column of sel[q]'s neuron in slot maps[q][i], in rank order. A
+   slot's variants are merged one after the other, so the second finds the k source rows
+   in L1. */
+static void mergeOut(const Meo *this, Scratch *sc, const Merged *m, const bool *dense) {
     SparseRows *S = &sc->mix;
     int n = 0, r = 0;
     S->start[0] = 0;
-    for (int i = 0; i < G0; i++) {
-        if (sc->used[i] == 2 || (!all && sc->used[i] == 0))
-            continue;
-        sc->used[i] = 2;
-        S->out[r] = i;
-        for (int q = 0; q < k; q++) {
-            if (maps[q][i] < 0)
+    for (int i = 0; i < m->G0; i++) {
+        for (int v = 0; v < m->V; v++) {
+            unsigned char *u = &sc->used[v][i];
+            if (*u == 2 || (!dense[v] && *u == 0))
                 continue;
-            S->idx[n] = this->neuron[this->offset[sel[q]] + maps[q][i]];
-            S->val[n++] = g[q];
+            *u = 2;
+            S->out[r] = v * this->max_g + i;
+            for (int q = 0; q < m->k; q++) {
+                if (m->maps[q][i] < 0)
+                    continue;
+                S->idx[n] = this->neuron[this->offset[m->sel[q]] + m->maps[q][i]];
+                S->val[n++] = m->g[v][q];
+            }
+            S->start[++r] = n;
         }
-        S->start[++r] = n;
     }
     S->rows = r;
     Lists l = listsOf(S);
-    Sink out = {.acc = sc->m_outT, .panel = TILE * this->max_g, .ld = TILE, .out = S->out,
-                .store = true, .by_row = true};
+    Sink out = {.acc = sc->m_outT, .panel = TILE * MERGED * this->max_g, .ld = TILE,
+                .out = S->out, .store = true, .by_row = true};
     if (r > 0)
         sparseRun(&l, rowMajorMat(this->w_outT, this->D), this->D, &out);
 }
 
-/* The error sum of hid[c][G0] times the merged w_out columns on tokens [t0, t0 + c). A
-   sparse chunk merges only the slots its nonzeros multiply (a slot no token of the
-   sequence uses is never merged) and multiplies its nonzeros inside the error; a dense
-   chunk merges every slot and runs a matrix product. */
-static double mergedOutputError(const Meo *this, Scratch *sc, int k, const int *sel,
-                                const float *g, const int *const *maps, int G0, long t0,
-                                int c) {
-    bool sparse = gatherHidden(&sc->nz, sc->hid, c, G0, sc->used);
-    mergeOut(this, sc, k, sel, g, maps, G0, !sparse);
-    Mat M = tiledMat(sc->m_outT, this->max_g);
-    if (sparse)
-        return sparseChunkError(this, sc, &sc->nz, M, t0, c);
-    untile(M, NULL, G0, this->D, sc->wrows);
-    Vec_gemmNN(c, this->D, G0, sc->hid, G0, sc->wrows, this->D, sc->yhat, this->D);
-    return chunkError(this, sc, sc->yhat, t0, c);
-}
-
-/* The merged expert's (G0 slots, gates g, slot maps) error sum on the tokens [t0, t0 + c)
-   of sequence q: its pre-activations from the selected experts' blocks of z (and zg). */
-static double runMerged(const Meo *this, Scratch *sc, long q, int k, const int *sel,
-                        const float *g, const int *const *maps, int G0, long t0, int c) {
+/* Variant v's merged hidden values hid[c][G0] on the tokens [t0, t0 + c) of sequence q,
+   from the selected experts' blocks of z (and zg). */
+static void mergedHidden(const Meo *this, Scratch *sc, long q, const Merged *m, int v, long t0,
+                         int c) {
     static const float none[1]; /* an empty expert's block: its maps are all -1 */
     const FfnWeights *w = this->w;
-    size_t n = (size_t)c * G0;
-    if (G0 == 0) {
-        memset(sc->yhat, 0, (size_t)c * this->D * sizeof(float));
-        return chunkError(this, sc, sc->yhat, t0, c);
-    }
+    int k = m->k;
+    size_t n = (size_t)c * m->G0;
     const float *zb[k], *gb[k];
     int ld[k];
     long rows = this->seq[q + 1] - this->seq[q], r0 = t0 - this->seq[q];
     for (int j = 0; j < k; j++) {
-        const float *blk = this->zblk[q * this->E + sel[j]];
-        ld[j] = expertSize(this, sel[j]);
+        const float *blk = this->zblk[q * this->E + m->sel[j]];
+        ld[j] = expertSize(this, m->sel[j]);
         zb[j] = blk ? blk + r0 * ld[j] : none;
         gb[j] = blk ? blk + (rows + r0) * ld[j] : none; /* zg follows z in a block */
     }
     bool relu = w->act == ACTIVATION_RELU;
-    if (!w->w_gate) {
-        mergedPre(zb, ld, k, g, maps, G0, c, relu, sc->hid);
-        if (!relu)
-            Activation_applyArray(w->act, sc->hid, (long)n);
-    } else {
-        mergedPre(gb, ld, k, g, maps, G0, c, relu, sc->hid);
-        if (!relu)
-            Activation_applyArray(w->act, sc->hid, (long)n);
-        mergedPre(zb, ld, k, g, maps, G0, c, false, sc->up);
+    float *hid = sc->hid[v];
+    mergedPre(w->w_gate ? gb : zb, ld, k, m->g[v], m->maps, m->G0, c, relu, hid);
+    if (!relu)
+        Activation_applyArray(w->act, hid, (long)n);
+    if (w->w_gate) {
+        mergedPre(zb, ld, k, m->g[v], m->maps, m->G0, c, false, sc->up);
         for (size_t i = 0; i < n; i++)
-            sc->hid[i] *= sc->up[i];
+            hid[i] *= sc->up[i];
     }
-    return mergedOutputError(this, sc, k, sel, g, maps, G0, t0, c);
+}
+
+/* The merged experts' error sums on the tokens [t0, t0 + c) of sequence q, added to
+   sum[v]. A sparse chunk merges only the slots its nonzeros multiply (a slot no token of
+   the sequence uses is never merged) and multiplies its nonzeros inside the error; a
+   dense chunk merges every slot and runs a matrix product. */
+static void runMerged(const Meo *this, Scratch *sc, long q, const Merged *m, long t0, int c,
+                      double *sum) {
+    int D = this->D, G0 = m->G0;
+    if (G0 == 0) {
+        memset(sc->yhat, 0, (size_t)c * D * sizeof(float));
+        for (int v = 0; v < m->V; v++)
+            sum[v] += chunkError(this, sc, sc->yhat, t0, c);
+        return;
+    }
+    bool dense[MERGED];
+    for (int v = 0; v < m->V; v++) {
+        mergedHidden(this, sc, q, m, v, t0, c);
+        dense[v] = !gatherHidden(&sc->nz[v], sc->hid[v], c, G0, sc->used[v]);
+    }
+    mergeOut(this, sc, m, dense);
+    for (int v = 0; v < m->V; v++) {
+        Mat M = mergedRows(this, sc, v);
+        if (!dense[v]) {
+            sum[v] += sparseChunkError(this, sc, &sc->nz[v], M, t0, c);
+            continue;
+        }
+        untile(M, NULL, G0, D, sc->wrows);
+        Vec_gemmNN(c, D, G0, sc->hid[v], G0, sc->wrows, D, sc->yhat, D);
+        sum[v] += chunkError(this, sc, sc->yhat, t0, c);
+    }
 }
 
 /* Sequence q's lists of h's nonzeros grouped by expert (SeqNz), made by the worker that
@@ -1562,11 +1597,12 @@ static void addDenseExpert(const Meo *this, Scratch *sc, int e, float gate, bool
     if (g == 0)
         return;
     const float *h = this->L->h + (size_t)(this->row0 + t0) * N;
+    float *hg = sc->hid[0];
     for (int r = 0; r < c; r++)
         for (int i = 0; i < g; i++)
-            sc->hid[(size_t)r * g + i] = gate * h[(size_t)r * N + this->neuron[o + i]];
+            hg[(size_t)r * g + i] = gate * h[(size_t)r * N + this->neuron[o + i]];
     untile(rowMajorMat(this->w_outT, D), this->neuron + o, g, D, sc->wrows);
-    Vec_gemmNN(c, D, g, sc->hid, g, sc->wrows, D, sc->part, D);
+    Vec_gemmNN(c, D, g, hg, g, sc->wrows, D, sc->part, D);
     for (size_t i = 0; i < (size_t)c * D; i++)
         acc[i] += sc->part[i];
 }
@@ -1649,17 +1685,17 @@ static void addRecall(const Meo *this, long q, int k, SeqSums *acc) {
     }
 }
 
-/* Sum of the merged expert's token errors over sequence q. */
-static double mergedError(const Meo *this, Scratch *sc, long q, int k, const int *sel,
-                          const float *g, const int *const *maps, int G0) {
+/* The merged experts' error sums over sequence q, into sum[0..V). */
+static void mergedErrors(const Meo *this, Scratch *sc, long q, const Merged *m, double *sum) {
     long t0 = this->seq[q], t1 = this->seq[q + 1];
-    double sum = 0.0;
-    memset(sc->used, 0, (size_t)G0);
+    for (int v = 0; v < m->V; v++) {
+        sum[v] = 0.0;
+        memset(sc->used[v], 0, (size_t)m->G0);
+    }
     for (long c0 = t0; c0 < t1; c0 += CHUNK) {
         int c = (int)(t1 - c0 < CHUNK ? t1 - c0 : CHUNK);
-        sum += runMerged(this, sc, q, k, sel, g, maps, G0, c0, c);
+        runMerged(this, sc, q, m, c0, c, sum);
     }
-    return sum;
 }
 
 /* One Meo_metrics pass: k, the slot variants it reports and one sum per sequence. */
@@ -1755,7 +1791,6 @@ static void evalSequence(void *ctx, long q, int worker) {
         }
     }
     softmaxGates(this->logit + q * E, sel, k, soft);
-    int G0 = expertSize(this, sel[0]);
     const int *maps[k];
     for (int s = 0; s < MEO_SLOTS; s++) {
         if (s == MEO_SLOTS_ALIGNED && !p->aligned)
@@ -1768,11 +1803,22 @@ static void evalSequence(void *ctx, long q, int worker) {
             acc->merged[0][s] = acc->merged[1][s] = acc->merged[0][0];
             continue;
         }
+        /* the sum gates unless cached, the softmax gates unless k = 1 (the same floats) */
+        const float *g[MERGED];
+        double sum[MERGED];
+        int V = 0;
         if (!found)
-            ent->merged[s] = mergedError(this, sc, q, k, sel, ones, maps, G0);
+            g[V++] = ones;
+        if (k > 1)
+            g[V++] = soft;
+        Merged m = {.V = V, .k = k, .G0 = expertSize(this, sel[0]), .sel = sel, .g = g,
+                    .maps = maps};
+        if (V > 0)
+            mergedErrors(this, sc, q, &m, sum);
+        if (!found)
+            ent->merged[s] = sum[0];
         acc->merged[MEO_GATES_SUM][s] = ent->merged[s];
-        acc->merged[MEO_GATES_SOFTMAX][s] =
-            k == 1 ? ent->merged[s] : mergedError(this, sc, q, k, sel, soft, maps, G0);
+        acc->merged[MEO_GATES_SOFTMAX][s] = k == 1 ? ent->merged[s] : sum[V - 1];
     }
 }
 
