@@ -1204,89 +1204,11 @@ static void fillExpert(const Meo *this, Scratch *sc, const float *W, const float
     }
 }
 
-/* The blocks a pass needs and that are not made, grouped by expert: experts[i] needs the
-   sequences seqs[start[i] .. start[i + 1]). */
-typedef struct BlockJob {
-    const Meo *meo;
-    int *experts;
-    long *start, *seqs;
-} BlockJob;
-
-static void blockExpert(void *ctx, long i, int worker) {
-    const BlockJob *job = ctx;
-    const Meo *this = job->meo;
-    Scratch *sc = &this->scratch[worker];
-    int e = job->experts[i];
-    const long *seqs = job->seqs + job->start[i];
-    long n = job->start[i + 1] - job->start[i];
-    fillExpert(this, sc, this->w->w_in, this->w->b_in, false, e, seqs, n);
-    if (this->w->w_gate)
-        fillExpert(this, sc, this->w->w_gate, NULL, true, e, seqs, n);
-}
-
 /* Allocates the block of sequence q and expert e (z and, gated, zg); false: no memory. */
 static bool newBlock(Meo *this, long q, int e) {
     size_t L = (size_t)(this->seq[q + 1] - this->seq[q]), g = (size_t)expertSize(this, e);
     this->zblk[q * this->E + e] = tryMallocArray(L * g * (this->w->w_gate ? 2 : 1), sizeof(float));
     return this->zblk[q * this->E + e] != NULL;
-}
-
-/* Makes, in parallel over experts, the blocks of z the pass's selections (the first k
-   experts of every sequence's order) need and that are not made yet. MS_ERR_NOMEM,
-   MS_ERR_CANCELED (the pass's blocks are dropped: made again next time). */
-static MsStatus prepareBlocks(Meo *this, int k, const Cancel *cancel, char **cause) {
-    int E = this->E;
-    long *count = xCalloc((size_t)E + 1, sizeof(long));
-    for (long q = 0; q < this->n_seq; q++) {
-        const int *sel = this->order + q * E;
-        for (int j = 0; j < k; j++)
-            if (!this->zblk[q * E + sel[j]] && expertSize(this, sel[j]) > 0)
-                count[sel[j] + 1]++;
-    }
-    BlockJob job = {.meo = this};
-    job.experts = xMallocArray((size_t)E, sizeof(int));
-    job.start = xMallocArray((size_t)E + 1, sizeof(long));
-    int n = 0;
-    long total = 0;
-    job.start[0] = 0;
-    for (int e = 0; e < E; e++) {
-        if (count[e + 1] == 0)
-            continue;
-        count[e] = total; /* where e's sequences go */
-        total += count[e + 1];
-        job.experts[n++] = e;
-        job.start[n] = total;
-    }
-    job.seqs = xMallocArray((size_t)(total > 0 ? total : 1), sizeof(long));
-    MsStatus st = MS_OK;
-    for (long q = 0; q < this->n_seq; q++) { /* ascending q within each expert */
-        const int *sel = this->order + q * E;
-        for (int j = 0; j < k && st == MS_OK; j++) {
-            if (this->zblk[q * E + sel[j]] || expertSize(this, sel[j]) == 0)
-                continue;
-            job.seqs[count[sel[j]]++] = q;
-            if (!newBlock(this, q, sel[j])) {
-                setCause(cause, "out of memory for MEO's pre-activations");
-                st = MS_ERR_NOMEM;
-            }
-        }
-    }
-    if (st == MS_OK && n > 0)
-        st = Parallel_run(this->threads, n, blockExpert, &job, cancel, -1.0, -1.0);
-    if (st != MS_OK) { /* the pass's blocks may be half made */
-        for (int i = 0; i < n; i++) {
-            for (long p = job.start[i]; p < job.start[i + 1]; p++) {
-                float **blk = &this->zblk[job.seqs[p] * E + job.experts[i]];
-                free(*blk);
-                *blk = NULL;
-            }
-        }
-    }
-    free(count);
-    free(job.experts);
-    free(job.start);
-    free(job.seqs);
-    return st;
 }
 
 /* The merged expert's pre-activations on c tokens: slot i is sum_q g[q] zq[maps[q][i]] in
@@ -1822,27 +1744,62 @@ static void evalSequence(void *ctx, long q, int worker) {
     }
 }
 
-/* The aligned maps a pass will read, made beforehand in parallel (each is an O(G^3)
-   assignment and writes its own pair of cache slots), grouped by the pair's second
-   (column) expert so that expert's panels are laid out once: group i is b = bs[i] with
-   the first experts as[start[i] .. start[i + 1]). */
-typedef struct AlignJob {
-    Meo *meo;
-    int *bs, *start, *as;
-} AlignJob;
+/* Work that shares an operand, grouped by it: group i is key[i] (an expert whose rows are
+   laid out in panels once) with items item[start[i] .. start[i + 1]) in ascending order,
+   at most a piece of them, so that no group holds up the end of a parallel run. */
+typedef struct Groups {
+    int n;
+    int *key;
+    long *start, *item;
+} Groups;
 
-static void alignGroup(void *ctx, long i, int worker) {
-    AlignJob *job = ctx;
-    Meo *this = job->meo;
-    bool packed = false;
-    for (int p = job->start[i]; p < job->start[i + 1]; p++)
-        computeAlignment(this, &this->scratch[worker], job->as[p], job->bs[i], &packed);
+/* The groups of want[item][key] != 0 (items x keys), keys ascending. */
+static Groups groupByKey(const unsigned char *want, long items, int keys, long piece) {
+    long *count = xCalloc((size_t)keys, sizeof(long)), total = 0;
+    for (long t = 0; t < items; t++)
+        for (int e = 0; e < keys; e++)
+            count[e] += want[t * keys + e];
+    int n = 0;
+    for (int e = 0; e < keys; e++) {
+        n += (int)((count[e] + piece - 1) / piece);
+        total += count[e];
+    }
+    Groups g = {.n = 0};
+    g.key = xMallocArray((size_t)(n > 0 ? n : 1), sizeof(int));
+    g.start = xMallocArray((size_t)n + 1, sizeof(long));
+    g.item = xMallocArray((size_t)(total > 0 ? total : 1), sizeof(long));
+    long at = 0;
+    for (int e = 0; e < keys; e++) {
+        long in = 0;
+        for (long t = 0; t < items; t++) {
+            if (!want[t * keys + e])
+                continue;
+            if (in++ % piece == 0) {
+                g.key[g.n] = e;
+                g.start[g.n++] = at;
+            }
+            g.item[at++] = t;
+        }
+    }
+    g.start[g.n] = at;
+    free(count);
+    return g;
 }
 
-static MsStatus prepareAlignment(Meo *this, int k, const Cancel *cancel) {
+static void Groups_done(Groups *g) {
+    free(g->key);
+    free(g->start);
+    free(g->item);
+}
+
+#define PAIR_PIECE 4  /* aligned pairs per job (one assignment each) */
+#define BLOCK_PIECE 8 /* pre-activation blocks per job */
+
+/* The aligned pairs a pass's selections (the first k experts of every sequence's order)
+   need and that are not made: (a, b) oriented (orientPair), grouped by b. */
+static Groups wantedPairs(const Meo *this, int k) {
     int E = this->E;
-    unsigned char *wanted = xCalloc((size_t)E * E, 1); /* [a][b], oriented */
-    int *count = xCalloc((size_t)E + 1, sizeof(int));
+    unsigned char *want = xCalloc((size_t)E * E, 1); /* [a][b] */
     for (long q = 0; q < this->n_seq; q++) {
         const int *sel = this->order + q * E;
         for (int j = 1; j < k; j++) {
@@ -1850,41 +1807,134 @@ static MsStatus prepareAlignment(Meo *this, int k, const Cancel *cancel) {
             if (a == b || this->align[a * E + b])
                 continue;
             orientPair(this, &a, &b);
-            if (!wanted[a * E + b]) {
-                wanted[a * E + b] = 1;
-                count[b + 1]++;
+            want[a * E + b] = 1;
+        }
+    }
+    Groups g = groupByKey(want, E, E, PAIR_PIECE);
+    free(want);
+    return g;
+}
+
+/* The pre-activation blocks the selections need and that are not made, allocated here
+   (MS_ERR_NOMEM), grouped by expert. */
+static MsStatus wantedBlocks(Meo *this, int k, Groups *out, char **cause) {
+    int E = this->E;
+    unsigned char *want = xCalloc((size_t)this->n_seq * E, 1); /* [q][e] */
+    MsStatus st = MS_OK;
+    for (long q = 0; q < this->n_seq && st == MS_OK; q++) {
+        const int *sel = this->order + q * E;
+        for (int j = 0; j < k && st == MS_OK; j++) {
+            if (this->zblk[q * E + sel[j]] || expertSize(this, sel[j]) == 0)
+                continue;
+            want[q * E + sel[j]] = 1;
+            if (!newBlock(this, q, sel[j])) {
+                setCause(cause, "out of memory for MEO's pre-activations");
+                st = MS_ERR_NOMEM;
             }
         }
     }
-    AlignJob job = {.meo = this};
-    job.bs = xMallocArray((size_t)E, sizeof(int));
-    job.start = xMallocArray((size_t)E + 1, sizeof(int));
-    int groups = 0, total = 0;
-    job.start[0] = 0;
-    for (int b = 0; b < E; b++) {
-        if (count[b + 1] == 0)
-            continue;
-        count[b] = total; /* where b's first experts go */
-        total += count[b + 1];
-        job.bs[groups++] = b;
-        job.start[groups] = total;
-    }
-    job.as = xMallocArray((size_t)(total > 0 ? total : 1), sizeof(int));
-    for (int a = 0; a < E; a++)
-        for (int b = 0; b < E; b++)
-            if (wanted[a * E + b])
-                job.as[count[b]++] = a;
-    MsStatus st = groups > 0
-                      ? Parallel_run(this->threads, groups, alignGroup, &job, cancel, -1.0, -1.0)
-                      : MS_OK;
-    free(wanted);
-    free(count);
-    free(job.bs);
-    free(job.start);
-    free(job.as);
+    *out = groupByKey(want, this->n_seq, E, BLOCK_PIECE);
+    free(want);
     return st;
 }
 
+/* What a pass prepares before it evaluates the sequences, as one parallel run: job i is
+   group order[i] of the aligned pairs (the first pairs.n) or of the blocks, the costliest
+   first (an assignment on G x G cosines is about 1.5 G^2 d_model operations, a block L G
+   d_model per projection), so the run ends evenly. */
+typedef struct PrepJob {
+    Meo *meo;
+    Groups pairs, blocks;
+    int *order;
+} PrepJob;
+
+static void prepGroup(void *ctx, long i, int worker) {
+    const PrepJob *job = ctx;
+    Meo *this = job->meo;
+    Scratch *sc = &this->scratch[worker];
+    int o = job->order[i];
+    bool packed = false;
+    if (o < job->pairs.n) {
+        const Groups *g = &job->pairs;
+        for (long p = g->start[o]; p < g->start[o + 1]; p++)
+            computeAlignment(this, sc, (int)g->item[p], g->key[o], &packed);
+        return;
+    }
+    const Groups *g = &job->blocks;
+    o -= job->pairs.n;
+    const long *seqs = g->item + g->start[o];
+    long n = g->start[o + 1] - g->start[o];
+    fillExpert(this, sc, this->w->w_in, this->w->b_in, false, g->key[o], seqs, n);
+    if (this->w->w_gate)
+        fillExpert(this, sc, this->w->w_gate, NULL, true, g->key[o], seqs, n);
+}
+
+typedef struct Costed {
+    double cost;
+    int index;
+} Costed;
+
+/* Costlier first, then the lower index (a fixed order). */
+static int byCost(const void *x, const void *y) {
+    const Costed *a = x, *b = y;
+    if (a->cost != b->cost)
+        return a->cost > b->cost ? -1 : 1;
+    return (a->index > b->index) - (a->index < b->index);
+}
+
+/* job->order: the groups by falling cost. */
+static void orderJobs(const Meo *this, PrepJob *job) {
+    int n = job->pairs.n + job->blocks.n, D = this->D;
+    Costed *c = xMallocArray((size_t)(n > 0 ? n : 1), sizeof(Costed));
+    for (int i = 0; i < job->pairs.n; i++) {
+        const Groups *g = &job->pairs;
+        double gb = expertSize(this, g->key[i]), sum = 0.0;
+        for (long p = g->start[i]; p < g->start[i + 1]; p++)
+            sum += 1.5 * expertSize(this, (int)g->item[p]) * gb * D;
+        c[i] = (Costed){sum, i};
+    }
+    for (int i = 0; i < job->blocks.n; i++) {
+        const Groups *g = &job->blocks;
+        double sum = 0.0;
+        for (long p = g->start[i]; p < g->start[i + 1]; p++)
+            sum += (double)(this->seq[g->item[p] + 1] - this->seq[g->item[p]]);
+        sum *= (double)expertSize(this, g->key[i]) * D * (this->w->w_gate ? 2 : 1);
+        c[job->pairs.n + i] = (Costed){sum, job->pairs.n + i};
+    }
+    qsort(c, (size_t)n, sizeof(Costed), byCost);
+    job->order = xMallocArray((size_t)(n > 0 ? n : 1), sizeof(int));
+    for (int i = 0; i < n; i++)
+        job->order[i] = c[i].index;
+    free(c);
+}
+
+/* Makes the aligned maps (when aligned) and the pre-activation blocks the pass's
+   selections need, in one parallel run. MS_ERR_NOMEM, MS_ERR_CANCELED (the pass's blocks
+   are dropped, to be made again next time). */
+static MsStatus preparePass(Meo *this, int k, bool aligned, const Cancel *cancel,
+                            char **cause) {
+    PrepJob job = {.meo = this};
+    job.pairs = aligned ? wantedPairs(this, k) : groupByKey(NULL, 0, 0, 1);
+    MsStatus st = wantedBlocks(this, k, &job.blocks, cause);
+    orderJobs(this, &job);
+    int n = job.pairs.n + job.blocks.n;
+    if (st == MS_OK && n > 0)
+        st = Parallel_run(this->threads, n, prepGroup, &job, cancel, -1.0, -1.0);
+    if (st != MS_OK) { /* blocks may be half made (pairs are whole or not made) */
+        const Groups *g = &job.blocks;
+        for (int i = 0; i < g->n; i++) {
+            for (long p = g->start[i]; p < g->start[i + 1]; p++) {
+                float **blk = &this->zblk[g->item[p] * this->E + g->key[i]];
+                free(*blk);
+                *blk = NULL;
+            }
+        }
+    }
+    Groups_done(&job.pairs);
+    Groups_done(&job.blocks);
+    free(job.order);
+    return st;
+}
 static double meanOrNaN(double sum, long n) {
     return n > 0 ? sum / (double)n : NAN;
 }
@@ -1913,10 +1963,8 @@ MsStatus Meo_metrics(Meo *this, int k, const Cancel *cancel, MeoMetrics *out, ch
     MsStatus st = ensureDense(this, cancel);
     if (st == MS_OK && (st = ensurePre(this, cause)) != MS_OK)
         return st;
-    if (st == MS_OK && aligned)
-        st = prepareAlignment(this, k, cancel);
     if (st == MS_OK)
-        st = prepareBlocks(this, k, cancel, cause);
+        st = preparePass(this, k, aligned, cancel, cause);
     Pass pass = {.meo = this, .k = k, .aligned = aligned};
     pass.sums = xCalloc((size_t)this->n_seq, sizeof(SeqSums));
     if (st == MS_OK)
