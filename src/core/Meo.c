@@ -712,17 +712,33 @@ static MsStatus ensureDense(Meo *this, const Cancel *cancel) {
     return st;
 }
 
-/* Token oracle scores of the partition and their per-row sums. */
-static void scoreTokens(Meo *this, const int32_t *part) {
+/* Token oracle scores of the partition and their per-row sums, CHUNK rows per job (a row's
+   scores do not depend on the rows scored with it). */
+typedef struct ScoreJob {
+    Meo *meo;
+    const int32_t *part;
+} ScoreJob;
+
+static void scoreChunk(void *ctx, long chunk, int worker) {
+    (void)worker;
+    const ScoreJob *job = ctx;
+    Meo *this = job->meo;
     int E = this->E, N = this->N;
-    const float *h = this->L->h + (size_t)this->row0 * N;
-    Router_oracleScores(h, this->rows, N, part, E, this->s);
-    for (long t = 0; t < this->rows; t++) {
+    long t0 = chunk * CHUNK, c = this->rows - t0 < CHUNK ? this->rows - t0 : CHUNK;
+    Router_oracleScores(this->L->h + (size_t)(this->row0 + t0) * N, c, N, job->part, E,
+                        this->s + t0 * E);
+    for (long t = t0; t < t0 + c; t++) {
         double tot = 0.0;
         for (int e = 0; e < E; e++)
             tot += this->s[t * E + e];
         this->s_total[t] = tot;
     }
+}
+
+static void scoreTokens(Meo *this, const int32_t *part) {
+    ScoreJob job = {.meo = this, .part = part};
+    Parallel_run(this->threads, Parallel_chunks(this->rows, CHUNK), scoreChunk, &job, NULL,
+                 -1.0, -1.0);
 }
 
 static MsStatus checkSplit(const LayerData *L, long block_len, long rows, char **cause) {
