@@ -5,7 +5,9 @@ a hand-worked case with experts of unequal size, and identities on random layers
 merges one expert, k = E keeps everything, relabelling experts changes nothing,
 seq_offsets and fixed blocks with the same boundaries agree, duplicated experts are
 recovered by aligned slots), plus a router path checked against Router_score on the
-sequences' mean x and the argument errors.
+sequences' mean x and the argument errors; the merged expert against a direct FFN run;
+and the sharing (across partitions, routers and k, and the unmerged selection's sums kept
+for a larger k) against fresh Meos, bit for bit.
 SPDX-License-Identifier: MIT
 */
 #include "config.h"
@@ -628,6 +630,69 @@ static void checkOrders(float bias, Activation act, bool gated) {
     randLayerDone(&r);
 }
 
+/* The unmerged selection's running sums are kept per sequence and continued by a later
+   call whose selection and gates extend them: every call on one Meo gives the same bits as
+   a fresh Meo at that k alone, whether it continues (k = 1, 2, 4 of one router), starts
+   over (a smaller k, another router's selection, the sigmoid gates) or finds its error
+   cached. The layer has sequences longer than one chunk and an expert whose blocks are
+   dense (a matrix product between the other experts' sparse products). */
+static void test_kept_sums(void **state) {
+    int D = 6, N = 24, E = 4;
+    RandLayer r;
+    randLayer(&r, D, N, false, ACTIVATION_RELU);
+    long T = 600;
+    static const int64_t off[4] = {0, 300, 301, 600};
+    free(r.x);
+    free(r.h);
+    r.x = randArray((size_t)T * D);
+    r.h = xMallocArray((size_t)T * N, sizeof(float));
+    int32_t *part = randPartition(N, E);
+    for (int j = 0; j < N; j++) /* expert 0 mostly active, the others mostly not */
+        r.w.b_in[j] = part[j] == 0 ? 2.0f : -0.6f;
+    assert_int_equal(Ffn_hidden(&r.w, r.x, T, r.h), MS_OK);
+    long active[4] = {0}, size[4] = {0};
+    for (int j = 0; j < N; j++) {
+        size[part[j]] += T;
+        for (long t = 0; t < T; t++)
+            active[part[j]] += r.h[t * N + j] != 0.0f;
+    }
+    assert_true(active[0] > size[0] * 3 / 4);
+    for (int e = 1; e < E; e++)
+        assert_true(active[e] < size[e] / 3);
+    memcpy(r.offsets, off, sizeof off);
+    r.L = (LayerData){.w = &r.w, .T = T, .x = r.x, .h = r.h, .T_train = 0,
+                      .seq_offsets = r.offsets, .n_seq = 3};
+    Router *sim = NULL, *sig = NULL;
+    assert_int_equal(Router_new(&sim, ROUTER_SIMILARITY, &r.L, part, E, NULL, NULL, NULL),
+                     MS_OK);
+    assert_int_equal(Router_new(&sig, ROUTER_SIGMOID, &r.L, part, E, NULL, NULL, NULL), MS_OK);
+    static const struct {
+        int router, k; /* 0: oracle, 1: similarity, 2: sigmoid */
+    } calls[] = {{1, 1}, {1, 2}, {1, 4}, {1, 3}, {1, 2}, {2, 2}, {2, 4}, {1, 4},
+                 {0, 1}, {0, 3}, {0, 4}, {2, 3}};
+    const Router *routers[3] = {NULL, sim, sig};
+    Meo *meo = NULL;
+    assert_int_equal(Meo_new(&meo, &r.L, part, E, NULL, SPLIT_ALL, 8, NULL, NULL), MS_OK);
+    Meo_setThreads(meo, 2);
+    for (size_t c = 0; c < sizeof calls / sizeof calls[0]; c++) {
+        const Router *router = routers[calls[c].router];
+        Meo_setRouter(meo, router);
+        MeoMetrics got, want;
+        assert_int_equal(Meo_metrics(meo, calls[c].k, NULL, &got, NULL), MS_OK);
+        Meo *fresh = NULL;
+        assert_int_equal(Meo_new(&fresh, &r.L, part, E, router, SPLIT_ALL, 8, NULL, NULL),
+                         MS_OK);
+        assert_int_equal(Meo_metrics(fresh, calls[c].k, NULL, &want, NULL), MS_OK);
+        assertIdentical(&got, &want);
+        Meo_delete(fresh);
+    }
+    Meo_delete(meo);
+    Router_delete(sim);
+    Router_delete(sig);
+    free(part);
+    randLayerDone(&r);
+}
+
 static void test_partition_order_and_sharing(void **state) {
     checkOrders(-0.3f, ACTIVATION_RELU, false);
     checkOrders(0.0f, ACTIVATION_GELU, false);
@@ -959,6 +1024,7 @@ int main(void) {
         cmocka_unit_test(test_errors),            cmocka_unit_test(test_stages_and_threads),
         cmocka_unit_test(test_seqsel_paths),       cmocka_unit_test(test_merged_direct),
         cmocka_unit_test(test_partition_order_and_sharing),
+        cmocka_unit_test(test_kept_sums),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -89,7 +89,7 @@ SPDX-License-Identifier: MIT
 #define CHUNK 256 /* token rows per block of work */
 
 /* Below this fraction of nonzero hidden values, a chunk's product with w_out is summed
-   over its nonzeros (sparseTimes, sparseError) instead of by a matrix product: the
+   over its nonzeros (sparseRun) instead of by a matrix product: the
    register-tiled sums run at about the matrix product's speed per operation and need no
    pass over y afterwards (measured on bench_meo: 0.5 was faster than 0.25, mostly on
    clustered partitions whose selected experts hold most of a sequence's nonzeros). */
@@ -108,9 +108,9 @@ SPDX-License-Identifier: MIT
 /* A matrix of D columns stored in panels of TILE columns: element (i, c) is at
    p[(c / TILE) * panel + i * ld + c % TILE]. Row-major rows D apart are panel = TILE,
    ld = D. Tiled storage of R rows (tiledMat: each panel's rows contiguous, TILE floats
-   each, the last panel padded) is what the sparse products read: a tile of the rows in
-   use is one contiguous block that stays in L1 for all the tokens, where rows 3 KB apart
-   (d_model 768) crowd a few L1 sets and go to L2. */
+   each, the last panel padded) holds the merged w_out rows: the merged product reads a
+   tile of all of them for every token, one contiguous block that stays in L1, where rows
+   3 KB apart (d_model 768) crowd a few L1 sets and go to L2. */
 typedef struct Mat {
     const float *p;
     long panel, ld;
@@ -169,9 +169,9 @@ static inline float *sinkAt(const Sink *k, int r, int c) {
    [start[r], start[r + 1]); out[r] (or r when out is NULL) is where its product goes. */
 typedef struct SparseRows {
     int rows;
-    int *start, *idx, *out; /* [CHUNK + 1], [cap], [CHUNK] */
+    int *start, *idx, *out; /* [rows + 1], [cap], [rows] */
     float *val;             /* [cap] */
-    long cap;               /* grown by reserve() */
+    long cap;               /* grown by reserve() (mix: fixed) */
 } SparseRows;
 
 static inline Lists listsOf(const SparseRows *S) {
@@ -712,17 +712,33 @@ static MsStatus ensureDense(Meo *this, const Cancel *cancel) {
     return st;
 }
 
-/* Token oracle scores of the partition and their per-row sums. */
-static void scoreTokens(Meo *this, const int32_t *part) {
+/* Token oracle scores of the partition and their per-row sums, CHUNK rows per job (a row's
+   scores do not depend on the rows scored with it). */
+typedef struct ScoreJob {
+    Meo *meo;
+    const int32_t *part;
+} ScoreJob;
+
+static void scoreChunk(void *ctx, long chunk, int worker) {
+    (void)worker;
+    const ScoreJob *job = ctx;
+    Meo *this = job->meo;
     int E = this->E, N = this->N;
-    const float *h = this->L->h + (size_t)this->row0 * N;
-    Router_oracleScores(h, this->rows, N, part, E, this->s);
-    for (long t = 0; t < this->rows; t++) {
+    long t0 = chunk * CHUNK, c = this->rows - t0 < CHUNK ? this->rows - t0 : CHUNK;
+    Router_oracleScores(this->L->h + (size_t)(this->row0 + t0) * N, c, N, job->part, E,
+                        this->s + t0 * E);
+    for (long t = t0; t < t0 + c; t++) {
         double tot = 0.0;
         for (int e = 0; e < E; e++)
             tot += this->s[t * E + e];
         this->s_total[t] = tot;
     }
+}
+
+static void scoreTokens(Meo *this, const int32_t *part) {
+    ScoreJob job = {.meo = this, .part = part};
+    Parallel_run(this->threads, Parallel_chunks(this->rows, CHUNK), scoreChunk, &job, NULL,
+                 -1.0, -1.0);
 }
 
 static MsStatus checkSplit(const LayerData *L, long block_len, long rows, char **cause) {

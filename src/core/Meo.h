@@ -65,19 +65,22 @@ typedef struct MeoMetrics {
 typedef struct Meo Meo;
 
 /* A Meo is built in three stages that mirror the knobs, so the batch shares work across
-   them: Meo_open (the split: its sequences and the dense output y = w_out h, no b_out,
-   made by the first Meo_metrics and kept until Meo_delete: its bits do not depend on the
-   partition it is made under, so a partition's numbers do not depend on the order of
-   partitions),
-   Meo_setPartition (token oracle scores, the experts' gathered weights, the caches of
-   aligned slot maps, of pre-activation blocks and of the router-independent sums) and
-   Meo_setRouter (each sequence's scores, logits and expert order). Routers evaluated on
-   one partition share work: a sequence's sum-gate merged errors, and its unmerged
-   selection error when the router's gates are 1 (every router but sigmoid), are kept per
-   (k, ordered selection) and reused, bit for bit, by a later router (or k) that selects
-   the same experts in the same order; so evaluate all routers of a partition between
-   Meo_setPartition and Meo_releasePartition, in any order. L, its buffers, part's router
-   and the router must outlive their use by the Meo. */
+   them: Meo_open (the split: its sequences, the layer's w_out columns and normalized key
+   rows, and the dense output y = w_out h, no b_out, made by the first Meo_metrics; all
+   kept until Meo_delete and independent of the partition, so a partition's numbers do
+   not depend on the order of partitions),
+   Meo_setPartition (token oracle scores, the experts' neuron lists, the caches of aligned
+   slot maps, of pre-activation blocks, of lists of h's nonzeros and of the
+   router-independent sums) and Meo_setRouter (each sequence's scores, logits and expert
+   order). Routers evaluated on one partition share work: a sequence's sum-gate merged
+   errors, and its unmerged selection error when the router's gates are 1 (every router
+   but sigmoid), are kept per (k, ordered selection) and reused, bit for bit, by a later
+   router (or k) that selects the same experts in the same order; the unmerged selection's
+   running sums are kept too, so a larger k of the same router adds only its new experts
+   (the same float operations as a fresh start). So evaluate all routers of a partition
+   between Meo_setPartition and Meo_releasePartition, in any order, each router's k in
+   increasing order for the most sharing. L, its buffers, part's router and the router
+   must outlive their use by the Meo. */
 
 /* The split's stage. block_len >= 1 is used only when L has no seq_offsets. MS_ERR_RANGE
    for an empty split or a bad block_len, MS_ERR_NOMEM for input-sized buffers,
@@ -90,10 +93,11 @@ MsStatus Meo_open(Meo **out, const LayerData *L, Split split, long block_len,
    previous one), MS_ERR_NOMEM. */
 MsStatus Meo_setPartition(Meo *this, const int32_t *part, int E, char **cause);
 
-/* Frees the partition's buffers (the pre-activations, the aligned maps, the grouped w_out
-   and key rows, the router's scores) until the next Meo_setPartition: a batch needs the
-   memory for other work between partitions. The dense output y (rows x d_model floats) is
-   kept for the next partition. Meo_metrics must not be called in between. */
+/* Frees the partition's buffers (the pre-activation blocks, the lists of h's nonzeros, the
+   kept sums, the aligned maps, the router's scores) until the next Meo_setPartition: a
+   batch needs the memory for other work between partitions. The dense output y (rows x
+   d_model floats) and w_out's and the keys' rows (2 d_ff x d_model floats) are kept for
+   the next partition. Meo_metrics must not be called in between. */
 void Meo_releasePartition(Meo *this);
 
 /* Scores the sequences with router (NULL or of kind ROUTER_ORACLE: the oracle). Needs a
@@ -115,14 +119,16 @@ void Meo_delete(Meo *this);
 /* Every MEO metric at 1 <= k <= E (else MS_ERR_RANGE). Cost per call: for each sequence, k
    additions per slot and token for each of the four merged experts (k = 1 merges once),
    the merge of the w_out rows they use, their products with w_out and one unmerged
-   selection through w_out (sparse products at ReLU sparsities), the sum-gate merges and
-   the gate-1 selection skipped when an earlier router or call made them for the same
-   selection; plus, made once and cached: y (by the first call after Meo_open), and per
-   partition the pre-activation block x W_e^T of each (sequence, expert) pair a selection
-   uses (rows x d_ff floats, twice when gated, allocated by the first call), and the first
-   time an expert pair is merged with aligned slots an O(G^3) assignment (it depends on
-   neither the sequence, k nor the router). Checks cancel and reports progress
-   per sequence. Not reentrant (uses the Meo's scratch): one caller at a time. */
+   selection through w_out (sparse products at ReLU sparsities; only the experts beyond
+   the kept sums of the same router's smaller k), the sum-gate merges and the gate-1
+   selection skipped when an earlier router or call made them for the same selection;
+   plus, made once and cached: y (by the first call after Meo_open), and per partition
+   the pre-activation block x W_e^T of each (sequence, expert) pair a selection uses
+   (tokens x G floats, twice when gated), each sequence's lists of h's nonzeros and the
+   kept sums (rows x d_model floats), and the first time an expert pair is merged with
+   aligned slots an O(G^3) assignment (it depends on neither the sequence, k nor the
+   router). MS_ERR_NOMEM for those buffers. Checks cancel and reports progress per
+   sequence. Not reentrant (uses the Meo's scratch): one caller at a time. */
 MsStatus Meo_metrics(Meo *this, int k, const Cancel *cancel, MeoMetrics *out, char **cause);
 
 /* Aligned slots are skipped (their errors are NaN) when an expert has more neurons than
