@@ -49,6 +49,10 @@ static int32_t *randomPartition(int N, int E) {
     return part;
 }
 
+static double gflops(double flops, double sec) {
+    return sec > 0.0 ? flops / sec * 1e-9 : 0.0;
+}
+
 static void die(MsStatus st, char *cause) {
     fprintf(stderr, "bench_kernel: %s: %s\n", Status_name(st), cause ? cause : "");
     free(cause);
@@ -87,10 +91,13 @@ int main(int argc, char **argv) {
     st = MoeKernel_timeDense(&w, x, T, &opt, NULL, &dense, &cause);
     if (st != MS_OK)
         die(st, cause);
-    printf("dense: batch %.4f s (%d runs), one token %.1f us (%d runs)\n\n", dense.batch_s,
-           dense.batch_reps, dense.token_s * 1e6, dense.token_reps);
-    printf("%4s %3s %8s %10s %10s %10s %10s\n", "E", "k", "ideal", "batch", "token", "moe_batch_s",
-           "moe_tok_us");
+    double dense_flops = 2.0 * 2.0 * D * N; /* per token: w_in and w_out */
+    printf("dense: batch %.4f s (%d runs, %.1f GFLOP/s), one token %.1f us (%d runs, %.1f "
+           "GFLOP/s)\n\n",
+           dense.batch_s, dense.batch_reps, gflops(dense_flops * T, dense.batch_s),
+           dense.token_s * 1e6, dense.token_reps, gflops(dense_flops, dense.token_s));
+    printf("%4s %3s %8s %10s %10s %11s %10s %10s %10s\n", "E", "k", "ideal", "batch", "token",
+           "moe_batch_s", "batch_GF/s", "moe_tok_us", "tok_GF/s");
     static const int Es[3] = {8, 32, 64}, ks[3] = {1, 2, 4};
     for (int ei = 0; ei < 3; ei++) {
         int E = Es[ei];
@@ -112,8 +119,17 @@ int main(int argc, char **argv) {
             if (st != MS_OK)
                 die(st, cause);
             double ideal = Cost_idealSpeedup(ROUTER_ORACLE, D, N, E, k, false);
-            printf("%4d %3d %8.2f %10.2f %10.2f %10.4f %10.1f\n", E, k, ideal, sp.batch,
-                   sp.token, sp.moe.batch_s, sp.moe.token_s * 1e6);
+            double batch_flops = 0.0, tok_flops = 0.0;
+            for (long p = 0; p < T * k; p++) {
+                double f = 2.0 * 2.0 * D * MoeKernel_expertSize(kern, sel[p]);
+                batch_flops += f;
+                if (p < sp.moe.token_tokens * k)
+                    tok_flops += f;
+            }
+            printf("%4d %3d %8.2f %10.2f %10.2f %11.4f %10.1f %10.1f %10.1f\n", E, k, ideal,
+                   sp.batch, sp.token, sp.moe.batch_s, gflops(batch_flops, sp.moe.batch_s),
+                   sp.moe.token_s * 1e6,
+                   gflops(tok_flops / (double)sp.moe.token_tokens, sp.moe.token_s));
             fflush(stdout);
             free(sel);
         }
