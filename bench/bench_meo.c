@@ -7,7 +7,7 @@ then per partition Meo_setPartition, four routers (oracle, similarity, sigmoid, 
 a few epochs) x k = 1, 2, 4 through Meo_setRouter + Meo_metrics, and Meo_releasePartition.
 The dense output y is made once per Meo (by the warm-up call, timed apart) and kept
 across partitions, as in the batch; each timed partition pays its own pre-activation
-blocks, alignments and partition buffers. Target: <= 0.35 s per partition. Two partitions: the
+blocks, alignments and partition buffers. Target: <= 0.22 s per partition. Two partitions: the
 planted groups (clustered, like a co-activation partition) and a random one.
 Runs with OPENBLAS_NUM_THREADS=1 (re-executes itself with it set).
 Usage: bench_meo [experts] [threads] [reps]
@@ -166,7 +166,7 @@ int main(int argc, char **argv) {
             bestCpu = cpu < bestCpu ? cpu : bestCpu;
         }
         printf("%-8s partition: setPartition + %d routers x k=1,2,4 + release: best of %d %.3f s "
-               "wall, %.3f s CPU (target <= 0.35 s wall)\n", pname[p], N_ROUTERS, reps, best,
+               "wall, %.3f s CPU (target <= 0.22 s wall)\n", pname[p], N_ROUTERS, reps, best,
                bestCpu);
         if (verbose)
             printMetrics(meo, parts[p], E, routers[p]);
