@@ -21,6 +21,9 @@ SPDX-License-Identifier: MIT
 #include "config.h"
 #include "ui/Batch.h"
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -669,6 +672,12 @@ static MsStatus runLayer(BatchRun *run, int pos, char **cause) {
     dropTauCaches(&lr);
     Meo_delete(lr.meo[0]);
     Meo_delete(lr.meo[1]);
+#ifdef __GLIBC__
+    /* The layer's many smaller blocks (below the 1 MiB that main.c maps on their own)
+       were freed into the heap, which is never trimmed; the pages they leave free are
+       given back here, or their scattered remains would add up layer after layer. */
+    malloc_trim(0);
+#endif
     return st;
 }
 
