@@ -6,7 +6,8 @@ T5-base shaped layer (d_model 768, d_ff 3072, ReLU, random weights and inputs), 
 given, = E / k) next to the measured batch and one-token-at-a-time speedups. Routing is
 the oracle's top-k on the layer's own h, on a random balanced partition.
 Usage: bench_kernel [tokens (default 4096)] [budget seconds per path (default 0.3)]
-Run with OPENBLAS_NUM_THREADS=1 (moescope runs one BLAS thread per worker).
+[workers of the batch paths (default 2)]. OpenBLAS runs one thread per worker, as in
+moescope.
 SPDX-License-Identifier: MIT
 */
 #include "config.h"
@@ -62,8 +63,9 @@ static void die(MsStatus st, char *cause) {
 int main(int argc, char **argv) {
     long T = argc > 1 ? atol(argv[1]) : 4096;
     double budget = argc > 2 ? atof(argv[2]) : 0.3;
-    if (T < 1 || budget <= 0) {
-        fprintf(stderr, "usage: bench_kernel [tokens] [budget seconds per path]\n");
+    int threads = argc > 3 ? atoi(argv[3]) : 2;
+    if (T < 1 || budget <= 0 || threads < 1) {
+        fprintf(stderr, "usage: bench_kernel [tokens] [budget seconds per path] [workers]\n");
         return 2;
     }
     int D = 768, N = 3072;
@@ -79,10 +81,11 @@ int main(int argc, char **argv) {
     MoeTimingOptions opt = MOE_TIMING_DEFAULTS;
     opt.batch_tokens = T;
     opt.budget_s = budget;
-    const char *threads = getenv("OPENBLAS_NUM_THREADS");
+    opt.threads = threads;
+    Ffn_useOneBlasThread(); /* as moescope runs it: its workers call BLAS single-threaded */
     printf("MoE kernel vs dense FFN: d_model %d, d_ff %d, ReLU, random weights; batch %ld "
-           "tokens, one-token path %ld tokens; OPENBLAS_NUM_THREADS=%s\n",
-           D, N, T, opt.token_tokens < T ? opt.token_tokens : T, threads ? threads : "(unset)");
+           "tokens on %d workers, one-token path %ld tokens on one\n",
+           D, N, T, threads, opt.token_tokens < T ? opt.token_tokens : T);
     printf("timing: a warm-up run, then up to %d runs within %.2f s per path, median\n",
            opt.max_reps, budget);
     double t0 = XUtils_now();
@@ -139,9 +142,8 @@ int main(int argc, char **argv) {
     }
     printf("\nideal = dense / MoE FLOPs with the routing given (router cost excluded) = E/k;\n"
            "batch, token = measured dense time / MoE kernel time. Total %.1f s.\n"
-           "reproduce: make bench/bench_kernel && OPENBLAS_NUM_THREADS=1 "
-           "./bench/bench_kernel %ld %g\n",
-           XUtils_now() - t0, T, budget);
+           "reproduce: make bench/bench_kernel && ./bench/bench_kernel %ld %g %d\n",
+           XUtils_now() - t0, T, budget, threads);
     free(h);
     free(x);
     FfnWeights_done(&w);

@@ -17,6 +17,7 @@ SPDX-License-Identifier: MIT
 #include <string.h>
 #include <unistd.h>
 
+#include "core/Ffn.h"
 #include "core/Llama.h"
 #include "io/Checkpoint.h"
 #include "io/Writer.h"
@@ -359,7 +360,7 @@ int main(int argc, char **argv) {
     int rc = parseArgs(argc, argv, &o);
     if (rc >= 0)
         return rc;
-    Llama_useOneBlasThread();
+    Ffn_useOneBlasThread();
     char *cause = NULL;
     Checkpoint *ck = NULL;
     MsStatus st = Checkpoint_new(&ck, o.checkpoint, &cause);

@@ -14,6 +14,7 @@ SPDX-License-Identifier: MIT
 #include <string.h>
 #include <unistd.h>
 
+#include "core/Ffn.h"
 #include "io/Dump.h"
 #include "ui/Batch.h"
 #include "jobs/KnobTable.h"
@@ -334,6 +335,8 @@ static void keepFreedMemory(void) {
 
 int main(int argc, char **argv) {
     keepFreedMemory();
+    /* The engine runs its own threads (--threads); each calls BLAS single-threaded. */
+    Ffn_useOneBlasThread();
     Cli cli = {.target = 0.9};
     BatchConfig_init(&cli.config);
     parseArgs(&cli, argc, argv);

@@ -127,6 +127,7 @@ static void checkLayer(int D, int N, int E, bool gated, bool bias, Activation ac
         total += MoeKernel_expertSize(kern, e);
     assert_int_equal(total, N);
     float *y = xMallocArray((size_t)T * D, sizeof(float));
+    float *y2 = xMallocArray((size_t)T * D, sizeof(float));
     float *ref = xMallocArray((size_t)T * D, sizeof(float));
     for (int k = 1; k <= E; k++) {
         int *sel = randomSelection(T, E, k);
@@ -134,8 +135,11 @@ static void checkLayer(int D, int N, int E, bool gated, bool bias, Activation ac
         for (int withGates = 0; withGates < 2; withGates++) {
             const float *g = withGates ? gates : NULL;
             maskedDense(&w, part, x, T, k, sel, g, ref);
-            assert_int_equal(MoeKernel_run(kern, x, T, k, sel, g, y, NULL), MS_OK);
+            assert_int_equal(MoeKernel_run(kern, x, T, k, sel, g, 1, y, NULL), MS_OK);
             assertClose(y, ref, (size_t)T * D);
+            /* experts spread over workers: every row is still one worker's, bit for bit */
+            assert_int_equal(MoeKernel_run(kern, x, T, k, sel, g, 3, y2, NULL), MS_OK);
+            assert_memory_equal(y2, y, (size_t)T * D * sizeof(float));
             for (long t = 0; t < T; t++)
                 MoeKernel_runToken(kern, x + t * D, k, sel + t * k, g ? g + t * k : NULL,
                                    y + t * D);
@@ -148,6 +152,7 @@ static void checkLayer(int D, int N, int E, bool gated, bool bias, Activation ac
     free(part);
     free(x);
     free(y);
+    free(y2);
     free(ref);
     FfnWeights_done(&w);
 }
@@ -182,7 +187,7 @@ static void test_empty_expert(void **state) {
     int *sel = randomSelection(T, E, 2);
     float y[5 * 4], ref[5 * 4];
     maskedDense(&w, part, x, T, 2, sel, NULL, ref);
-    assert_int_equal(MoeKernel_run(kern, x, T, 2, sel, NULL, y, NULL), MS_OK);
+    assert_int_equal(MoeKernel_run(kern, x, T, 2, sel, NULL, 2, y, NULL), MS_OK);
     assertClose(y, ref, (size_t)T * D);
     MoeKernel_delete(kern);
     free(sel);
@@ -205,7 +210,7 @@ static void test_range_errors(void **state) {
     assert_int_equal(MoeKernel_new(&w, part, 2, &kern, NULL), MS_OK);
     float x[3] = {1, 2, 3}, y[3];
     int sel[1] = {2};
-    assert_int_equal(MoeKernel_run(kern, x, 1, 1, sel, NULL, y, &cause), MS_ERR_RANGE);
+    assert_int_equal(MoeKernel_run(kern, x, 1, 1, sel, NULL, 1, y, &cause), MS_ERR_RANGE);
     assert_non_null(cause);
     free(cause);
     MoeKernel_delete(kern);
@@ -256,6 +261,7 @@ static void test_timing(void **state) {
     assert_int_equal(sp.moe.batch_reps, 1);
     assert_int_equal(sp.moe.token_reps, 1);
     opt.budget_s = 1e9;
+    opt.threads = 2; /* the batch paths on two workers */
     assert_int_equal(MoeKernel_measure(kern, &w, x, T, k, sel, NULL, &opt, NULL, NULL, &sp, NULL),
                      MS_OK);
     assert_int_equal(sp.dense.batch_reps, 3);

@@ -7,8 +7,10 @@ SPDX-License-Identifier: MIT
 #include "core/Ffn.h"
 
 #include <cblas.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 
+#include "core/Parallel.h"
 #include "util/XUtils.h"
 
 void Ffn_linear(const float *x, long rows, const float *W, const float *bias, int n_in,
@@ -22,6 +24,10 @@ void Ffn_linear(const float *x, long rows, const float *W, const float *bias, in
         for (int j = 0; j < n_out; j++)
             o[j] += bias[j];
     }
+}
+
+void Ffn_useOneBlasThread(void) {
+    openblas_set_num_threads(1);
 }
 
 MsStatus Ffn_hidden(const FfnWeights *w, const float *x, long rows, float *h) {
@@ -41,6 +47,34 @@ MsStatus Ffn_hidden(const FfnWeights *w, const float *x, long rows, float *h) {
         h[i] *= up[i];
     free(up);
     return MS_OK;
+}
+
+typedef struct HiddenRun {
+    const FfnWeights *w;
+    const float *x;
+    long rows;
+    float *h;
+    atomic_bool nomem;
+} HiddenRun;
+
+enum { HIDDEN_ROWS = 512 }; /* rows per task of Ffn_hiddenThreads */
+
+static void hiddenChunk(void *ctx, long chunk, int worker) {
+    (void)worker;
+    HiddenRun *r = ctx;
+    long r0 = chunk * HIDDEN_ROWS, n = r->rows - r0 < HIDDEN_ROWS ? r->rows - r0 : HIDDEN_ROWS;
+    if (Ffn_hidden(r->w, r->x + r0 * r->w->d_model, n, r->h + r0 * r->w->d_ff) != MS_OK)
+        atomic_store(&r->nomem, true);
+}
+
+MsStatus Ffn_hiddenThreads(const FfnWeights *w, const float *x, long rows, float *h,
+                           int threads) {
+    if (threads <= 1)
+        return Ffn_hidden(w, x, rows, h);
+    HiddenRun r = {.w = w, .x = x, .rows = rows, .h = h};
+    atomic_init(&r.nomem, false);
+    Parallel_run(threads, Parallel_chunks(rows, HIDDEN_ROWS), hiddenChunk, &r, NULL, -1.0, -1.0);
+    return atomic_load(&r.nomem) ? MS_ERR_NOMEM : MS_OK;
 }
 
 void Ffn_output(const FfnWeights *w, const float *h, long rows, bool with_bias, float *y) {

@@ -95,10 +95,6 @@ MsStatus Llama_new(Llama **out, const LlamaConfig *cfg, const LlamaWeights *w, c
     return MS_OK;
 }
 
-void Llama_useOneBlasThread(void) {
-    openblas_set_num_threads(1);
-}
-
 void Llama_delete(Llama *this) {
     if (!this)
         return;

@@ -59,11 +59,6 @@ typedef struct Llama Llama;
    (MS_ERR_NOMEM). w is copied (the pointers, not the data). */
 MsStatus Llama_new(Llama **out, const LlamaConfig *cfg, const LlamaWeights *w, char **cause);
 
-/* Asks OpenBLAS for one thread in this process: the single-token matvecs here are far
-   too small to gain from threads, which only spin (several times slower on a busy
-   machine). Global; for programs whose BLAS work is all Llama's (moescope-dump). */
-void Llama_useOneBlasThread(void);
-
 /* Llama_delete(NULL) does nothing. */
 void Llama_delete(Llama *this);
 

@@ -8,11 +8,18 @@ block of expert e starts at w_out + offset[e] * d_model and is row-major [d_mode
 so both sgemm and sgemv read it with leading dimension G_e. A batch run sorts the (token,
 slot) pairs by expert with a counting sort, so each expert's tokens are gathered once and
 go through two (three when gated) sgemm calls; the gate scales the hidden rows (G_e
-multiplies instead of d_model) before the output sgemm, whose rows are added into y.
+multiplies instead of d_model) before the output sgemm, which writes each pair's output
+row at the pair's place in the sorted order; then each token's rows are added into y in
+slot order. The experts are the tasks of a pool of workers (single-threaded BLAS each:
+an expert's product of some 32 to 128 rows is too small for OpenBLAS's threads, which
+made the batch barely faster than one thread and left them spinning after it), and
+every output row is one worker's work, so y does not depend on their number.
 
 Timing: both paths run with buffers allocated (and touched) before the clock starts, so
 neither side pays for allocation or page faults; the dense side repeats Ffn.c's cblas
-calls with that scratch. Each path is run until its timed runs add up to the budget, so
+calls with that scratch, its batch in row blocks over the same number of workers. The
+one-token paths run on one core each (a token's products are matrix-vector ones, bound
+by reading the weights). Each path is run until its timed runs add up to the budget, so
 slow paths (a large batch at a large k) run once and fast ones up to max_reps times. Only
 the one-token paths get an untimed warm-up run: their weights can stay in cache from one
 token to the next, the batch paths' are streamed from memory on every run.
@@ -26,8 +33,16 @@ SPDX-License-Identifier: MIT
 #include <string.h>
 
 #include "core/Ffn.h"
+#include "core/Parallel.h"
 #include "core/Vec.h"
 #include "util/XUtils.h"
+
+/* One worker's scratch of a batch run: an expert's gathered x rows and hidden rows. */
+typedef struct Scratch {
+    float *xg;        /* [cap_rows][d_model] */
+    float *hid;       /* [cap_rows][max_g] */
+    float *up;        /* [cap_rows][max_g], gated layers */
+} Scratch;
 
 struct MoeKernel {
     int d_model;
@@ -40,15 +55,17 @@ struct MoeKernel {
     float *w_gate;    /* [d_ff][d_model] or NULL */
     float *b_in;      /* [d_ff] or NULL */
     float *w_out;     /* per expert [d_model][G_e], expert e at offset[e] * d_model */
-    /* scratch, grown by runs */
-    long cap;         /* tokens the batch scratch holds */
-    int cap_k;
+    /* batch scratch, grown by runs */
+    long cap_pairs;   /* (token, slot) pairs order, pos and out hold */
+    long cap_rows;    /* rows of one expert each worker's Scratch holds */
+    int cap_workers;
     int *count;       /* [E + 1] */
-    int *order;       /* [cap * cap_k] (token, slot) pairs sorted by expert */
-    float *xg;        /* [cap][d_model] gathered x rows */
-    float *hid;       /* [cap][max_g] */
-    float *up;        /* [cap][max_g], gated layers */
-    float *out;       /* [cap][d_model] */
+    int *order;       /* [cap_pairs] (token, slot) pairs sorted by expert */
+    int *pos;         /* [cap_pairs] where each pair sits in order */
+    float *out;       /* [cap_pairs][d_model] each pair's expert output, in order's order */
+    Scratch *ws;      /* [cap_workers] */
+    ParallelPool *pool;
+    int pool_threads;
     float *tok_hid;   /* [max_g] one-token path */
     float *tok_up;    /* [max_g] */
 };
@@ -123,21 +140,27 @@ MsStatus MoeKernel_new(const FfnWeights *w, const int32_t *part, int E, MoeKerne
 }
 
 static void freeScratch(MoeKernel *this) {
+    for (int w = 0; w < this->cap_workers; w++) {
+        free(this->ws[w].xg);
+        free(this->ws[w].hid);
+        free(this->ws[w].up);
+    }
+    free(this->ws);
     free(this->order);
-    free(this->xg);
-    free(this->hid);
-    free(this->up);
+    free(this->pos);
     free(this->out);
-    this->order = NULL;
-    this->xg = this->hid = this->up = this->out = NULL;
-    this->cap = 0;
-    this->cap_k = 0;
+    this->ws = NULL;
+    this->order = this->pos = NULL;
+    this->out = NULL;
+    this->cap_pairs = this->cap_rows = 0;
+    this->cap_workers = 0;
 }
 
 void MoeKernel_delete(MoeKernel *this) {
     if (!this)
         return;
     freeScratch(this);
+    ParallelPool_delete(this->pool);
     free(this->offset);
     free(this->count);
     free(this->w_in);
@@ -153,27 +176,49 @@ int MoeKernel_expertSize(const MoeKernel *this, int e) {
     return this->offset[e + 1] - this->offset[e];
 }
 
-/* Makes the batch scratch hold n tokens with k slots each. */
-static MsStatus reserve(MoeKernel *this, long n, int k, char **cause) {
-    if (n <= this->cap && k <= this->cap_k)
+static bool allocScratch(MoeKernel *this, long pairs, long rows, int workers) {
+    size_t G = (size_t)this->max_g, D = (size_t)this->d_model, p = (size_t)pairs;
+    size_t r = (size_t)rows;
+    this->order = tryMallocArray(p, sizeof(int));
+    this->pos = tryMallocArray(p, sizeof(int));
+    this->out = tryMallocArray(p * D, sizeof(float));
+    this->ws = xCalloc((size_t)workers, sizeof(Scratch));
+    this->cap_workers = workers;
+    bool ok = this->order && this->pos && this->out;
+    for (int w = 0; w < workers; w++) {
+        Scratch *s = &this->ws[w];
+        s->xg = tryMallocArray(r * D, sizeof(float));
+        s->hid = tryMallocArray(r * G + 1, sizeof(float));
+        s->up = this->w_gate ? tryMallocArray(r * G + 1, sizeof(float)) : NULL;
+        ok = ok && s->xg && s->hid && (!this->w_gate || s->up);
+    }
+    return ok;
+}
+
+/* Makes the batch scratch hold `pairs` (token, slot) pairs, experts of up to `rows` pairs
+   and `workers` workers (and the pool that runs them). */
+static MsStatus reserve(MoeKernel *this, long pairs, long rows, int workers, char **cause) {
+    if (workers > 1 && this->pool_threads != workers) {
+        ParallelPool_delete(this->pool);
+        this->pool = ParallelPool_new(workers);
+        this->pool_threads = workers;
+    }
+    if (pairs <= this->cap_pairs && rows <= this->cap_rows && workers <= this->cap_workers)
         return MS_OK;
-    long cap = n > this->cap ? n : this->cap;
-    int cap_k = k > this->cap_k ? k : this->cap_k;
+    pairs = pairs > this->cap_pairs ? pairs : this->cap_pairs;
+    rows = rows > this->cap_rows ? rows : this->cap_rows;
+    workers = workers > this->cap_workers ? workers : this->cap_workers;
     freeScratch(this);
-    size_t G = (size_t)this->max_g, D = (size_t)this->d_model, c = (size_t)cap;
-    this->order = tryMallocArray(c * (size_t)cap_k, sizeof(int));
-    this->xg = tryMallocArray(c * D, sizeof(float));
-    this->hid = tryMallocArray(c * G + 1, sizeof(float));
-    this->up = this->w_gate ? tryMallocArray(c * G + 1, sizeof(float)) : NULL;
-    this->out = tryMallocArray(c * D, sizeof(float));
-    if (!this->order || !this->xg || !this->hid || (this->w_gate && !this->up) || !this->out) {
+    if (!allocScratch(this, pairs, rows, workers)) {
         freeScratch(this);
         setCause(cause, "out of memory for the MoE kernel's scratch (%zu bytes)",
-                 c * (2 * D + 2 * G) * sizeof(float));
+                 ((size_t)pairs * (2 + (size_t)this->d_model) +
+                  (size_t)workers * rows * (this->d_model + 2 * (size_t)this->max_g)) *
+                     sizeof(float));
         return MS_ERR_NOMEM;
     }
-    this->cap = cap;
-    this->cap_k = cap_k;
+    this->cap_pairs = pairs;
+    this->cap_rows = rows;
     return MS_OK;
 }
 
@@ -195,20 +240,37 @@ static void expertHidden(MoeKernel *this, int e, const float *xg, int rows, floa
         hid[i] *= up[i];
 }
 
-/* Sorts the (token, slot) pairs by expert: count[e] becomes expert e's start in order. */
-static void sortByExpert(MoeKernel *this, long n, int k, const int *sel) {
+/* Sorts the (token, slot) pairs by expert: count[e] becomes expert e's start in order,
+   pos[p] pair p's place in it. Returns the most pairs any expert has. */
+static long sortByExpert(MoeKernel *this, long n, int k, const int *sel) {
     int E = this->E;
     memset(this->count, 0, ((size_t)E + 1) * sizeof(int));
-    long pairs = n * k;
+    long pairs = n * k, most = 0;
     for (long p = 0; p < pairs; p++)
         this->count[sel[p] + 1]++;
-    for (int e = 0; e < E; e++)
+    for (int e = 0; e < E; e++) {
+        most = this->count[e + 1] > most ? this->count[e + 1] : most;
         this->count[e + 1] += this->count[e];
-    for (long p = 0; p < pairs; p++)
-        this->order[this->count[sel[p]]++] = (int)p;
+    }
+    for (long p = 0; p < pairs; p++) {
+        int at = this->count[sel[p]]++;
+        this->order[at] = (int)p;
+        this->pos[p] = at;
+    }
     /* count[e] now holds the end of expert e; shift back to starts. */
     memmove(this->count + 1, this->count, (size_t)E * sizeof(int));
     this->count[0] = 0;
+    return most;
+}
+
+/* The most pairs any expert has under sel (sortByExpert's count, without the scratch). */
+static long mostPairs(const MoeKernel *this, long n, int k, const int *sel) {
+    int *c = xCalloc((size_t)this->E, sizeof(int));
+    long most = 0;
+    for (long p = 0; p < n * k; p++)
+        most = ++c[sel[p]] > most ? c[sel[p]] : most;
+    free(c);
+    return most;
 }
 
 static MsStatus checkRouting(const MoeKernel *this, long n, int k, const int *sel,
@@ -223,54 +285,122 @@ static MsStatus checkRouting(const MoeKernel *this, long n, int k, const int *se
     return MS_OK;
 }
 
+/* Checks the routing and reserves the batch scratch for it. */
+static MsStatus prepare(MoeKernel *this, long n, int k, const int *sel, int workers,
+                        char **cause) {
+    MsStatus st = checkRouting(this, n, k, sel, cause);
+    if (st == MS_OK && n > 0 && k > 0)
+        st = reserve(this, n * k, mostPairs(this, n, k, sel), workers, cause);
+    return st;
+}
+
 /* Writes every page of the batch scratch and of y once (fresh pages fault on first
    write, which a timed run should not pay for). */
 static void touchScratch(MoeKernel *this, long n, int k, float *y) {
-    size_t G = (size_t)this->max_g, D = (size_t)this->d_model, c = (size_t)n;
-    memset(this->order, 0, c * (size_t)k * sizeof(int));
-    memset(this->xg, 0, c * D * sizeof(float));
-    memset(this->hid, 0, c * G * sizeof(float));
-    if (this->up)
-        memset(this->up, 0, c * G * sizeof(float));
-    memset(this->out, 0, c * D * sizeof(float));
-    memset(y, 0, c * D * sizeof(float));
+    size_t G = (size_t)this->max_g, D = (size_t)this->d_model, r = (size_t)this->cap_rows;
+    size_t pairs = (size_t)n * (size_t)k;
+    memset(this->order, 0, pairs * sizeof(int));
+    memset(this->pos, 0, pairs * sizeof(int));
+    memset(this->out, 0, pairs * D * sizeof(float));
+    for (int w = 0; w < this->cap_workers; w++) {
+        memset(this->ws[w].xg, 0, r * D * sizeof(float));
+        memset(this->ws[w].hid, 0, r * G * sizeof(float));
+        if (this->ws[w].up)
+            memset(this->ws[w].up, 0, r * G * sizeof(float));
+    }
+    memset(y, 0, (size_t)n * D * sizeof(float));
+}
+
+/* A batch run's shared state: the experts are its tasks, then row blocks of y. */
+typedef struct BatchRun {
+    MoeKernel *kernel;
+    const float *x;
+    long n;
+    int k;
+    const float *gates;
+    float *y;
+} BatchRun;
+
+enum { REDUCE_ROWS = 64 }; /* tokens per task of the sum into y */
+
+/* Expert e on worker w's scratch: its pairs' x rows gathered, hidden, gated, and their
+   outputs into out at the pairs' places in order. */
+static void expertTask(void *ctx, long e, int worker) {
+    BatchRun *b = ctx;
+    MoeKernel *this = b->kernel;
+    int D = this->d_model, k = b->k;
+    int first = this->count[e], rows = this->count[e + 1] - first;
+    int g = this->offset[e + 1] - this->offset[e];
+    float *out = this->out + (size_t)first * D;
+    if (rows == 0)
+        return;
+    if (g == 0) {
+        memset(out, 0, (size_t)rows * D * sizeof(float));
+        return;
+    }
+    Scratch *s = &this->ws[worker];
+    const int *pairs = this->order + first;
+    for (int r = 0; r < rows; r++)
+        memcpy(s->xg + (size_t)r * D, b->x + (size_t)(pairs[r] / k) * D,
+               (size_t)D * sizeof(float));
+    expertHidden(this, (int)e, s->xg, rows, s->hid, s->up);
+    if (b->gates) {
+        for (int r = 0; r < rows; r++) {
+            float gv = b->gates[pairs[r]], *hr = s->hid + (size_t)r * g;
+            for (int i = 0; i < g; i++)
+                hr[i] *= gv;
+        }
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, D, g, 1.0f, s->hid, g,
+                this->w_out + (size_t)this->offset[e] * D, g, 0.0f, out, D);
+}
+
+/* y's rows of one block: each token's slots' outputs added in slot order. */
+static void reduceTask(void *ctx, long block, int worker) {
+    (void)worker;
+    BatchRun *b = ctx;
+    const MoeKernel *this = b->kernel;
+    int D = this->d_model, k = b->k;
+    long t1 = (block + 1) * REDUCE_ROWS < b->n ? (block + 1) * REDUCE_ROWS : b->n;
+    for (long t = block * REDUCE_ROWS; t < t1; t++) {
+        float *yt = b->y + (size_t)t * D;
+        memcpy(yt, this->out + (size_t)this->pos[t * k] * D, (size_t)D * sizeof(float));
+        for (int j = 1; j < k; j++) /* a vector add: 1 * o + y is exact */
+            Vec_axpy(D, 1.0f, this->out + (size_t)this->pos[t * k + j] * D, yt);
+    }
+}
+
+/* The run on prepared scratch: the experts spread over the workers, each with its own
+   single-threaded sgemm calls (per-expert products are too small to split well), then
+   the sum into y. Every output row is computed by one worker the same way, so y does not
+   depend on the number of workers. */
+static void runPrepared(MoeKernel *this, const float *x, long n, int k, const int *sel,
+                        const float *gates, int workers, float *y) {
+    if (n == 0 || k == 0) {
+        memset(y, 0, (size_t)n * this->d_model * sizeof(float));
+        return;
+    }
+    sortByExpert(this, n, k, sel);
+    BatchRun b = {.kernel = this, .x = x, .n = n, .k = k, .gates = gates, .y = y};
+    ParallelPool *pool = workers > 1 ? this->pool : NULL;
+    if (pool) {
+        ParallelPool_run(pool, this->E, expertTask, &b, NULL);
+        ParallelPool_run(pool, Parallel_chunks(n, REDUCE_ROWS), reduceTask, &b, NULL);
+        return;
+    }
+    for (int e = 0; e < this->E; e++)
+        expertTask(&b, e, 0);
+    for (long c = 0; c < Parallel_chunks(n, REDUCE_ROWS); c++)
+        reduceTask(&b, c, 0);
 }
 
 MsStatus MoeKernel_run(MoeKernel *this, const float *x, long n, int k, const int *sel,
-                       const float *gates, float *y, char **cause) {
-    int D = this->d_model;
-    MsStatus st = checkRouting(this, n, k, sel, cause);
+                       const float *gates, int threads, float *y, char **cause) {
+    int workers = threads > 1 ? threads : 1;
+    MsStatus st = prepare(this, n, k, sel, workers, cause);
     if (st != MS_OK)
         return st;
-    memset(y, 0, (size_t)n * D * sizeof(float));
-    if (n == 0 || k == 0)
-        return MS_OK;
-    st = reserve(this, n, k, cause);
-    if (st != MS_OK)
-        return st;
-    sortByExpert(this, n, k, sel);
-    for (int e = 0; e < this->E; e++) {
-        int first = this->count[e], rows = this->count[e + 1] - first;
-        int g = this->offset[e + 1] - this->offset[e];
-        if (rows == 0 || g == 0)
-            continue;
-        const int *pairs = this->order + first;
-        for (int r = 0; r < rows; r++)
-            memcpy(this->xg + (size_t)r * D, x + (size_t)(pairs[r] / k) * D,
-                   (size_t)D * sizeof(float));
-        expertHidden(this, e, this->xg, rows, this->hid, this->up);
-        if (gates) {
-            for (int r = 0; r < rows; r++) {
-                float gv = gates[pairs[r]], *hr = this->hid + (size_t)r * g;
-                for (int i = 0; i < g; i++)
-                    hr[i] *= gv;
-            }
-        }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, D, g, 1.0f, this->hid, g,
-                    this->w_out + (size_t)this->offset[e] * D, g, 0.0f, this->out, D);
-        for (int r = 0; r < rows; r++) /* a vector add: 1 * o + y is exact */
-            Vec_axpy(D, 1.0f, this->out + (size_t)r * D, y + (size_t)(pairs[r] / k) * D);
-    }
+    runPrepared(this, x, n, k, sel, gates, workers, y);
     return MS_OK;
 }
 
@@ -345,25 +475,44 @@ typedef struct DenseWork {
     const float *x;
     long rows;
     float *h, *up, *y;
+    ParallelPool *pool; /* the batch's workers, NULL for one */
 } DenseWork;
 
-/* The dense FFN on a batch, as Ffn_hidden + Ffn_output without b_out. */
-static void denseBatch(void *ctx) {
+enum { DENSE_ROWS = 256 }; /* rows per task of the dense batch */
+
+/* Rows block * DENSE_ROWS .. of the dense FFN, as Ffn_hidden + Ffn_output without b_out. */
+static void denseBlock(void *ctx, long block, int worker) {
+    (void)worker;
     DenseWork *d = ctx;
     const FfnWeights *w = d->w;
-    int D = w->d_model, N = w->d_ff, rows = (int)d->rows;
+    int D = w->d_model, N = w->d_ff;
+    long r0 = block * DENSE_ROWS, rows = d->rows - r0 < DENSE_ROWS ? d->rows - r0 : DENSE_ROWS;
     size_t n = (size_t)rows * N;
+    const float *x = d->x + (size_t)r0 * D;
+    float *h = d->h + (size_t)r0 * N, *up = d->up ? d->up + (size_t)r0 * N : NULL;
     if (!w->w_gate) {
-        Ffn_linear(d->x, rows, w->w_in, w->b_in, D, N, d->h);
-        Activation_applyArray(w->act, d->h, (long)n);
+        Ffn_linear(x, rows, w->w_in, w->b_in, D, N, h);
+        Activation_applyArray(w->act, h, (long)n);
     } else {
-        Ffn_linear(d->x, rows, w->w_gate, NULL, D, N, d->h);
-        Activation_applyArray(w->act, d->h, (long)n);
-        Ffn_linear(d->x, rows, w->w_in, w->b_in, D, N, d->up);
+        Ffn_linear(x, rows, w->w_gate, NULL, D, N, h);
+        Activation_applyArray(w->act, h, (long)n);
+        Ffn_linear(x, rows, w->w_in, w->b_in, D, N, up);
         for (size_t i = 0; i < n; i++)
-            d->h[i] *= d->up[i];
+            h[i] *= up[i];
     }
-    Ffn_linear(d->h, rows, w->w_out, NULL, N, D, d->y);
+    Ffn_linear(h, rows, w->w_out, NULL, N, D, d->y + (size_t)r0 * D);
+}
+
+/* The dense FFN on a batch: row blocks spread over the workers, like the MoE batch. */
+static void denseBatch(void *ctx) {
+    DenseWork *d = ctx;
+    long blocks = Parallel_chunks(d->rows, DENSE_ROWS);
+    if (d->pool) {
+        ParallelPool_run(d->pool, blocks, denseBlock, d, NULL);
+        return;
+    }
+    for (long b = 0; b < blocks; b++)
+        denseBlock(d, b, 0);
 }
 
 /* The dense FFN one token at a time (sgemv). */
@@ -428,8 +577,10 @@ MsStatus MoeKernel_timeDense(const FfnWeights *w, const float *x, long n,
         memset(d.up, 0, (size_t)rows * N * sizeof(float));
     memset(d.y, 0, (size_t)rows * D * sizeof(float));
     d.rows = out->batch_tokens;
+    d.pool = opt->threads > 1 ? ParallelPool_new(opt->threads) : NULL;
     if (d.rows > 0)
         st = timeWork(denseBatch, &d, opt, cancel, false, &out->batch_s, &out->batch_reps);
+    ParallelPool_delete(d.pool);
     d.rows = out->token_tokens;
     if (st == MS_OK && d.rows > 0) {
         st = timeWork(denseTokens, &d, opt, cancel, true, &out->token_s, &out->token_reps);
@@ -451,13 +602,14 @@ typedef struct MoeWork {
     int k;
     const int *sel;
     const float *gates;
+    int workers;
     float *y;
 } MoeWork;
 
 static void moeBatch(void *ctx) {
     MoeWork *m = ctx;
-    /* Scratch was reserved and the routing checked before timing: this cannot fail. */
-    MoeKernel_run(m->kernel, m->x, m->rows, m->k, m->sel, m->gates, m->y, NULL);
+    /* The routing was checked and the scratch reserved before timing. */
+    runPrepared(m->kernel, m->x, m->rows, m->k, m->sel, m->gates, m->workers, m->y);
 }
 
 static void moeTokens(void *ctx) {
@@ -487,12 +639,12 @@ MsStatus MoeKernel_time(MoeKernel *this, const float *x, long n, int k, const in
        first batch run is timed as well: a batch streams the experts' weights from memory
        on every run, so a warm-up run would not change it, and it would double the cost of
        the many measurements a batch makes. */
-    MsStatus st = checkRouting(this, rows, k, sel, cause);
-    if (st == MS_OK && k > 0)
-        st = reserve(this, rows, k, cause);
+    int workers = opt->threads > 1 ? opt->threads : 1;
+    MsStatus st = prepare(this, rows, k, sel, workers, cause);
     if (st == MS_OK && k > 0)
         touchScratch(this, rows, k, y);
-    MoeWork m = {.kernel = this, .x = x, .k = k, .sel = sel, .gates = gates, .y = y};
+    MoeWork m = {.kernel = this, .x = x, .k = k, .sel = sel, .gates = gates, .workers = workers,
+                 .y = y};
     m.rows = out->batch_tokens;
     if (st == MS_OK && m.rows > 0)
         st = timeWork(moeBatch, &m, opt, cancel, false, &out->batch_s, &out->batch_reps);

@@ -6,7 +6,10 @@ wall-time speedup it measures against the dense FFN on the same machine (SPEC §
 contiguous [G_e x d_model] block and its w_out columns into a [d_model x G_e] block once,
 when it is made. A batch run groups tokens by selected expert (counting sort), gathers
 each expert's x rows once, runs cblas sgemm for the expert's hidden and output, scales by
-the gate and scatter-adds into y. The one-token path uses sgemv on the same blocks.
+the gate and adds each token's slots into y. Its experts are spread over worker threads,
+each calling single-threaded BLAS (the program sets OpenBLAS to one thread: per-expert
+products are too small for OpenBLAS's own threads to pay). The one-token path uses sgemv
+on the same blocks, on one core.
 
 Outputs never include b_out (the dense reference used for timing and tests omits it too):
   y_t = sum over selected e of g_{t,e} * w_out_e h_e(x_t)
@@ -40,10 +43,11 @@ void MoeKernel_delete(MoeKernel *this);
 int MoeKernel_expertSize(const MoeKernel *this, int e);
 
 /* Batch path: y[n][d_model] = the MoE output of x[n][d_model] (no b_out) where token t
-   uses the k experts sel[t*k .. t*k+k) with gates gates[t*k ..] (NULL: every gate 1).
-   MS_ERR_RANGE when an expert index is outside [0, E); MS_ERR_NOMEM when scratch fails. */
+   uses the k experts sel[t*k .. t*k+k) with gates gates[t*k ..] (NULL: every gate 1),
+   on `threads` workers (y does not depend on their number). MS_ERR_RANGE when an expert
+   index is outside [0, E); MS_ERR_NOMEM when scratch fails. */
 MsStatus MoeKernel_run(MoeKernel *this, const float *x, long n, int k, const int *sel,
-                       const float *gates, float *y, char **cause);
+                       const float *gates, int threads, float *y, char **cause);
 
 /* One-token path (sgemv): y[d_model] for the single row x[d_model], same conventions.
    Expert indices must be valid (checked by the caller, e.g. through MoeKernel_run). */
@@ -60,10 +64,12 @@ typedef struct MoeTimingOptions {
                           token paths have an untimed warm-up run first (their weights
                           can sit in cache), the batch paths do not */
     int max_reps;      /* default 5 */
+    int threads;       /* workers of the batch paths, dense and MoE alike (default 1); the
+                          one-token paths run on one */
 } MoeTimingOptions;
 
 #define MOE_TIMING_DEFAULTS { .batch_tokens = 1024, .token_tokens = 256, .budget_s = 0.1, \
-                              .max_reps = 5 }
+                              .max_reps = 5, .threads = 1 }
 
 typedef struct MoeTimes {
     long batch_tokens; /* tokens actually used: min(n, options) */
@@ -76,7 +82,8 @@ typedef struct MoeTimes {
 
 /* Times the dense FFN (cblas, preallocated buffers, no b_out) on the first tokens of
    x[n][d_model]. Its result does not depend on the partition: callers may cache it per
-   layer. Runs in the calling (worker) thread; checks cancel between repetitions. */
+   layer. Runs in the calling thread and opt->threads - 1 more for the batch; checks
+   cancel between repetitions. */
 MsStatus MoeKernel_timeDense(const FfnWeights *w, const float *x, long n,
                              const MoeTimingOptions *opt, const Cancel *cancel, MoeTimes *out,
                              char **cause);

@@ -1511,6 +1511,10 @@ void Dump_setReadThreads(Dump *this, int threads) {
     this->read_threads = threads < 1 ? 1 : threads;
 }
 
+int Dump_readThreads(const Dump *this) {
+    return this->read_threads;
+}
+
 void Dump_prefetch(Dump *this, int i) {
     if (i < 0 || i >= this->n_layers)
         return;

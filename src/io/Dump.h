@@ -86,8 +86,10 @@ MsStatus Dump_readRows(Dump *this, int i, DumpMember member, long row0, long n_r
                        float *out, char **cause);
 
 /* Threads that Dump_readRows may use (default 1): rows of uncompressed float32 datasets
-   are read straight from the file (io/DirectRows), in one part per thread. */
+   are read straight from the file (io/DirectRows), in one part per thread. A layer
+   without h computes it from x on as many (jobs/LayerLoad). */
 void Dump_setReadThreads(Dump *this, int threads);
+int Dump_readThreads(const Dump *this);
 
 /* Asks the kernel to read layer i's x and h into the page cache in the background
    (posix_fadvise WILLNEED on their storage), so that loading the layer later does not

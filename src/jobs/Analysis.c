@@ -547,7 +547,8 @@ static MsStatus runSpeed(Entry *e, char **cause) {
     if (st != MS_OK)
         return st;
     MoeSpeedup *sp = xCalloc(1, sizeof *sp);
-    st = Speedup_measure(kernel, &d, dep(e, K_ROUTER), p->E, e->key.k, NULL, &e->job.cancel,
+    /* one worker: the UI's other jobs run beside it */
+    st = Speedup_measure(kernel, &d, dep(e, K_ROUTER), p->E, e->key.k, 1, NULL, &e->job.cancel,
                          sp, cause);
     MoeKernel_delete(kernel);
     return keepResult(e, st, sp);

@@ -55,7 +55,8 @@ static MsStatus readActivations(LayerLoad *this, Dump *dump, int i, const Cancel
             break;
         if (info->has_h)
             st = Dump_readRows(dump, i, DUMP_H, r, n, hb, cause);
-        else if ((st = Ffn_hidden(&this->w, xb, n, hb)) == MS_ERR_NOMEM)
+        else if ((st = Ffn_hiddenThreads(&this->w, xb, n, hb, Dump_readThreads(dump))) ==
+                 MS_ERR_NOMEM)
             setCause(cause, "cannot allocate the gated FFN scratch for %ld rows", n);
         Cancel_progress(cancel, (double)(r + n) / (double)T);
     }

@@ -11,10 +11,11 @@ SPDX-License-Identifier: MIT
 #include "util/XUtils.h"
 
 const MoeTimingOptions Speedup_timing = {.batch_tokens = 1024, .token_tokens = 32,
-                                         .budget_s = 0.01, .max_reps = 3};
+                                         .budget_s = 0.01, .max_reps = 3,
+                                         .threads = 1};
 
 MsStatus Speedup_measure(MoeKernel *kernel, const LayerData *d, const Router *router, int E,
-                         int k, const MoeTimes *dense_cached, const Cancel *cancel,
+                         int k, int threads, const MoeTimes *dense_cached, const Cancel *cancel,
                          MoeSpeedup *out, char **cause) {
     long row0 = d->T_train, n = d->T - d->T_train;
     n = n < Speedup_timing.batch_tokens ? n : Speedup_timing.batch_tokens;
@@ -33,8 +34,10 @@ MsStatus Speedup_measure(MoeKernel *kernel, const LayerData *d, const Router *ro
             gates[t * k + i] = Router_gate(router, scores[t * E + sel[t * k + i]]);
     }
     free(scores);
+    MoeTimingOptions opt = Speedup_timing;
+    opt.threads = threads;
     MsStatus st = MoeKernel_measure(kernel, d->w, x, n, k, sel,
-                                    Router_scalesOutput(router) ? gates : NULL, &Speedup_timing,
+                                    Router_scalesOutput(router) ? gates : NULL, &opt,
                                     dense_cached, cancel, out, cause);
     free(sel);
     free(gates);

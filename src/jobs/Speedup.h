@@ -21,11 +21,12 @@ SPDX-License-Identifier: MIT
 extern const MoeTimingOptions Speedup_timing;
 
 /* Routes the first test tokens of d with router (E experts, top k) and times kernel
-   (built for the router's partition) against the dense FFN. dense_cached (may be NULL)
-   skips re-timing the dense FFN; out->dense can be cached by the caller. MS_ERR_RANGE
-   when the test split is empty. Runs in the calling thread. */
+   (built for the router's partition) against the dense FFN, the batch paths on `threads`
+   workers (the calling thread and threads - 1 more). dense_cached (may be NULL) skips
+   re-timing the dense FFN; out->dense can be cached by the caller (for the same threads).
+   MS_ERR_RANGE when the test split is empty. */
 MsStatus Speedup_measure(MoeKernel *kernel, const LayerData *d, const Router *router, int E,
-                         int k, const MoeTimes *dense_cached, const Cancel *cancel,
+                         int k, int threads, const MoeTimes *dense_cached, const Cancel *cancel,
                          MoeSpeedup *out, char **cause);
 
 #endif

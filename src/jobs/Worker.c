@@ -17,7 +17,7 @@ SPDX-License-Identifier: MIT
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "core/Llama.h"
+#include "core/Ffn.h"
 #include "util/XUtils.h"
 
 enum { WHERE_NONE = 0, WHERE_QUEUED, WHERE_RUNNING, WHERE_DONE };
@@ -99,7 +99,7 @@ static void *threadMain(void *arg) {
     if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 5) != 0) {
         /* not fatal */
     }
-    Llama_useOneBlasThread();
+    Ffn_useOneBlasThread();
     pthread_mutex_lock(&this->lock);
     for (;;) {
         WorkerJob *job = NULL;

@@ -344,8 +344,8 @@ static MsStatus measureRows(LayerRun *lr, const char *strategy, MoeKernel *kerne
     for (int i = 0; i < cfg->n_ks && st == MS_OK; i++) {
         int k = cfg->ks[i];
         MoeSpeedup sp;
-        st = Speedup_measure(kernel, d, router, E, k, lr->have_dense ? &lr->dense : NULL, NULL,
-                             &sp, cause);
+        st = Speedup_measure(kernel, d, router, E, k, cfg->threads,
+                             lr->have_dense ? &lr->dense : NULL, NULL, &sp, cause);
         if (st == MS_OK) {
             lr->dense = sp.dense;
             lr->have_dense = true;
