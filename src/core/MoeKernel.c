@@ -39,9 +39,10 @@ SPDX-License-Identifier: MIT
 
 /* One worker's scratch of a batch run: an expert's gathered x rows and hidden rows. */
 typedef struct Scratch {
-    float *xg;        /* [cap_rows][d_model] */
-    float *hid;       /* [cap_rows][max_g] */
-    float *up;        /* [cap_rows][max_g], gated layers */
+    float *xg;        /* [rows][d_model] */
+    float *hid;       /* [rows][max_g] */
+    float *up;        /* [rows][max_g], gated layers */
+    size_t xg_cap, hid_cap, up_cap; /* bytes */
 } Scratch;
 
 struct MoeKernel {
@@ -55,15 +56,16 @@ struct MoeKernel {
     float *w_gate;    /* [d_ff][d_model] or NULL */
     float *b_in;      /* [d_ff] or NULL */
     float *w_out;     /* per expert [d_model][G_e], expert e at offset[e] * d_model */
-    /* batch scratch, grown by runs */
-    long cap_pairs;   /* (token, slot) pairs order, pos and out hold */
-    long cap_rows;    /* rows of one expert each worker's Scratch holds */
-    int cap_workers;
+    /* batch scratch, grown by runs (capacities in bytes) */
     int *count;       /* [E + 1] */
-    int *order;       /* [cap_pairs] (token, slot) pairs sorted by expert */
-    int *pos;         /* [cap_pairs] where each pair sits in order */
-    float *out;       /* [cap_pairs][d_model] each pair's expert output, in order's order */
-    Scratch *ws;      /* [cap_workers] */
+    int *order;       /* [pairs] (token, slot) pairs sorted by expert */
+    int *pos;         /* [pairs] where each pair sits in order */
+    float *out;       /* [pairs][d_model] each pair's expert output, in order's order */
+    size_t order_cap, pos_cap, out_cap;
+    Scratch *ws;      /* [n_ws] */
+    int n_ws;
+    float *ty;        /* [tokens][d_model] the timed runs' y */
+    size_t ty_cap;
     ParallelPool *pool;
     int pool_threads;
     float *tok_hid;   /* [max_g] one-token path */
@@ -140,7 +142,7 @@ MsStatus MoeKernel_new(const FfnWeights *w, const int32_t *part, int E, MoeKerne
 }
 
 static void freeScratch(MoeKernel *this) {
-    for (int w = 0; w < this->cap_workers; w++) {
+    for (int w = 0; w < this->n_ws; w++) {
         free(this->ws[w].xg);
         free(this->ws[w].hid);
         free(this->ws[w].up);
@@ -149,11 +151,7 @@ static void freeScratch(MoeKernel *this) {
     free(this->order);
     free(this->pos);
     free(this->out);
-    this->ws = NULL;
-    this->order = this->pos = NULL;
-    this->out = NULL;
-    this->cap_pairs = this->cap_rows = 0;
-    this->cap_workers = 0;
+    free(this->ty);
 }
 
 void MoeKernel_delete(MoeKernel *this) {
@@ -176,49 +174,54 @@ int MoeKernel_expertSize(const MoeKernel *this, int e) {
     return this->offset[e + 1] - this->offset[e];
 }
 
-static bool allocScratch(MoeKernel *this, long pairs, long rows, int workers) {
-    size_t G = (size_t)this->max_g, D = (size_t)this->d_model, p = (size_t)pairs;
-    size_t r = (size_t)rows;
-    this->order = tryMallocArray(p, sizeof(int));
-    this->pos = tryMallocArray(p, sizeof(int));
-    this->out = tryMallocArray(p * D, sizeof(float));
-    this->ws = xCalloc((size_t)workers, sizeof(Scratch));
-    this->cap_workers = workers;
-    bool ok = this->order && this->pos && this->out;
-    for (int w = 0; w < workers; w++) {
-        Scratch *s = &this->ws[w];
-        s->xg = tryMallocArray(r * D, sizeof(float));
-        s->hid = tryMallocArray(r * G + 1, sizeof(float));
-        s->up = this->w_gate ? tryMallocArray(r * G + 1, sizeof(float)) : NULL;
-        ok = ok && s->xg && s->hid && (!this->w_gate || s->up);
+/* buf, or a buffer of `bytes` in its place when its capacity *cap is smaller (*ok false
+   and buf kept when that fails). A new buffer is written through once: fresh pages fault
+   on their first write, which a timed run should not pay for. */
+static void *grow(void *buf, size_t *cap, size_t bytes, bool *ok) {
+    if (!*ok || bytes <= *cap)
+        return buf;
+    void *q = tryMallocArray(bytes, 1);
+    if (!q) {
+        *ok = false;
+        return buf;
     }
-    return ok;
+    memset(q, 0, bytes);
+    free(buf);
+    *cap = bytes;
+    return q;
 }
 
-/* Makes the batch scratch hold `pairs` (token, slot) pairs, experts of up to `rows` pairs
-   and `workers` workers (and the pool that runs them). */
+/* Makes the batch scratch hold `pairs` (token, slot) pairs and experts of up to `rows`
+   pairs on `workers` workers (and starts the pool that runs them). */
 static MsStatus reserve(MoeKernel *this, long pairs, long rows, int workers, char **cause) {
     if (workers > 1 && this->pool_threads != workers) {
         ParallelPool_delete(this->pool);
         this->pool = ParallelPool_new(workers);
         this->pool_threads = workers;
     }
-    if (pairs <= this->cap_pairs && rows <= this->cap_rows && workers <= this->cap_workers)
-        return MS_OK;
-    pairs = pairs > this->cap_pairs ? pairs : this->cap_pairs;
-    rows = rows > this->cap_rows ? rows : this->cap_rows;
-    workers = workers > this->cap_workers ? workers : this->cap_workers;
-    freeScratch(this);
-    if (!allocScratch(this, pairs, rows, workers)) {
-        freeScratch(this);
+    if (workers > this->n_ws) {
+        this->ws = xReallocArray(this->ws, (size_t)workers, sizeof(Scratch));
+        memset(this->ws + this->n_ws, 0, (size_t)(workers - this->n_ws) * sizeof(Scratch));
+        this->n_ws = workers;
+    }
+    size_t D = (size_t)this->d_model, G = (size_t)this->max_g, p = (size_t)pairs;
+    size_t r = (size_t)rows, f = sizeof(float);
+    bool ok = true;
+    this->order = grow(this->order, &this->order_cap, p * sizeof(int), &ok);
+    this->pos = grow(this->pos, &this->pos_cap, p * sizeof(int), &ok);
+    this->out = grow(this->out, &this->out_cap, p * D * f, &ok);
+    for (int w = 0; w < workers; w++) {
+        Scratch *s = &this->ws[w];
+        s->xg = grow(s->xg, &s->xg_cap, r * D * f, &ok);
+        s->hid = grow(s->hid, &s->hid_cap, (r * G + 1) * f, &ok);
+        if (this->w_gate)
+            s->up = grow(s->up, &s->up_cap, (r * G + 1) * f, &ok);
+    }
+    if (!ok) {
         setCause(cause, "out of memory for the MoE kernel's scratch (%zu bytes)",
-                 ((size_t)pairs * (2 + (size_t)this->d_model) +
-                  (size_t)workers * rows * (this->d_model + 2 * (size_t)this->max_g)) *
-                     sizeof(float));
+                 p * (2 * sizeof(int) + D * f) + (size_t)workers * r * (D + 2 * G) * f);
         return MS_ERR_NOMEM;
     }
-    this->cap_pairs = pairs;
-    this->cap_rows = rows;
     return MS_OK;
 }
 
@@ -289,26 +292,12 @@ static MsStatus checkRouting(const MoeKernel *this, long n, int k, const int *se
 static MsStatus prepare(MoeKernel *this, long n, int k, const int *sel, int workers,
                         char **cause) {
     MsStatus st = checkRouting(this, n, k, sel, cause);
-    if (st == MS_OK && n > 0 && k > 0)
-        st = reserve(this, n * k, mostPairs(this, n, k, sel), workers, cause);
-    return st;
-}
-
-/* Writes every page of the batch scratch and of y once (fresh pages fault on first
-   write, which a timed run should not pay for). */
-static void touchScratch(MoeKernel *this, long n, int k, float *y) {
-    size_t G = (size_t)this->max_g, D = (size_t)this->d_model, r = (size_t)this->cap_rows;
-    size_t pairs = (size_t)n * (size_t)k;
-    memset(this->order, 0, pairs * sizeof(int));
-    memset(this->pos, 0, pairs * sizeof(int));
-    memset(this->out, 0, pairs * D * sizeof(float));
-    for (int w = 0; w < this->cap_workers; w++) {
-        memset(this->ws[w].xg, 0, r * D * sizeof(float));
-        memset(this->ws[w].hid, 0, r * G * sizeof(float));
-        if (this->ws[w].up)
-            memset(this->ws[w].up, 0, r * G * sizeof(float));
-    }
-    memset(y, 0, (size_t)n * D * sizeof(float));
+    if (st != MS_OK || n == 0 || k == 0)
+        return st;
+    /* The workers' rows grow to twice what is asked, so that routers with more skewed
+       loads (their most loaded expert) rarely make them grow again. */
+    long most = mostPairs(this, n, k, sel), rows = 2 * most < n * k ? 2 * most : n * k;
+    return reserve(this, n * k, most > rows ? most : rows, workers, cause);
 }
 
 /* A batch run's shared state: the experts are its tasks, then row blocks of y. */
@@ -476,17 +465,18 @@ typedef struct DenseWork {
     long rows;
     float *h, *up, *y;
     ParallelPool *pool; /* the batch's workers, NULL for one */
+    int workers;
+    long blockRows;     /* rows per task: the batch in one block per worker */
 } DenseWork;
 
-enum { DENSE_ROWS = 256 }; /* rows per task of the dense batch */
-
-/* Rows block * DENSE_ROWS .. of the dense FFN, as Ffn_hidden + Ffn_output without b_out. */
+/* Rows block * blockRows .. of the dense FFN, as Ffn_hidden + Ffn_output without b_out. */
 static void denseBlock(void *ctx, long block, int worker) {
     (void)worker;
     DenseWork *d = ctx;
     const FfnWeights *w = d->w;
     int D = w->d_model, N = w->d_ff;
-    long r0 = block * DENSE_ROWS, rows = d->rows - r0 < DENSE_ROWS ? d->rows - r0 : DENSE_ROWS;
+    long r0 = block * d->blockRows;
+    long rows = d->rows - r0 < d->blockRows ? d->rows - r0 : d->blockRows;
     size_t n = (size_t)rows * N;
     const float *x = d->x + (size_t)r0 * D;
     float *h = d->h + (size_t)r0 * N, *up = d->up ? d->up + (size_t)r0 * N : NULL;
@@ -503,10 +493,12 @@ static void denseBlock(void *ctx, long block, int worker) {
     Ffn_linear(h, rows, w->w_out, NULL, N, D, d->y + (size_t)r0 * D);
 }
 
-/* The dense FFN on a batch: row blocks spread over the workers, like the MoE batch. */
+/* The dense FFN on a batch: a block of rows per worker (each block's products read all
+   the weights, so more blocks would read them more often). */
 static void denseBatch(void *ctx) {
     DenseWork *d = ctx;
-    long blocks = Parallel_chunks(d->rows, DENSE_ROWS);
+    d->blockRows = Parallel_chunks(d->rows, d->workers);
+    long blocks = Parallel_chunks(d->rows, d->blockRows);
     if (d->pool) {
         ParallelPool_run(d->pool, blocks, denseBlock, d, NULL);
         return;
@@ -577,7 +569,8 @@ MsStatus MoeKernel_timeDense(const FfnWeights *w, const float *x, long n,
         memset(d.up, 0, (size_t)rows * N * sizeof(float));
     memset(d.y, 0, (size_t)rows * D * sizeof(float));
     d.rows = out->batch_tokens;
-    d.pool = opt->threads > 1 ? ParallelPool_new(opt->threads) : NULL;
+    d.workers = opt->threads > 1 ? opt->threads : 1;
+    d.pool = d.workers > 1 ? ParallelPool_new(d.workers) : NULL;
     if (d.rows > 0)
         st = timeWork(denseBatch, &d, opt, cancel, false, &out->batch_s, &out->batch_reps);
     ParallelPool_delete(d.pool);
@@ -629,22 +622,21 @@ MsStatus MoeKernel_time(MoeKernel *this, const float *x, long n, int k, const in
         setCause(cause, "no tokens to time the MoE kernel on");
         return MS_ERR_RANGE;
     }
-    float *y = tryMallocArray((size_t)rows * this->d_model, sizeof(float));
-    if (!y) {
-        setCause(cause, "out of memory timing the MoE kernel (%zu bytes)",
-                 (size_t)rows * this->d_model * sizeof(float));
+    size_t ybytes = (size_t)rows * this->d_model * sizeof(float);
+    bool ok = true;
+    this->ty = grow(this->ty, &this->ty_cap, ybytes, &ok);
+    if (!ok) {
+        setCause(cause, "out of memory timing the MoE kernel (%zu bytes)", ybytes);
         return MS_ERR_NOMEM;
     }
-    /* The routing is checked and the scratch reserved and touched before the clock, so the
-       first batch run is timed as well: a batch streams the experts' weights from memory
-       on every run, so a warm-up run would not change it, and it would double the cost of
-       the many measurements a batch makes. */
+    /* The routing is checked and the scratch reserved (its pages written) before the
+       clock, so the first batch run is timed as well: a batch streams the experts' weights
+       from memory on every run, so a warm-up run would not change it, and it would double
+       the cost of the many measurements a batch makes. */
     int workers = opt->threads > 1 ? opt->threads : 1;
     MsStatus st = prepare(this, rows, k, sel, workers, cause);
-    if (st == MS_OK && k > 0)
-        touchScratch(this, rows, k, y);
     MoeWork m = {.kernel = this, .x = x, .k = k, .sel = sel, .gates = gates, .workers = workers,
-                 .y = y};
+                 .y = this->ty};
     m.rows = out->batch_tokens;
     if (st == MS_OK && m.rows > 0)
         st = timeWork(moeBatch, &m, opt, cancel, false, &out->batch_s, &out->batch_reps);
@@ -655,7 +647,6 @@ MsStatus MoeKernel_time(MoeKernel *this, const float *x, long n, int k, const in
     }
     if (st == MS_ERR_CANCELED)
         setCause(cause, "canceled");
-    free(y);
     return st;
 }
 
