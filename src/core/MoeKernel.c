@@ -8,12 +8,13 @@ block of expert e starts at w_out + offset[e] * d_model and is row-major [d_mode
 so both sgemm and sgemv read it with leading dimension G_e. A batch run sorts the (token,
 slot) pairs by expert with a counting sort, so each expert's tokens are gathered once and
 go through two (three when gated) sgemm calls; the gate scales the hidden rows (G_e
-multiplies instead of d_model) before the output sgemm, which writes each pair's output
-row at the pair's place in the sorted order; then each token's rows are added into y in
-slot order. The experts are the tasks of a pool of workers (single-threaded BLAS each:
-an expert's product of some 32 to 128 rows is too small for OpenBLAS's threads, which
-made the batch barely faster than one thread and left them spinning after it), and
-every output row is one worker's work, so y does not depend on their number.
+multiplies instead of d_model) before the output sgemm, whose rows are added into y.
+With several workers the experts are cut into one range of about equal work per worker
+(single-threaded BLAS each: an expert's product of some 32 to 128 rows is too small for
+OpenBLAS's threads, which made the batch barely faster than one thread and left them
+spinning after it); each range adds into its own sums, which are then added into y in
+range order. (Each pair's output row kept apart for a sum in slot order would make y
+independent of the workers too, but at k = 4 that is 12.6 MB more at the batch's peak.)
 
 Timing: both paths run with buffers allocated (and touched) before the clock starts, so
 neither side pays for allocation or page faults; the dense side repeats Ffn.c's cblas
@@ -42,7 +43,8 @@ typedef struct Scratch {
     float *xg;        /* [rows][d_model] */
     float *hid;       /* [rows][max_g] */
     float *up;        /* [rows][max_g], gated layers */
-    size_t xg_cap, hid_cap, up_cap; /* bytes */
+    float *out;       /* [rows][d_model] */
+    size_t xg_cap, hid_cap, up_cap, out_cap; /* bytes */
 } Scratch;
 
 struct MoeKernel {
@@ -59,9 +61,8 @@ struct MoeKernel {
     /* batch scratch, grown by runs (capacities in bytes) */
     int *count;       /* [E + 1] */
     int *order;       /* [pairs] (token, slot) pairs sorted by expert */
-    int *pos;         /* [pairs] where each pair sits in order */
-    float *out;       /* [pairs][d_model] each pair's expert output, in order's order */
-    size_t order_cap, pos_cap, out_cap;
+    float *ypart;     /* [workers - 1][tokens][d_model] the sums of all ranges but the first */
+    size_t order_cap, ypart_cap;
     Scratch *ws;      /* [n_ws] */
     int n_ws;
     float *ty;        /* [tokens][d_model] the timed runs' y */
@@ -146,11 +147,11 @@ static void freeScratch(MoeKernel *this) {
         free(this->ws[w].xg);
         free(this->ws[w].hid);
         free(this->ws[w].up);
+        free(this->ws[w].out);
     }
     free(this->ws);
     free(this->order);
-    free(this->pos);
-    free(this->out);
+    free(this->ypart);
     free(this->ty);
 }
 
@@ -174,26 +175,27 @@ int MoeKernel_expertSize(const MoeKernel *this, int e) {
     return this->offset[e + 1] - this->offset[e];
 }
 
-/* buf, or a buffer of `bytes` in its place when its capacity *cap is smaller (*ok false
-   and buf kept when that fails). A new buffer is written through once: fresh pages fault
+/* buf, or a buffer of `bytes` in its place when its capacity *cap is smaller (its contents
+   are not kept, and it is freed first so that the two never add up; NULL, a capacity of 0
+   and *ok false when that fails). A new buffer is written through once: fresh pages fault
    on their first write, which a timed run should not pay for. */
 static void *grow(void *buf, size_t *cap, size_t bytes, bool *ok) {
     if (!*ok || bytes <= *cap)
         return buf;
+    free(buf);
     void *q = tryMallocArray(bytes, 1);
+    *cap = q ? bytes : 0;
     if (!q) {
         *ok = false;
-        return buf;
+        return NULL;
     }
     memset(q, 0, bytes);
-    free(buf);
-    *cap = bytes;
     return q;
 }
 
-/* Makes the batch scratch hold `pairs` (token, slot) pairs and experts of up to `rows`
-   pairs on `workers` workers (and starts the pool that runs them). */
-static MsStatus reserve(MoeKernel *this, long pairs, long rows, int workers, char **cause) {
+/* Makes the batch scratch hold n tokens of k slots and experts of up to `rows` pairs on
+   `workers` workers (and starts the pool that runs them). */
+static MsStatus reserve(MoeKernel *this, long n, int k, long rows, int workers, char **cause) {
     if (workers > 1 && this->pool_threads != workers) {
         ParallelPool_delete(this->pool);
         this->pool = ParallelPool_new(workers);
@@ -204,22 +206,23 @@ static MsStatus reserve(MoeKernel *this, long pairs, long rows, int workers, cha
         memset(this->ws + this->n_ws, 0, (size_t)(workers - this->n_ws) * sizeof(Scratch));
         this->n_ws = workers;
     }
-    size_t D = (size_t)this->d_model, G = (size_t)this->max_g, p = (size_t)pairs;
-    size_t r = (size_t)rows, f = sizeof(float);
+    size_t D = (size_t)this->d_model, G = (size_t)this->max_g, p = (size_t)n * (size_t)k;
+    size_t r = (size_t)rows, f = sizeof(float), part = (size_t)(workers - 1) * (size_t)n * D;
     bool ok = true;
     this->order = grow(this->order, &this->order_cap, p * sizeof(int), &ok);
-    this->pos = grow(this->pos, &this->pos_cap, p * sizeof(int), &ok);
-    this->out = grow(this->out, &this->out_cap, p * D * f, &ok);
+    if (workers > 1)
+        this->ypart = grow(this->ypart, &this->ypart_cap, part * f, &ok);
     for (int w = 0; w < workers; w++) {
         Scratch *s = &this->ws[w];
         s->xg = grow(s->xg, &s->xg_cap, r * D * f, &ok);
         s->hid = grow(s->hid, &s->hid_cap, (r * G + 1) * f, &ok);
+        s->out = grow(s->out, &s->out_cap, r * D * f, &ok);
         if (this->w_gate)
             s->up = grow(s->up, &s->up_cap, (r * G + 1) * f, &ok);
     }
     if (!ok) {
         setCause(cause, "out of memory for the MoE kernel's scratch (%zu bytes)",
-                 p * (2 * sizeof(int) + D * f) + (size_t)workers * r * (D + 2 * G) * f);
+                 p * sizeof(int) + (part + (size_t)workers * r * (2 * D + 2 * G)) * f);
         return MS_ERR_NOMEM;
     }
     return MS_OK;
@@ -243,27 +246,20 @@ static void expertHidden(MoeKernel *this, int e, const float *xg, int rows, floa
         hid[i] *= up[i];
 }
 
-/* Sorts the (token, slot) pairs by expert: count[e] becomes expert e's start in order,
-   pos[p] pair p's place in it. Returns the most pairs any expert has. */
-static long sortByExpert(MoeKernel *this, long n, int k, const int *sel) {
+/* Sorts the (token, slot) pairs by expert: count[e] becomes expert e's start in order. */
+static void sortByExpert(MoeKernel *this, long n, int k, const int *sel) {
     int E = this->E;
     memset(this->count, 0, ((size_t)E + 1) * sizeof(int));
-    long pairs = n * k, most = 0;
+    long pairs = n * k;
     for (long p = 0; p < pairs; p++)
         this->count[sel[p] + 1]++;
-    for (int e = 0; e < E; e++) {
-        most = this->count[e + 1] > most ? this->count[e + 1] : most;
+    for (int e = 0; e < E; e++)
         this->count[e + 1] += this->count[e];
-    }
-    for (long p = 0; p < pairs; p++) {
-        int at = this->count[sel[p]]++;
-        this->order[at] = (int)p;
-        this->pos[p] = at;
-    }
+    for (long p = 0; p < pairs; p++)
+        this->order[this->count[sel[p]]++] = (int)p;
     /* count[e] now holds the end of expert e; shift back to starts. */
     memmove(this->count + 1, this->count, (size_t)E * sizeof(int));
     this->count[0] = 0;
-    return most;
 }
 
 /* The most pairs any expert has under sel (sortByExpert's count, without the scratch). */
@@ -297,10 +293,10 @@ static MsStatus prepare(MoeKernel *this, long n, int k, const int *sel, int work
     /* The workers' rows grow to twice what is asked, so that routers with more skewed
        loads (their most loaded expert) rarely make them grow again. */
     long most = mostPairs(this, n, k, sel), rows = 2 * most < n * k ? 2 * most : n * k;
-    return reserve(this, n * k, most > rows ? most : rows, workers, cause);
+    return reserve(this, n, k, most > rows ? most : rows, workers, cause);
 }
 
-/* A batch run's shared state: the experts are its tasks, then row blocks of y. */
+/* A batch run's shared state: its tasks are ranges of experts, then row blocks of y. */
 typedef struct BatchRun {
     MoeKernel *kernel;
     const float *x;
@@ -308,31 +304,26 @@ typedef struct BatchRun {
     int k;
     const float *gates;
     float *y;
+    int ranges;
+    int first[MOE_MAX_WORKERS + 1]; /* range w: experts first[w] .. first[w + 1] - 1 */
 } BatchRun;
 
-enum { REDUCE_ROWS = 64 }; /* tokens per task of the sum into y */
+enum { SUM_ROWS = 64 }; /* tokens per task of the ranges' sum into y */
 
-/* Expert e on worker w's scratch: its pairs' x rows gathered, hidden, gated, and their
-   outputs into out at the pairs' places in order. */
-static void expertTask(void *ctx, long e, int worker) {
-    BatchRun *b = ctx;
+/* Expert e's output rows for its pairs, on scratch s, added into acc's rows of their
+   tokens. */
+static void runExpert(const BatchRun *b, int e, Scratch *s, float *acc) {
     MoeKernel *this = b->kernel;
     int D = this->d_model, k = b->k;
     int first = this->count[e], rows = this->count[e + 1] - first;
     int g = this->offset[e + 1] - this->offset[e];
-    float *out = this->out + (size_t)first * D;
-    if (rows == 0)
+    if (rows == 0 || g == 0)
         return;
-    if (g == 0) {
-        memset(out, 0, (size_t)rows * D * sizeof(float));
-        return;
-    }
-    Scratch *s = &this->ws[worker];
     const int *pairs = this->order + first;
     for (int r = 0; r < rows; r++)
         memcpy(s->xg + (size_t)r * D, b->x + (size_t)(pairs[r] / k) * D,
                (size_t)D * sizeof(float));
-    expertHidden(this, (int)e, s->xg, rows, s->hid, s->up);
+    expertHidden(this, e, s->xg, rows, s->hid, s->up);
     if (b->gates) {
         for (int r = 0; r < rows; r++) {
             float gv = b->gates[pairs[r]], *hr = s->hid + (size_t)r * g;
@@ -341,28 +332,57 @@ static void expertTask(void *ctx, long e, int worker) {
         }
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, D, g, 1.0f, s->hid, g,
-                this->w_out + (size_t)this->offset[e] * D, g, 0.0f, out, D);
+                this->w_out + (size_t)this->offset[e] * D, g, 0.0f, s->out, D);
+    for (int r = 0; r < rows; r++) /* a vector add: 1 * o + y is exact */
+        Vec_axpy(D, 1.0f, s->out + (size_t)r * D, acc + (size_t)(pairs[r] / k) * D);
 }
 
-/* y's rows of one block: each token's slots' outputs added in slot order. */
-static void reduceTask(void *ctx, long block, int worker) {
+/* Range `range` of experts in order, on the worker's scratch, into its own sums: y for the
+   first range, a part of ypart for the others. */
+static void rangeTask(void *ctx, long range, int worker) {
+    BatchRun *b = ctx;
+    MoeKernel *this = b->kernel;
+    size_t len = (size_t)b->n * this->d_model;
+    float *acc = range == 0 ? b->y : this->ypart + (size_t)(range - 1) * len;
+    memset(acc, 0, len * sizeof(float));
+    for (int e = b->first[range]; e < b->first[range + 1]; e++)
+        runExpert(b, e, &this->ws[worker], acc);
+}
+
+/* y's rows of one block plus the other ranges' sums, in range order. */
+static void sumTask(void *ctx, long block, int worker) {
     (void)worker;
     BatchRun *b = ctx;
-    const MoeKernel *this = b->kernel;
-    int D = this->d_model, k = b->k;
-    long t1 = (block + 1) * REDUCE_ROWS < b->n ? (block + 1) * REDUCE_ROWS : b->n;
-    for (long t = block * REDUCE_ROWS; t < t1; t++) {
-        float *yt = b->y + (size_t)t * D;
-        memcpy(yt, this->out + (size_t)this->pos[t * k] * D, (size_t)D * sizeof(float));
-        for (int j = 1; j < k; j++) /* a vector add: 1 * o + y is exact */
-            Vec_axpy(D, 1.0f, this->out + (size_t)this->pos[t * k + j] * D, yt);
-    }
+    int D = b->kernel->d_model;
+    size_t len = (size_t)b->n * D;
+    long t0 = block * SUM_ROWS, t1 = t0 + SUM_ROWS < b->n ? t0 + SUM_ROWS : b->n;
+    for (int r = 1; r < b->ranges; r++)
+        Vec_axpy((int)((t1 - t0) * D), 1.0f, b->kernel->ypart + (size_t)(r - 1) * len + t0 * D,
+                 b->y + t0 * D);
 }
 
-/* The run on prepared scratch: the experts spread over the workers, each with its own
-   single-threaded sgemm calls (per-expert products are too small to split well), then
-   the sum into y. Every output row is computed by one worker the same way, so y does not
-   depend on the number of workers. */
+/* Cuts the experts into `ranges` consecutive ranges of about equal work (pairs x neurons). */
+static void cutRanges(const MoeKernel *this, BatchRun *b, int ranges) {
+    double total = 0.0, sofar = 0.0;
+    for (int e = 0; e < this->E; e++)
+        total += (double)(this->count[e + 1] - this->count[e]) * (this->offset[e + 1] - this->offset[e]);
+    b->ranges = ranges;
+    b->first[0] = 0;
+    int w = 1;
+    for (int e = 0; e < this->E && w < ranges; e++) {
+        sofar += (double)(this->count[e + 1] - this->count[e]) * (this->offset[e + 1] - this->offset[e]);
+        while (w < ranges && sofar >= total * w / ranges)
+            b->first[w++] = e + 1;
+    }
+    while (w <= ranges)
+        b->first[w++] = this->E;
+}
+
+/* The run on prepared scratch: the experts cut into one range of about equal work per
+   worker, each range's outputs added into its own sums by single-threaded sgemm calls
+   (per-expert products are too small to split well), then the sums added into y in range
+   order. The ranges depend only on the routing and the number of workers, so a run is
+   bitwise repeatable (with one worker: expert by expert into y). */
 static void runPrepared(MoeKernel *this, const float *x, long n, int k, const int *sel,
                         const float *gates, int workers, float *y) {
     if (n == 0 || k == 0) {
@@ -371,21 +391,18 @@ static void runPrepared(MoeKernel *this, const float *x, long n, int k, const in
     }
     sortByExpert(this, n, k, sel);
     BatchRun b = {.kernel = this, .x = x, .n = n, .k = k, .gates = gates, .y = y};
-    ParallelPool *pool = workers > 1 ? this->pool : NULL;
-    if (pool) {
-        ParallelPool_run(pool, this->E, expertTask, &b, NULL);
-        ParallelPool_run(pool, Parallel_chunks(n, REDUCE_ROWS), reduceTask, &b, NULL);
+    cutRanges(this, &b, workers);
+    if (workers > 1) {
+        ParallelPool_run(this->pool, workers, rangeTask, &b, NULL);
+        ParallelPool_run(this->pool, Parallel_chunks(n, SUM_ROWS), sumTask, &b, NULL);
         return;
     }
-    for (int e = 0; e < this->E; e++)
-        expertTask(&b, e, 0);
-    for (long c = 0; c < Parallel_chunks(n, REDUCE_ROWS); c++)
-        reduceTask(&b, c, 0);
+    rangeTask(&b, 0, 0);
 }
 
 MsStatus MoeKernel_run(MoeKernel *this, const float *x, long n, int k, const int *sel,
                        const float *gates, int threads, float *y, char **cause) {
-    int workers = threads > 1 ? threads : 1;
+    int workers = threads < 1 ? 1 : threads > MOE_MAX_WORKERS ? MOE_MAX_WORKERS : threads;
     MsStatus st = prepare(this, n, k, sel, workers, cause);
     if (st != MS_OK)
         return st;
@@ -633,7 +650,8 @@ MsStatus MoeKernel_time(MoeKernel *this, const float *x, long n, int k, const in
        clock, so the first batch run is timed as well: a batch streams the experts' weights
        from memory on every run, so a warm-up run would not change it, and it would double
        the cost of the many measurements a batch makes. */
-    int workers = opt->threads > 1 ? opt->threads : 1;
+    int workers = opt->threads < 1 ? 1 : opt->threads > MOE_MAX_WORKERS ? MOE_MAX_WORKERS
+                                                                          : opt->threads;
     MsStatus st = prepare(this, rows, k, sel, workers, cause);
     MoeWork m = {.kernel = this, .x = x, .k = k, .sel = sel, .gates = gates, .workers = workers,
                  .y = this->ty};

@@ -31,6 +31,8 @@ SPDX-License-Identifier: MIT
 
 typedef struct MoeKernel MoeKernel;
 
+enum { MOE_MAX_WORKERS = 64 }; /* more threads than this run on this many */
+
 /* Gathers the weights of w (not kept: the kernel copies what it needs) for the partition
    part[d_ff] (expert of each neuron, 0..E-1; experts may have unequal or zero sizes).
    MS_ERR_RANGE when a part value is outside [0, E), MS_ERR_NOMEM when the copies do not fit. */
@@ -44,8 +46,9 @@ int MoeKernel_expertSize(const MoeKernel *this, int e);
 
 /* Batch path: y[n][d_model] = the MoE output of x[n][d_model] (no b_out) where token t
    uses the k experts sel[t*k .. t*k+k) with gates gates[t*k ..] (NULL: every gate 1),
-   on `threads` workers (y does not depend on their number). MS_ERR_RANGE when an expert
-   index is outside [0, E); MS_ERR_NOMEM when scratch fails. */
+   on `threads` workers (the experts in one range per worker; y's last bits depend on
+   their number, not on the run). MS_ERR_RANGE when an expert index is outside [0, E);
+   MS_ERR_NOMEM when scratch fails. */
 MsStatus MoeKernel_run(MoeKernel *this, const float *x, long n, int k, const int *sel,
                        const float *gates, int threads, float *y, char **cause);
 
