@@ -84,6 +84,8 @@ static bool gather(MoeKernel *this, const FfnWeights *w, const int32_t *part) {
     if (!this->w_in || !this->w_out || (w->w_gate && !this->w_gate) || (w->b_in && !this->b_in))
         return false;
     int *next = xMallocArray((size_t)E, sizeof(int));
+    size_t *at = xMallocArray((size_t)N, sizeof(size_t)); /* neuron j's place in row 0 */
+    int *stride = xMallocArray((size_t)N, sizeof(int));   /* its expert's row length */
     memcpy(next, this->offset, (size_t)E * sizeof(int));
     for (int j = 0; j < N; j++) {
         int e = part[j], r = next[e]++;
@@ -93,11 +95,18 @@ static bool gather(MoeKernel *this, const FfnWeights *w, const int32_t *part) {
                    (size_t)D * sizeof(float));
         if (this->b_in)
             this->b_in[r] = w->b_in[j];
-        int g = this->offset[e + 1] - this->offset[e], col = r - this->offset[e];
-        float *blk = this->w_out + (size_t)this->offset[e] * D;
-        for (int i = 0; i < D; i++)
-            blk[(size_t)i * g + col] = w->w_out[(size_t)i * N + j];
+        stride[j] = this->offset[e + 1] - this->offset[e];
+        at[j] = (size_t)this->offset[e] * D + (size_t)(r - this->offset[e]);
     }
+    /* w_out row by row (read in order; the writes go to E runs of consecutive places)
+       rather than neuron by neuron (a read d_ff floats apart for every element) */
+    for (int i = 0; i < D; i++) {
+        const float *src = w->w_out + (size_t)i * N;
+        for (int j = 0; j < N; j++)
+            this->w_out[at[j] + (size_t)i * stride[j]] = src[j];
+    }
+    free(at);
+    free(stride);
     free(next);
     return true;
 }
