@@ -301,8 +301,8 @@ static MsStatus prepare(MoeKernel *this, long n, int k, const int *sel, int work
         return st;
     /* The workers' rows grow to twice what is asked, so that routers with more skewed
        loads (their most loaded expert) rarely make them grow again. */
-    long most = mostPairs(this, n, k, sel), rows = 2 * most < n * k ? 2 * most : n * k;
-    return reserve(this, n, k, most > rows ? most : rows, workers, cause);
+    long most = mostPairs(this, n, k, sel);
+    return reserve(this, n, k, 2 * most < n * k ? 2 * most : n * k, workers, cause);
 }
 
 /* A batch run's shared state: its tasks are ranges of experts, then row blocks of y. */
@@ -370,16 +370,21 @@ static void sumTask(void *ctx, long block, int worker) {
                  b->y + t0 * D);
 }
 
-/* Cuts the experts into `ranges` consecutive ranges of about equal work (pairs x neurons). */
+/* Expert e's work in a sorted run: its pairs times its neurons. */
+static double expertWork(const MoeKernel *this, int e) {
+    return (double)(this->count[e + 1] - this->count[e]) * (this->offset[e + 1] - this->offset[e]);
+}
+
+/* Cuts the experts into `ranges` consecutive ranges of about equal work. */
 static void cutRanges(const MoeKernel *this, BatchRun *b, int ranges) {
     double total = 0.0, sofar = 0.0;
     for (int e = 0; e < this->E; e++)
-        total += (double)(this->count[e + 1] - this->count[e]) * (this->offset[e + 1] - this->offset[e]);
+        total += expertWork(this, e);
     b->ranges = ranges;
     b->first[0] = 0;
     int w = 1;
     for (int e = 0; e < this->E && w < ranges; e++) {
-        sofar += (double)(this->count[e + 1] - this->count[e]) * (this->offset[e + 1] - this->offset[e]);
+        sofar += expertWork(this, e);
         while (w < ranges && sofar >= total * w / ranges)
             b->first[w++] = e + 1;
     }
@@ -409,9 +414,14 @@ static void runPrepared(MoeKernel *this, const float *x, long n, int k, const in
     rangeTask(&b, 0, 0);
 }
 
+/* The workers of a batch run on `threads` threads. */
+static int workersFor(int threads) {
+    return threads < 1 ? 1 : threads > MOE_MAX_WORKERS ? MOE_MAX_WORKERS : threads;
+}
+
 MsStatus MoeKernel_run(MoeKernel *this, const float *x, long n, int k, const int *sel,
                        const float *gates, int threads, float *y, char **cause) {
-    int workers = threads < 1 ? 1 : threads > MOE_MAX_WORKERS ? MOE_MAX_WORKERS : threads;
+    int workers = workersFor(threads);
     MsStatus st = prepare(this, n, k, sel, workers, cause);
     if (st != MS_OK)
         return st;
@@ -595,7 +605,7 @@ MsStatus MoeKernel_timeDense(const FfnWeights *w, const float *x, long n,
         memset(d.up, 0, (size_t)rows * N * sizeof(float));
     memset(d.y, 0, (size_t)rows * D * sizeof(float));
     d.rows = out->batch_tokens;
-    d.workers = opt->threads > 1 ? opt->threads : 1;
+    d.workers = workersFor(opt->threads);
     d.pool = d.workers > 1 ? ParallelPool_new(d.workers) : NULL;
     if (d.rows > 0)
         st = timeWork(denseBatch, &d, opt, cancel, false, &out->batch_s, &out->batch_reps);
@@ -659,8 +669,7 @@ MsStatus MoeKernel_time(MoeKernel *this, const float *x, long n, int k, const in
        clock, so the first batch run is timed as well: a batch streams the experts' weights
        from memory on every run, so a warm-up run would not change it, and it would double
        the cost of the many measurements a batch makes. */
-    int workers = opt->threads < 1 ? 1 : opt->threads > MOE_MAX_WORKERS ? MOE_MAX_WORKERS
-                                                                          : opt->threads;
+    int workers = workersFor(opt->threads);
     MsStatus st = prepare(this, rows, k, sel, workers, cause);
     MoeWork m = {.kernel = this, .x = x, .k = k, .sel = sel, .gates = gates, .workers = workers,
                  .y = this->ty};
