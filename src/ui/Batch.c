@@ -25,6 +25,8 @@ SPDX-License-Identifier: MIT
 #include <malloc.h>
 #endif
 #include <math.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -597,14 +599,70 @@ static bool wantsRouter(const BatchConfig *cfg, RouterKind kind) {
     return false;
 }
 
+/* A layer's top-K neuron bound, made on a thread of its own while the partitions run on
+   the calling one: k-means and METIS run single-threaded and leave a core free for it.
+   It starts once the co-activation counts are made (both passes are bound by reading h,
+   so side by side they only share the memory's bandwidth). It reads the layer's data
+   only, as the partitions do. */
+typedef struct BoundJob {
+    const LayerData *d;
+    int threads;
+    bool train_too;
+    NeuronBound *bound[2]; /* test and (train_too) train split */
+    MsStatus st;
+    char *cause;
+    pthread_t thread;
+    bool started, running;
+} BoundJob;
+
+static void *boundMain(void *arg) {
+    BoundJob *j = arg;
+    j->st = NeuronBound_new(&j->bound[0], j->d, SPLIT_TEST, j->threads, NULL, &j->cause);
+    if (j->st == MS_OK && j->train_too)
+        j->st = NeuronBound_new(&j->bound[1], j->d, SPLIT_TRAIN, j->threads, NULL, &j->cause);
+    return NULL;
+}
+
+/* Starts the job (runs it here when no thread can start); once. */
+static void boundStart(BoundJob *j) {
+    if (j->started)
+        return;
+    j->started = true;
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old); /* signals stay with the main thread */
+    j->running = pthread_create(&j->thread, NULL, boundMain, j) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (!j->running)
+        boundMain(j);
+}
+
+/* Waits for the job; its status (and cause). Harmless to call again. */
+static MsStatus boundJoin(BoundJob *j, char **cause) {
+    if (j->running)
+        pthread_join(j->thread, NULL);
+    j->running = false;
+    if (j->st != MS_OK && j->cause) {
+        setCause(cause, "%s", j->cause);
+        free(j->cause);
+        j->cause = NULL;
+    }
+    return j->st;
+}
+
 /* One tau: first every partition (the co-activation counts are needed only there, and
    their memory is given back before the routers' work), then the mlp routers of all
    partitions trained together, then each partition's routers, evaluation, MEO and
    timings. */
-static MsStatus tauRows(LayerRun *lr, const float *tau_q, NeuronBound *const *bound,
-                        char **cause) {
+static MsStatus tauRows(LayerRun *lr, const float *tau_q, BoundJob *bound, char **cause) {
     const BatchConfig *cfg = lr->run->cfg;
     MsStatus st = layerRows(lr, tau_q, cause);
+    if (st == MS_OK)
+        st = ensureCoact(lr, cause); /* every partition's intra_coact needs them */
+    if (bound) {
+        progress(lr, "top-K neuron bound");
+        boundStart(bound);
+    }
     PartSlot *slots = xCalloc((size_t)cfg->n_strategies * cfg->n_experts, sizeof *slots);
     int n = 0;
     for (int s = 0; s < cfg->n_strategies && st == MS_OK; s++) {
@@ -616,6 +674,10 @@ static MsStatus tauRows(LayerRun *lr, const float *tau_q, NeuronBound *const *bo
         }
     }
     dropTauCaches(lr);
+    if (bound) { /* the partitions are done: the bound's core goes to the mlp training */
+        MsStatus bst = boundJoin(bound, st == MS_OK ? cause : NULL);
+        st = st == MS_OK ? bst : st;
+    }
     bool mlp = wantsRouter(cfg, ROUTER_MLP);
     for (int i = 0; i < n && st == MS_OK; i++) {
         if (mlp && !slots[i].mlp)
@@ -624,8 +686,8 @@ static MsStatus tauRows(LayerRun *lr, const float *tau_q, NeuronBound *const *bo
             st = routerRows(lr, &slots[i], cause);
     }
     freeSlots(slots, n);
-    if (st == MS_OK)
-        st = boundRows(lr, bound);
+    if (st == MS_OK && bound)
+        st = boundRows(lr, bound->bound);
     return st;
 }
 
@@ -646,7 +708,10 @@ static MsStatus runLayer(BatchRun *run, int pos, char **cause) {
         Dump_prefetch(run->dump, run->next_pos);
     const LayerData *d = &lr.load->data;
     float *tau_q = xCalloc((size_t)cfg->n_quantiles + 1, sizeof(float));
-    NeuronBound *bound[2] = {NULL, NULL};
+    /* one thread fewer for the bound: the partitions keep theirs */
+    BoundJob bound = {.d = d, .threads = cfg->threads > 1 ? cfg->threads - 1 : 1,
+                      .train_too = cfg->train_too};
+    bool want_bound = wantsRouter(cfg, ROUTER_TOPK_NEURONS);
     progress(&lr, "sparsity quantiles");
     for (int i = 0; i < cfg->n_quantiles && st == MS_OK; i += SPARSITY_MAX_QUANTILES) {
         int n = cfg->n_quantiles - i;
@@ -654,20 +719,17 @@ static MsStatus runLayer(BatchRun *run, int pos, char **cause) {
                                       n < SPARSITY_MAX_QUANTILES ? n : SPARSITY_MAX_QUANTILES,
                                       cfg->threads, NULL, tau_q + i, cause);
     }
-    if (st == MS_OK && wantsRouter(cfg, ROUTER_TOPK_NEURONS)) {
-        progress(&lr, "top-K neuron bound");
-        st = NeuronBound_new(&bound[0], d, SPLIT_TEST, cfg->threads, NULL, cause);
-        if (st == MS_OK && cfg->train_too)
-            st = NeuronBound_new(&bound[1], d, SPLIT_TRAIN, cfg->threads, NULL, cause);
-    }
     for (int t = 0; t < cfg->n_taus && st == MS_OK; t++) {
         lr.tau = (float)cfg->taus[t];
-        st = tauRows(&lr, tau_q, bound, cause);
+        st = tauRows(&lr, tau_q, want_bound ? &bound : NULL, cause);
     }
+    /* joined by tauRows, unless something failed before */
+    MsStatus bst = boundJoin(&bound, st == MS_OK ? cause : NULL);
+    st = st == MS_OK ? bst : st;
     if (st != MS_OK)
         prefixCause(cause, "%s: layer %d", lr.info->x_file, lr.info->index);
-    NeuronBound_delete(bound[0]);
-    NeuronBound_delete(bound[1]);
+    NeuronBound_delete(bound.bound[0]);
+    NeuronBound_delete(bound.bound[1]);
     free(tau_q);
     dropTauCaches(&lr);
     Meo_delete(lr.meo[0]);
