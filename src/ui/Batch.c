@@ -659,7 +659,7 @@ static MsStatus tauRows(LayerRun *lr, const float *tau_q, BoundJob *bound, char 
     MsStatus st = layerRows(lr, tau_q, cause);
     if (st == MS_OK)
         st = ensureCoact(lr, cause); /* every partition's intra_coact needs them */
-    if (bound) {
+    if (bound && !bound->started && st == MS_OK) {
         progress(lr, "top-K neuron bound");
         boundStart(bound);
     }
