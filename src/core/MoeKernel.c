@@ -255,30 +255,29 @@ static void expertHidden(MoeKernel *this, int e, const float *xg, int rows, floa
         hid[i] *= up[i];
 }
 
+/* Expert e's number of (token, slot) pairs into count[e + 1] (count[0] = 0); returns the
+   most any expert has. */
+static long countPairs(MoeKernel *this, long n, int k, const int *sel) {
+    memset(this->count, 0, ((size_t)this->E + 1) * sizeof(int));
+    for (long p = 0; p < n * k; p++)
+        this->count[sel[p] + 1]++;
+    long most = 0;
+    for (int e = 0; e < this->E; e++)
+        most = this->count[e + 1] > most ? this->count[e + 1] : most;
+    return most;
+}
+
 /* Sorts the (token, slot) pairs by expert: count[e] becomes expert e's start in order. */
 static void sortByExpert(MoeKernel *this, long n, int k, const int *sel) {
     int E = this->E;
-    memset(this->count, 0, ((size_t)E + 1) * sizeof(int));
-    long pairs = n * k;
-    for (long p = 0; p < pairs; p++)
-        this->count[sel[p] + 1]++;
+    countPairs(this, n, k, sel);
     for (int e = 0; e < E; e++)
         this->count[e + 1] += this->count[e];
-    for (long p = 0; p < pairs; p++)
+    for (long p = 0; p < n * k; p++)
         this->order[this->count[sel[p]]++] = (int)p;
     /* count[e] now holds the end of expert e; shift back to starts. */
     memmove(this->count + 1, this->count, (size_t)E * sizeof(int));
     this->count[0] = 0;
-}
-
-/* The most pairs any expert has under sel (sortByExpert's count, without the scratch). */
-static long mostPairs(const MoeKernel *this, long n, int k, const int *sel) {
-    int *c = xCalloc((size_t)this->E, sizeof(int));
-    long most = 0;
-    for (long p = 0; p < n * k; p++)
-        most = ++c[sel[p]] > most ? c[sel[p]] : most;
-    free(c);
-    return most;
 }
 
 static MsStatus checkRouting(const MoeKernel *this, long n, int k, const int *sel,
@@ -301,7 +300,7 @@ static MsStatus prepare(MoeKernel *this, long n, int k, const int *sel, int work
         return st;
     /* The workers' rows grow to twice what is asked, so that routers with more skewed
        loads (their most loaded expert) rarely make them grow again. */
-    long most = mostPairs(this, n, k, sel);
+    long most = countPairs(this, n, k, sel); /* a run counts them again when it sorts */
     return reserve(this, n, k, 2 * most < n * k ? 2 * most : n * k, workers, cause);
 }
 
